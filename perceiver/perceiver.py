@@ -15,6 +15,9 @@ import haiku as hk
 import jax.numpy as jnp
 import numpy as np
 
+# The official module exposes these as attributes (`perceiver.position_encoding`).
+from perceiver import io_processors  # pylint: disable=unused-import
+from perceiver import position_encoding  # pylint: disable=unused-import
 from perceiver.attention import Attention
 from perceiver.attention import CrossAttention
 from perceiver.attention import MLP

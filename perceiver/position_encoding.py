@@ -142,16 +142,19 @@ class TrainablePositionEncoding(AbstractPositionEncoding):
 
   def __init__(self, index_dim, num_channels=128, init_scale=0.02, name=None):
     super().__init__(name=name)
-    if int(index_dim) < 1:
+    if index_dim is not None and int(index_dim) < 1:
       raise ValueError(f"index_dim must be >= 1, got {index_dim!r}.")
     if int(num_channels) < 1:
       raise ValueError(f"num_channels must be >= 1, got {num_channels!r}.")
-    self._index_dim = int(index_dim)
+    self._index_dim = None if index_dim is None else int(index_dim)
     self._num_channels = int(num_channels)
     self._init_scale = init_scale
 
   def __call__(self, batch_size, pos=None):
     del pos  # Unused: the embedding is indexed by position, not by coordinates.
+    if self._index_dim is None:
+      raise ValueError("TrainablePositionEncoding was built with index_dim=None and "
+                       "cannot create its embedding.")
     pos_embs = hk.get_parameter(
         "pos_embs", [self._index_dim, self._num_channels],
         init=hk.initializers.TruncatedNormal(stddev=self._init_scale))
@@ -175,21 +178,29 @@ class FourierPositionEncoding(AbstractPositionEncoding):
   def __init__(self, index_dims, num_bands, concat_pos=True, max_resolution=None,
                sine_only=False, name=None):
     super().__init__(name=name)
-    self._index_dims = _as_index_dims(index_dims)
+    # index_dims may be None for an encoding that is only ever given explicit `pos`
+    # (or never called, as in the official optical-flow decoder).
+    self._index_dims = None if index_dims is None else _as_index_dims(index_dims)
     if int(num_bands) < 1:
       raise ValueError(f"num_bands must be >= 1, got {num_bands!r}.")
     self._num_bands = int(num_bands)
     self._concat_pos = concat_pos
     self._sine_only = sine_only
-    self._max_resolution = tuple(max_resolution or self._index_dims)
-    if len(self._max_resolution) != len(self._index_dims):
+    max_resolution = max_resolution or self._index_dims
+    if max_resolution is None:
+      raise ValueError("FourierPositionEncoding needs index_dims or max_resolution, "
+                       "got neither.")
+    self._max_resolution = tuple(max_resolution)
+    if self._index_dims is not None and len(self._max_resolution) != len(self._index_dims):
       raise ValueError(
           f"max_resolution={self._max_resolution} must have one entry per dimension "
           f"of index_dims={self._index_dims}.")
+    # The grid's dimensions (those of max_resolution when index_dims is None).
+    self._grid_dims = self._index_dims or self._max_resolution
 
   @property
   def num_channels(self):
-    return num_fourier_channels(len(self._index_dims), self._num_bands,
+    return num_fourier_channels(len(self._max_resolution), self._num_bands,
                                 self._concat_pos, self._sine_only)
 
   def _features(self, pos):
@@ -199,6 +210,9 @@ class FourierPositionEncoding(AbstractPositionEncoding):
 
   def __call__(self, batch_size, pos=None):
     if pos is None:
+      if self._index_dims is None:
+        raise ValueError("FourierPositionEncoding built with index_dims=None needs "
+                         "explicit pos.")
       # The grid is identical for every example: compute it once and broadcast,
       # instead of recomputing the same features per example.
       feats = self._features(_check_or_build_spatial_positions(
@@ -206,7 +220,7 @@ class FourierPositionEncoding(AbstractPositionEncoding):
       if batch_size is not None:
         feats = jnp.broadcast_to(feats[None], (batch_size,) + feats.shape)
       return feats
-    pos = _check_or_build_spatial_positions(pos, self._index_dims, batch_size)
+    pos = _check_or_build_spatial_positions(pos, self._grid_dims, batch_size)
     if pos.ndim == 2:
       return self._features(pos)
     lead = pos.shape[:-2]
@@ -254,8 +268,9 @@ def build_position_encoding(position_encoding_type, index_dims, project_pos_dim=
     if trainable_position_encoding_kwargs is None:
       raise ValueError("position_encoding_type='trainable' needs "
                        "trainable_position_encoding_kwargs, got None.")
+    index_dim = None if index_dims is None else int(np.prod(_as_index_dims(index_dims)))
     output_pos_enc = TrainablePositionEncoding(
-        index_dim=int(np.prod(_as_index_dims(index_dims))), name=name,
+        index_dim=index_dim, name=name,
         **trainable_position_encoding_kwargs)
   elif position_encoding_type == "fourier":
     if fourier_position_encoding_kwargs is None:
