@@ -20,7 +20,9 @@ import numpy as np
 
 from perceiver import position_encoding
 from perceiver.attention import CrossAttention
-from perceiver.attention import make_cross_attention_mask
+from perceiver.attention import PositionwiseLinear
+from perceiver.attention import compute_dtype_from
+from perceiver.attention import compute_dtype_scope
 from perceiver.io_processors import restructure
 
 
@@ -98,6 +100,12 @@ class BasicDecoder(AbstractPerceiverDecoder):
       False (default, as the official release): index i of a dimension of size n maps to
       `-1 + 2 i / n`. True: to the full grid's `-1 + 2 i / (n - 1)`, so decoding in
       chunks of subsampled points reproduces the full decoding exactly.
+    compute_dtype: None / '' (off) or 'bfloat16': decode in bfloat16 with float32
+      parameters (see `attention.compute_dtype_scope`); outputs keep the query dtype.
+    remat: rematerialise the cross-attention in the backward pass (`hk.remat`).
+    attention_query_chunk_size, attention_key_chunk_size: compute the attention in
+      blocks of this many queries / latents (None or 0: off), e.g. to decode hundreds
+      of thousands of output points in bounded memory (see `attention.attend`).
     **position_encoding_kwargs: `trainable_position_encoding_kwargs`,
       `fourier_position_encoding_kwargs`, `project_pos_dim`.
   """
@@ -107,17 +115,22 @@ class BasicDecoder(AbstractPerceiverDecoder):
                qk_channels=None, v_channels=None, use_query_residual=False,
                output_w_init=None, concat_preprocessed_input=False, num_heads=1,
                name="basic_decoder", final_project=True, *,
-               exact_subsampled_positions=False, **position_encoding_kwargs):
+               exact_subsampled_positions=False, compute_dtype=None, remat=False,
+               attention_query_chunk_size=None, attention_key_chunk_size=None,
+               **position_encoding_kwargs):
     super().__init__(name=name)
+    self._compute_dtype = compute_dtype_from(compute_dtype)
+    self._remat = bool(remat)
+    self._chunks = dict(query_chunk_size=attention_query_chunk_size or None,
+                        key_chunk_size=attention_key_chunk_size or None)
     if position_encoding_type not in DECODER_POSITION_ENCODING_TYPES:
       raise ValueError(f"Unknown position_encoding_type {position_encoding_type!r}; "
                        f"expected one of {DECODER_POSITION_ENCODING_TYPES}.")
     self._position_encoding_type = position_encoding_type
     self.output_pos_enc = None
     if position_encoding_type != "none":
-      if output_index_dims is None:
-        raise ValueError("BasicDecoder needs output_index_dims when "
-                         f"position_encoding_type={position_encoding_type!r}.")
+      # output_index_dims may be None when the queries come from elsewhere (e.g.
+      # FlowDecoder); decoder_query then raises if it is asked to build queries.
       self.output_pos_enc = position_encoding.build_position_encoding(
           position_encoding_type, index_dims=output_index_dims,
           **position_encoding_kwargs)
@@ -159,6 +172,9 @@ class BasicDecoder(AbstractPerceiverDecoder):
     if self._position_encoding_type == "none":
       raise ValueError("BasicDecoder with position_encoding_type='none' builds no "
                        "queries; pass queries to __call__ directly.")
+    if self._output_index_dim is None:
+      raise ValueError("BasicDecoder needs output_index_dims to build queries with "
+                       f"position_encoding_type={self._position_encoding_type!r}.")
     batch_size = inputs.shape[0]
     if subsampled_points is not None:
       if self._position_encoding_type == "trainable":
@@ -188,18 +204,29 @@ class BasicDecoder(AbstractPerceiverDecoder):
       if tuple(query_mask.shape) != tuple(query.shape[:2]):
         raise ValueError(f"query_mask must have shape {tuple(query.shape[:2])} [B, O], "
                          f"got {tuple(query_mask.shape)}.")
-      attention_mask = make_cross_attention_mask(
-          query_mask=query_mask, kv_mask=jnp.ones(z.shape[:2], dtype=jnp.int32))
-    decoding_cross_attn = CrossAttention(
-        dropout_prob=0.0, num_heads=self._num_heads, widening_factor=1,
-        shape_for_attn="kv", qk_channels=self._qk_channels,
-        v_channels=self._v_channels, use_query_residual=self._use_query_residual)
-    final_layer = hk.Linear(self._output_num_channels, w_init=self._output_w_init,
-                            name="output")
-    output = decoding_cross_attn(query, z, is_training=is_training,
-                                 attention_mask=attention_mask)
-    if self._final_project:
-      output = final_layer(output)
+      # Every latent is visible: one [B, O, 1] column, broadcast over the latents.
+      attention_mask = query_mask[:, :, None]
+    output_dtype = query.dtype
+    if self._compute_dtype is not None:
+      query = query.astype(self._compute_dtype)
+      z = z.astype(self._compute_dtype)
+    with compute_dtype_scope(self._compute_dtype):
+      decoding_cross_attn = CrossAttention(
+          dropout_prob=0.0, num_heads=self._num_heads, widening_factor=1,
+          shape_for_attn="kv", qk_channels=self._qk_channels,
+          v_channels=self._v_channels, use_query_residual=self._use_query_residual,
+          **self._chunks)
+      final_layer = PositionwiseLinear(self._output_num_channels,
+                                       w_init=self._output_w_init, name="output")
+      decode = lambda query, z: decoding_cross_attn(
+          query, z, is_training=is_training, attention_mask=attention_mask)
+      if self._remat:
+        decode = hk.remat(decode)
+      output = decode(query, z)
+      if self._final_project:
+        output = final_layer(output)
+    if self._compute_dtype is not None:
+      output = output.astype(output_dtype)
     return output
 
 

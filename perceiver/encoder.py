@@ -8,15 +8,15 @@ Shape glossary:
   N: number of latents (`z_index_dim`); D: latent channels (`num_z_channels`).
 """
 
-from typing import List
+from typing import Any, List, Sequence, Tuple
 
 import haiku as hk
-import jax.numpy as jnp
 
 from perceiver import position_encoding
 from perceiver.attention import CrossAttention
 from perceiver.attention import SelfAttention
-from perceiver.attention import make_cross_attention_mask
+from perceiver.attention import compute_dtype_from
+from perceiver.attention import compute_dtype_scope
 
 CROSS_ATTEND_PLACEMENTS = ("start", "interleaved")
 
@@ -52,6 +52,33 @@ def cross_attend_schedule(num_cross_attends, num_blocks, placement):
   for i in range(num_cross_attends):
     counts[(i * num_blocks) // num_cross_attends] += 1
   return counts
+
+
+def group_repeats(ops: Sequence[Any], max_period: int = 2) -> List[Tuple[Tuple[Any, ...], int]]:
+  """Run-length groups of a sequence: `[(unit, repeats), ...]` concatenating to `ops`.
+
+  A unit is 1 to `max_period` consecutive items; at each position the unit covering the
+  most items by repeating (items compared by identity) is chosen, the shorter on ties.
+  E.g. `[c0, b, b, b]` -> `[((c0,), 1), ((b,), 3)]` and `[c0, b, c1, b, c1, b]` ->
+  `[((c0,), 1), ((b, c1), 2), ((b,), 1)]`.
+  """
+  groups = []
+  i = 0
+  while i < len(ops):
+    best_period, best_repeats = 1, 1
+    for period in range(1, max_period + 1):
+      unit = ops[i:i + period]
+      if len(unit) < period:
+        break
+      repeats = 1
+      while i + (repeats + 1) * period <= len(ops) and all(
+          a is b for a, b in zip(ops[i + repeats * period:], unit)):
+        repeats += 1
+      if period * repeats > best_period * best_repeats and repeats > 1:
+        best_period, best_repeats = period, repeats
+    groups.append((tuple(ops[i:i + best_period]), best_repeats))
+    i += best_period * best_repeats
+  return groups
 
 
 class PerceiverEncoder(hk.Module):
@@ -91,6 +118,18 @@ class PerceiverEncoder(hk.Module):
     share_cross_attend_weights: share weights among cross-attends after the first.
     share_self_attend_weights: share latent Transformer weights across blocks.
     name: module name.
+    unroll_shared_layers: trace every application of weight-shared layers separately.
+      By default (False) repeated applications of the same layers (e.g. the
+      `num_blocks` applications of a shared latent Transformer) run in a `hk.scan`,
+      so compilation time does not grow with `num_blocks`; the results are the same.
+    compute_dtype: None / '' (off: compute in the parameters' float32) or 'bfloat16':
+      run the layers in bfloat16 with float32 parameters (see
+      `attention.compute_dtype_scope`); the latents are returned in float32.
+    remat: rematerialise each layer in the backward pass (`hk.remat`): less memory,
+      about one more forward pass of compute.
+    attention_query_chunk_size, attention_key_chunk_size: compute attention in blocks
+      of this many queries / keys (None or 0: off); bounds the memory of the
+      cross-attend over very large inputs (see `attention.attend`).
   """
 
   def __init__(self, num_self_attends_per_block=6, num_blocks=8, z_index_dim=512,
@@ -101,8 +140,15 @@ class PerceiverEncoder(hk.Module):
                cross_attention_shape_for_attn="kv", use_query_residual=True,
                name="perceiver_encoder", *, num_cross_attends=1,
                cross_attend_placement="start", share_cross_attend_weights=True,
-               share_self_attend_weights=True):
+               share_self_attend_weights=True, unroll_shared_layers=False,
+               compute_dtype=None, remat=False, attention_query_chunk_size=None,
+               attention_key_chunk_size=None):
     super().__init__(name=name)
+    self._compute_dtype = compute_dtype_from(compute_dtype)
+    self._remat = bool(remat)
+    self._unroll_shared_layers = bool(unroll_shared_layers)
+    chunks = dict(query_chunk_size=attention_query_chunk_size or None,
+                  key_chunk_size=attention_key_chunk_size or None)
     if num_z_channels % num_self_attend_heads != 0:
       raise ValueError(f"num_z_channels ({num_z_channels}) must be divisible by "
                        f"num_self_attend_heads ({num_self_attend_heads}).")
@@ -134,7 +180,8 @@ class PerceiverEncoder(hk.Module):
           shape_for_attn=cross_attention_shape_for_attn,
           qk_channels=qk_channels,
           v_channels=v_channels,
-          use_query_residual=use_query_residual)
+          use_query_residual=use_query_residual,
+          **chunks)
 
     # The first cross-attend keeps the official name and attribute.
     self.cross_attend = make_cross_attend()
@@ -149,7 +196,7 @@ class PerceiverEncoder(hk.Module):
     def make_block():
       return [SelfAttention(num_heads=num_self_attend_heads, dropout_prob=dropout_prob,
                             qk_channels=qk_channels, v_channels=v_channels,
-                            widening_factor=self_attend_widening_factor)
+                            widening_factor=self_attend_widening_factor, **chunks)
               for _ in range(num_self_attends_per_block)]
 
     # The first block keeps the official attribute name.
@@ -180,21 +227,60 @@ class PerceiverEncoder(hk.Module):
       if tuple(input_mask.shape) != tuple(inputs.shape[:2]):
         raise ValueError(f"input_mask must have shape {tuple(inputs.shape[:2])} [B, M], "
                          f"got {tuple(input_mask.shape)}.")
-      attention_mask = make_cross_attention_mask(
-          query_mask=jnp.ones(z.shape[:2], dtype=jnp.int32), kv_mask=input_mask)
+      # Every latent sees the same inputs: one [B, 1, M] row, broadcast over latents.
+      attention_mask = input_mask[:, None, :]
 
-    cross_attends = iter(self.cross_attends)
+    output_dtype = z.dtype
+    if self._compute_dtype is not None:
+      inputs = inputs.astype(self._compute_dtype)
+      z = z.astype(self._compute_dtype)
 
-    def cross_attend(z, count):
-      for _ in range(count):
-        z = next(cross_attends)(z, inputs, is_training=is_training,
-                                attention_mask=attention_mask)
-      return z
+    def layer_fn(layer):
+      """`z -> z` for one cross-attend module or one block (a list of self-attends)."""
+      if isinstance(layer, list):
+        fns = [self._maybe_remat(
+            lambda z, sa=sa: sa(z, is_training=is_training)) for sa in layer]
+      else:
+        fns = [self._maybe_remat(
+            lambda z: layer(z, inputs, is_training=is_training,
+                            attention_mask=attention_mask))]
 
-    if not self.blocks:
-      return cross_attend(z, self._schedule[0])
-    for count, block in zip(self._schedule, self.blocks):
-      z = cross_attend(z, count)
-      for self_attend in block:
-        z = self_attend(z, is_training=is_training)
+      def apply(z):
+        for fn in fns:
+          z = fn(z)
+        return z
+      return apply
+
+    with compute_dtype_scope(self._compute_dtype):
+      for unit, repeats in self._layer_groups():
+        fns = [layer_fn(layer) for layer in unit]
+
+        def unit_fn(z, fns=fns):
+          for fn in fns:
+            z = fn(z)
+          return z
+
+        if repeats == 1 or self._unroll_shared_layers or hk.running_init():
+          # Parameters are created on the first application, unrolled.
+          for _ in range(repeats):
+            z = unit_fn(z)
+        else:
+          z, _ = hk.scan(lambda z, _, f=unit_fn: (f(z), None), z, None, length=repeats)
+    if self._compute_dtype is not None:
+      z = z.astype(output_dtype)
     return z
+
+  def _maybe_remat(self, fn):
+    return hk.remat(fn) if self._remat else fn
+
+  def _layer_groups(self):
+    """The encoder's layers in order, grouped into runs of weight-shared repeats."""
+    cross_attends = iter(self.cross_attends)
+    ops = []
+    if not self.blocks:
+      ops += [next(cross_attends) for _ in range(self._schedule[0])]
+    for count, block in zip(self._schedule, self.blocks):
+      ops += [next(cross_attends) for _ in range(count)]
+      if block:
+        ops.append(block)
+    return group_repeats(ops)

@@ -186,3 +186,29 @@ def test_multimodal_decoder_pads_and_orders_queries():
   # The sorted order puts a_image's 3 queries first; its padding fills channels 9..10.
   pad = params["multimodal_decoder/~decoder_query/a_image_padding"]["pos_embs"][0]
   np.testing.assert_allclose(query[:, :3, 9:], np.broadcast_to(pad, (B, 3, 2)))
+
+
+def test_flow_decoder_as_in_the_official_colab_needs_no_output_index_dims():
+  """The release's flow model passes Fourier kwargs but no output_index_dims."""
+  inputs = jax.random.normal(jax.random.PRNGKey(4), (B, 15, 6))
+
+  def fn(x, z):
+    dec = perceiver.FlowDecoder(
+        (3, 5), rescale_factor=100.0, use_query_residual=False, output_num_channels=2,
+        output_w_init=jnp.zeros, position_encoding_type="fourier",
+        fourier_position_encoding_kwargs=dict(concat_pos=True, max_resolution=(3, 5),
+                                              num_bands=4, sine_only=False))
+    return dec(dec.decoder_query(x), z, is_training=False)
+
+  f = hk.transform(fn)
+  params = f.init(jax.random.PRNGKey(0), inputs, _z())
+  assert f.apply(params, None, inputs, _z()).shape == (B, 3, 5, 2)
+
+  def query_without_dims(x):
+    return perceiver.BasicDecoder(2, position_encoding_type="fourier",
+                                  fourier_position_encoding_kwargs=dict(
+                                      num_bands=2, max_resolution=(3, 5))
+                                  ).decoder_query(x)
+
+  with pytest.raises(ValueError, match="needs output_index_dims"):
+    hk.transform(query_without_dims).init(None, inputs)

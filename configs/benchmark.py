@@ -1,0 +1,118 @@
+r"""Speed benchmark configurations (issue 6), run on fake data by `experiments.benchmark`.
+
+Variants (`--config=configs/benchmark.py:<variant>`):
+  image64_b8: ImageNet-style classification (task `experiments.imagenet`): 64 x 64 x 3
+    pixels + 2D Fourier features (32 bands, max resolution 64, positions concatenated)
+    = 133 input channels; 256 x 512 latents; 2 weight-shared blocks of 4 self-attends;
+    1 cross-attend head, 8 self-attend heads, widening 1 everywhere; a
+    ClassificationDecoder with one trainable 512-channel query and 1000 classes;
+    batch 8; LAMB; float32.
+  mlm2048_b4: byte-level masked language modelling (task `experiments.mlm`): 2048
+    positions, d_model 256, 256 x 512 latents, qk 256, v 512, 6 self-attends, 8 heads,
+    a BasicDecoder without final projection and the tied EmbeddingDecoder; batch 4;
+    float32.
+
+Commands (from the repository root):
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8
+  python -m experiments.benchmark --config=configs/benchmark.py:mlm2048_b4
+  # Scale options of the encoder and decoder (all off by default):
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 \
+      --config.model.encoder.compute_dtype=bfloat16 \
+      --config.model.encoder.remat=True
+  # The same variants train like any experiment (fake data, a few steps):
+  python -m experiments.train --config=configs/benchmark.py:image64_b8 \
+      --config.training.num_steps=3 --workdir=/tmp/bench_image64
+
+Input pipelines run on generated data (`data.fake=True`); the benchmark feeds one such
+batch, already on the device, to every timed step, so the figures measure the train step
+alone. The ImageNet variant keeps augmentation off (it only shapes the fake batch).
+"""
+
+import ml_collections
+
+from configs import common
+from configs import imagenet
+from configs import mlm
+
+VARIANTS = ('image64_b8', 'mlm2048_b4')
+
+# Encoder / decoder options for large inputs and outputs (see `perceiver.encoder`):
+# all off by default, so the benchmark measures the float32 model of the release.
+SCALE_OPTIONS = dict(compute_dtype='', remat=False, attention_query_chunk_size=0,
+                     attention_key_chunk_size=0)
+
+
+def _image64_b8() -> ml_collections.ConfigDict:
+  config = imagenet.get_config('io_fourier')
+  with config.unlocked():
+    config.model.input_preprocessor.fourier_position_encoding_kwargs = dict(
+        num_bands=32, max_resolution=(64, 64), sine_only=False, concat_pos=True)
+    config.model.encoder = dict(
+        num_self_attends_per_block=4,
+        num_blocks=2,
+        z_index_dim=256,
+        num_z_channels=512,
+        num_cross_attend_heads=1,
+        num_self_attend_heads=8,
+        cross_attend_widening_factor=1,
+        self_attend_widening_factor=1,
+        dropout_prob=0.0,
+        z_pos_enc_init_scale=0.02,
+        cross_attention_shape_for_attn='kv',
+        use_query_residual=True,
+        unroll_shared_layers=False,
+        **SCALE_OPTIONS)
+    config.model.decoder = dict(
+        num_z_channels=512,
+        use_query_residual=True,
+        position_encoding_type='trainable',
+        trainable_position_encoding_kwargs=dict(num_channels=512, init_scale=0.02),
+        **SCALE_OPTIONS)
+    config.data.fake = True
+    config.data.fake_num_examples = 16
+    config.data.image_size = 64
+    config.data.randaugment_layers = 0
+    config.data.mixup_alpha = 0.0
+    config.data.cutmix = False
+    config.data.deterministic = True
+    config.training.batch_size = 8
+    config.training.num_epochs = None
+    config.training.num_steps = 1000
+    config.evaluation.batch_size = 8
+  return config
+
+
+def _mlm2048_b4() -> ml_collections.ConfigDict:
+  config = mlm.get_config('bytes')
+  with config.unlocked():
+    config.model.max_seq_len = 2048
+    config.model.d_model = 256
+    config.model.num_latents = 256
+    config.model.num_z_channels = 512
+    config.model.num_blocks = 1
+    config.model.num_self_attends_per_block = 6
+    config.model.num_cross_attend_heads = 8
+    config.model.num_self_attend_heads = 8
+    config.model.qk_channels = 256
+    config.model.v_channels = 512
+    config.model.decoder_num_heads = 8
+    config.model.decoder_qk_channels = 256
+    config.data.fake = True
+    config.data.seq_len = 2048
+    config.data.fake_documents = 64
+    config.data.shuffle_buffer = 16
+    config.data.document_shuffle_buffer = 16
+    config.training.batch_size = 4
+    config.training.num_steps = 1000
+    config.optimizer.schedule.warmup_steps = 10
+    config.evaluation.batch_size = 4
+  return config
+
+
+def get_config(arg: str = 'image64_b8') -> ml_collections.ConfigDict:
+  """Returns the benchmark config of variant `arg` (see the module docstring)."""
+  if arg not in VARIANTS:
+    raise ValueError(f'Unknown configs/benchmark.py variant {arg!r}; expected one of '
+                     f'{VARIANTS}.')
+  config = _image64_b8() if arg == 'image64_b8' else _mlm2048_b4()
+  return common.lock(config)

@@ -1,0 +1,88 @@
+"""Defaults shared by every experiment config.
+
+An experiment config starts from `get_base_config()`, fills in its task, model and data
+fields, and returns `lock(config)` so that a mistyped override fails instead of being
+ignored. Field reference:
+
+  task: import path of the task module (see `experiments/task.py`).
+  seed: seeds parameter init, data order and dropout.
+  model: task-specific architecture fields.
+  data.fake: run the real input pipeline on generated examples (no dataset needed).
+  optimizer.name: 'lamb' (default, as in the release) or 'adamw'.
+  optimizer.base_lr: peak learning rate, multiplied by `batch_size / 256` when
+    `optimizer.scale_by_batch`.
+  optimizer.b1, b2, eps: Adam moments of LAMB/AdamW.
+  optimizer.weight_decay: decoupled decay; never applied to biases or LayerNorm /
+    BatchNorm parameters; applied to position embeddings iff `decay_pos_embs`.
+  optimizer.max_norm: global-norm gradient clipping (<= 0 disables it).
+  optimizer.schedule.type: 'constant_cosine' (constant for `constant_fraction` of the
+    steps, then cosine to `end_value`), 'warmup_cosine' (linear warmup over
+    `warmup_steps` from `init_value`, then cosine to `end_value`), 'step' (multiply by
+    `decay_rate` at each of `decay_boundaries`, given as fractions of training), or
+    'constant'.
+  training.batch_size: global batch over all devices and hosts.
+  training.num_steps / num_epochs: length of training; `num_epochs`, when set (> 0),
+    takes precedence.
+  training.log_every_steps, checkpoint_every_steps, eval_every_steps (<= 0 disables
+    periodic evaluation in train_and_eval mode; the final evaluation always runs),
+    keep_checkpoints (how many recent checkpoints stay on disk).
+  training.label_smoothing: for classification tasks.
+  evaluation.batch_size: global evaluation batch; evaluation.split: the split evaluated.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the shared defaults, unlocked, for an experiment config to complete."""
+  config = ml_collections.ConfigDict()
+  config.task = ''
+  config.seed = 42
+
+  config.model = ml_collections.ConfigDict()
+
+  config.data = ml_collections.ConfigDict()
+  config.data.fake = False
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'lamb'
+  config.optimizer.base_lr = 5e-4
+  config.optimizer.scale_by_batch = True
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-6
+  config.optimizer.weight_decay = 0.1
+  config.optimizer.decay_pos_embs = True
+  config.optimizer.max_norm = 10.0
+  config.optimizer.schedule = ml_collections.ConfigDict()
+  config.optimizer.schedule.type = 'constant_cosine'
+  config.optimizer.schedule.constant_fraction = 0.5
+  config.optimizer.schedule.warmup_steps = 0
+  config.optimizer.schedule.init_value = 0.0
+  config.optimizer.schedule.end_value = 0.0
+  config.optimizer.schedule.decay_boundaries = (0.5, 0.8, 0.95)
+  config.optimizer.schedule.decay_rate = 0.1
+
+  config.training = ml_collections.ConfigDict()
+  config.training.batch_size = 256
+  config.training.num_steps = config_dict.placeholder(int)
+  config.training.num_epochs = config_dict.placeholder(float)
+  config.training.log_every_steps = 100
+  config.training.checkpoint_every_steps = 1000
+  config.training.eval_every_steps = 0
+  config.training.keep_checkpoints = 3
+  config.training.label_smoothing = 0.0
+
+  config.evaluation = ml_collections.ConfigDict()
+  config.evaluation.batch_size = 256
+  config.evaluation.split = 'test'
+  return config
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks `config` (no new fields) after checking the fields every run needs."""
+  if not config.task:
+    raise ValueError('config.task must name a task module, e.g. "experiments.digits".')
+  config.lock()
+  return config

@@ -1,0 +1,102 @@
+r"""GLUE fine-tuning of the byte-level Perceiver IO (task `experiments.glue`).
+
+Variants: `configs/glue.py:<task>` for task in cola, sst2, mrpc, qqp, stsb, mnli,
+qnli, rte, wnli (the architecture of `configs/mlm.py:bytes` with a per-task
+trainable class query), and `configs/glue.py:<task>,debug` (or just `debug`,
+CoLA) with the tiny `configs/mlm.py:debug` architecture and 128-byte inputs.
+
+Fine-tune from the official checkpoint (read without unpickling code):
+  python -m experiments.train --config=configs/glue.py:mrpc \
+      --config.model.init_checkpoint=/path/language_perceiver_io_bytes.pickle \
+      --workdir=/tmp/glue_mrpc
+
+Fine-tune from this project's MLM export (`<mlm workdir>/export/params.npz`):
+  python -m experiments.train --config=configs/glue.py:rte \
+      --config.model.init_checkpoint=/tmp/mlm_bytes/export/params.npz \
+      --workdir=/tmp/glue_rte
+
+MNLI evaluates on `validation_matched`; add
+`--config.evaluation.split=validation_mismatched` for the other one.
+
+Fields beyond `configs/mlm.py`'s model:
+  model.init_checkpoint: MLM checkpoint for the embedding, positions and encoder
+    ('' trains from scratch).
+  model.decoder_query_channels, decoder_qk_channels, decoder_v_channels,
+    decoder_num_heads: the class-query cross-attention.
+  data.task: the GLUE task; data.seq_len: bytes per example (pairs are joined
+    by SEP and truncated longest-first beyond it, reported as
+    `truncated_fraction`); data.shuffle_buffer; data.fake_examples (with
+    `data.fake`); data.tfds_data_dir.
+
+The optimisation settings (AdamW, 3e-5 peak learning rate after 10% warmup,
+cosine decay; batch 32 for 10 epochs on the small tasks, 128 for 3 epochs on
+SST-2, QQP, MNLI, QNLI) are this project's defaults, not published values.
+"""
+
+import ml_collections
+
+from configs import common
+from configs import mlm as mlm_config
+
+TASKS = ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli')
+_LARGE_TASKS = ('sst2', 'qqp', 'mnli', 'qnli')
+# Approximate training-set sizes, used only to set the warmup length.
+_TRAIN_SIZES = dict(cola=8551, sst2=67349, mrpc=3668, qqp=363846, stsb=5749,
+                    mnli=392702, qnli=104743, rte=2490, wnli=635)
+
+
+def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
+  """Returns the config for `arg` = '<task>', '<task>,debug' or 'debug'."""
+  parts = [p.strip() for p in arg.split(',') if p.strip()]
+  debug = 'debug' in parts
+  parts = [p for p in parts if p != 'debug']
+  task = parts[0] if parts else 'cola'
+  if task not in TASKS or len(parts) > 1:
+    raise ValueError(f'Unknown configs/glue.py variant {arg!r}; expected '
+                     f'"<task>", "<task>,debug" or "debug" with task in {TASKS}.')
+
+  config = common.get_base_config()
+  config.task = 'experiments.glue'
+  base = mlm_config.get_config('debug' if debug else 'bytes')
+  config.model.update(base.model.to_dict())
+  config.model.init_checkpoint = ''
+  config.model.decoder_query_channels = base.model.num_z_channels
+  config.model.decoder_v_channels = base.model.num_z_channels
+  # decoder_qk_channels and decoder_num_heads come with the MLM model fields.
+
+  config.data.task = task
+  config.data.seq_len = base.data.seq_len
+  config.data.shuffle_buffer = 10_000
+  config.data.fake_examples = 256
+  config.data.tfds_data_dir = ''
+
+  config.optimizer.name = 'adamw'
+  config.optimizer.base_lr = 3e-5
+  config.optimizer.scale_by_batch = False
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.max_norm = 1.0
+  config.optimizer.schedule.type = 'warmup_cosine'
+
+  large = task in _LARGE_TASKS
+  config.training.batch_size = 128 if large else 32
+  config.training.num_epochs = 3.0 if large else 10.0
+  steps = config.training.num_epochs * _TRAIN_SIZES[task] / config.training.batch_size
+  config.optimizer.schedule.warmup_steps = max(1, int(0.1 * steps))
+  config.training.log_every_steps = 50
+  config.training.checkpoint_every_steps = 1000
+  config.training.eval_every_steps = 1000
+  config.evaluation.batch_size = 128
+  config.evaluation.split = 'validation_matched' if task == 'mnli' else 'validation'
+
+  if debug:
+    config.optimizer.base_lr = 1e-3
+    config.optimizer.schedule.warmup_steps = 5
+    config.training.batch_size = 16
+    config.training.num_epochs = None
+    config.training.num_steps = 50
+    config.training.log_every_steps = 10
+    config.training.checkpoint_every_steps = 50
+    config.training.eval_every_steps = 0
+    config.evaluation.batch_size = 16
+    config.data.shuffle_buffer = 256
+  return common.lock(config)

@@ -1,0 +1,58 @@
+r"""Benchmarks an experiment's train step on fake data and prints one JSON object.
+
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8
+  python -m experiments.benchmark --config=configs/benchmark.py:mlm2048_b4 --steps=5
+  # Any experiment config works (its data.fake is switched on):
+  python -m experiments.benchmark --config=configs/imagenet.py:debug
+
+Figures (see `experiments/benchmark_train_step.py`): `num_params`, `first_step_s`
+(trace + compile + run; also split into `trace_s` and `compile_s`), `step_s_median` and
+`step_s_min` over `--steps` steps, `examples_per_s`, `flops_per_step` (matmul and
+convolution FLOPs of the whole train step, forward and backward, counted on the jaxpr
+with weight-shared loops unrolled), `achieved_gflop_per_s_per_device`, the dense float32
+matmul rate measured in the same process on the same device
+(`matmul_gflop_per_s_per_device`), their ratio `achieved_over_matmul`, and memory:
+`peak_memory_bytes` (device peak where the runtime reports it, else the process's max
+RSS; `peak_memory_source` says which) and XLA's static buffer sizes of the step.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import benchmark_train_step
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
+    lock_config=True)
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps after the first (compiling) one.')
+_INPUT = flags.DEFINE_enum(
+    'input', 'fixed', benchmark_train_step.INPUT_MODES,
+    "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
+    'a fresh batch from the input pipeline before every step.')
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
+                                    'Side of the reference float32 matmul.')
+_OUTPUT = flags.DEFINE_string('output', '', 'Also write the JSON object to this file.')
+
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  report = {'config': config_flags.get_config_filename(flags.FLAGS['config']),
+            'overrides': config_flags.get_override_values(flags.FLAGS['config'])}
+  report.update(benchmark_train_step.benchmark(
+      _CONFIG.value, num_steps=_STEPS.value, input_mode=_INPUT.value,
+      matmul_size=_MATMUL_SIZE.value))
+  text = json.dumps(report, sort_keys=False)
+  print(text, flush=True)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

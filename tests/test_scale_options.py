@@ -1,0 +1,317 @@
+"""Speed changes keep the numerics; scale options (off by default) keep their promises.
+
+Covered: the flat `PositionwiseLinear` and the softmax VJP (same values as `hk.Linear`
+and `jax.nn.softmax`), weight-shared layers run in a scan (same outputs, gradients and
+dropout draws as unrolled, a jaxpr that does not grow with `num_blocks`), chunked
+attention (equal to dense attention, masks included, with bounded memory), per-layer
+rematerialisation and bfloat16 compute with float32 parameters.
+"""
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from perceiver import attention
+from perceiver import perceiver
+from perceiver.encoder import group_repeats
+
+B, T, S, H = 3, 11, 13, 2
+
+
+def _qkv(seed=0, dqk=5, dv=3):
+  rs = np.random.RandomState(seed)
+  return (jnp.asarray(rs.randn(B, T, H, dqk), jnp.float32),
+          jnp.asarray(rs.randn(B, S, H, dqk), jnp.float32),
+          jnp.asarray(rs.randn(B, S, H, dv), jnp.float32))
+
+
+def _masks():
+  rs = np.random.RandomState(1)
+  full = rs.rand(B, T, S) > 0.5
+  full[0, 3, :] = False  # A fully masked query row.
+  full[1, :, :7] = False  # Whole key blocks masked for every query.
+  return {
+      "none": None,
+      "full": jnp.asarray(full),
+      "keys": jnp.asarray(rs.rand(B, 1, S) > 0.3),  # Shared by all queries.
+      "queries": jnp.asarray((rs.rand(B, T, 1) > 0.3).astype(np.int32)),
+  }
+
+
+def _assert_trees_close(a, b, rel=1e-5, atol=1e-5):
+  """Every leaf of `a` within `rel` of `b` (relative to the leaf's largest value)."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    scale = float(jnp.max(jnp.abs(y)))
+    assert float(jnp.max(jnp.abs(x - y))) <= rel * scale + atol, (x, y)
+
+
+# ------------------------------------------------------------ speed, same numerics
+
+
+def test_positionwise_linear_equals_hk_linear():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 7))
+  ours = hk.transform(lambda x: attention.PositionwiseLinear(4)(x)
+                      + attention.PositionwiseLinear(4, with_bias=False)(x))
+  ref = hk.transform(lambda x: hk.Linear(4)(x) + hk.Linear(4, with_bias=False)(x))
+  params = ours.init(jax.random.PRNGKey(1), x)
+  ref_params = ref.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(ref_params)
+  assert sorted(params) == ["linear", "linear_1"]
+  np.testing.assert_array_equal(params["linear"]["w"], ref_params["linear"]["w"])
+  np.testing.assert_allclose(ours.apply(params, None, x), ref.apply(params, None, x),
+                             rtol=1e-6, atol=1e-6)
+  grad = lambda f: jax.grad(lambda p: jnp.sum(jnp.sin(f.apply(p, None, x))))(params)
+  _assert_trees_close(grad(ours), grad(ref))
+
+
+def test_softmax_vjp_matches_autodiff_of_jax_softmax():
+  logits = jnp.asarray(np.random.RandomState(0).randn(3, 4, 7) * 3, jnp.float32)
+  g = jnp.asarray(np.random.RandomState(1).randn(3, 4, 7), jnp.float32)
+  np.testing.assert_array_equal(attention._softmax(logits), jax.nn.softmax(logits))
+  ours = jax.vjp(attention._softmax, logits)[1](g)[0]
+  ref = jax.vjp(jax.nn.softmax, logits)[1](g)[0]
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ops, expected", [
+    ("abbb", [("a", 1), ("b", 3)]),
+    ("abcbcb", [("a", 1), ("bc", 2), ("b", 1)]),
+    ("accbbbb", [("a", 1), ("c", 2), ("b", 4)]),
+    ("abab", [("ab", 2)]),
+    ("a", [("a", 1)]),
+    ("", []),
+])
+def test_group_repeats(ops, expected):
+  items = {c: [c] for c in "abc"}  # Distinct objects, compared by identity.
+  groups = group_repeats([items[c] for c in ops])
+  assert [("".join(x[0] for x in unit), n) for unit, n in groups] == expected
+  # Equal but distinct objects are not merged.
+  assert group_repeats([["a"], ["a"]]) == [((["a"],), 1), ((["a"],), 1)]
+
+
+def _encoder_fn(**kwargs):
+  config = dict(num_self_attends_per_block=1, num_blocks=3, z_index_dim=5,
+                num_z_channels=8, num_self_attend_heads=2, dropout_prob=0.2)
+  config.update(kwargs)
+
+  def fn(x, is_training, input_mask=None):
+    enc = perceiver.PerceiverEncoder(**config)
+    return enc(x, enc.latents(x), is_training=is_training, input_mask=input_mask)
+  return hk.transform(fn)
+
+
+def _inputs(seed=0, m=7, c=5):
+  return jax.random.normal(jax.random.PRNGKey(seed), (3, m, c))
+
+
+@jax.jit
+def _outputs_and_grads_impl(f, params, x):
+  rng = jax.random.PRNGKey(2)
+  loss = lambda p: jnp.sum(jnp.sin(f.apply(p, rng, x, True)))
+  # Evaluation; training (dropout draws from `rng`); gradients in training.
+  return f.apply(params, rng, x, False), f.apply(params, rng, x, True), jax.grad(loss)(
+      params)
+
+
+_outputs_and_grads = jax.jit(_outputs_and_grads_impl.__wrapped__, static_argnums=0)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    dict(num_cross_attends=3, cross_attend_placement="interleaved"),
+])
+def test_scanned_shared_layers_match_unrolled(kwargs):
+  x = _inputs()
+  scanned, unrolled = _encoder_fn(**kwargs), _encoder_fn(unroll_shared_layers=True,
+                                                          **kwargs)
+  params = scanned.init(jax.random.PRNGKey(1), x, True)
+  ref_params = unrolled.init(jax.random.PRNGKey(1), x, True)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params,
+                                   ref_params))
+  _assert_trees_close(_outputs_and_grads(scanned, params, x),
+                      _outputs_and_grads(unrolled, params, x))
+
+
+def test_shared_blocks_trace_once():
+  """The jaxpr of the scanned encoder does not grow with num_blocks; unrolled does."""
+  x = _inputs()
+  params = _encoder_fn(num_blocks=2).init(jax.random.PRNGKey(0), x, False)
+
+  def num_eqns(**kwargs):
+    f = _encoder_fn(**kwargs)
+    jaxpr = jax.make_jaxpr(lambda p: f.apply(p, None, x, False))(params)
+    return len(jaxpr.jaxpr.eqns), {e.primitive.name for e in jaxpr.jaxpr.eqns}
+
+  n2, prims = num_eqns(num_blocks=2)
+  n7, _ = num_eqns(num_blocks=7)
+  assert "scan" in prims
+  assert n2 == n7
+  u2, _ = num_eqns(num_blocks=2, unroll_shared_layers=True)
+  u7, _ = num_eqns(num_blocks=7, unroll_shared_layers=True)
+  assert u7 > u2 > n2
+
+
+# ------------------------------------------------------------- chunked attention
+
+
+CHUNKS = [(4, None), (None, 4), (3, 5), (1, 1), (None, 13)]
+
+
+@pytest.mark.parametrize("mask_name", ["none", "full", "keys", "queries"])
+def test_chunked_attend_matches_dense(mask_name):
+  q, k, v = _qkv()
+  mask = _masks()[mask_name]
+
+  @jax.jit
+  def outputs_and_grads(q, k, v):
+    results = []
+    for qc, kc in [(None, None)] + CHUNKS:
+      fn = lambda q, k, v, qc=qc, kc=kc: perceiver.attend(
+          q, k, v, attention_mask=mask, query_chunk_size=qc, key_chunk_size=kc)
+      grads = jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2))(q, k, v)
+      results.append((fn(q, k, v), grads))
+    return results
+
+  (ref, ref_grads), *chunked = outputs_and_grads(q, k, v)
+  for (qc, kc), (out, grads) in zip(CHUNKS, chunked):
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6, err_msg=f"{qc}, {kc}")
+    _assert_trees_close(grads, ref_grads)
+  if mask_name == "full":
+    np.testing.assert_array_equal(out[0, 3], np.zeros(out.shape[-1]))
+
+
+def test_chunked_attend_errors():
+  q, k, v = _qkv()
+  with pytest.raises(ValueError, match="does not support attention dropout"):
+    hk.transform(lambda: perceiver.attend(q, k, v, dropout_prob=0.1,
+                                          key_chunk_size=4)).apply({}, None)
+  with pytest.raises(ValueError, match="key_chunk_size must be a positive int"):
+    perceiver.attend(q, k, v, key_chunk_size=-2)
+  with pytest.raises(ValueError, match="query_chunk_size must be a positive int"):
+    hk.transform(lambda: perceiver.Attention(query_chunk_size=2.5)).init(None)
+  with pytest.raises(ValueError, match=r"attention_mask must have shape \(3, 11, 13\)"):
+    perceiver.attend(q, k, v, attention_mask=jnp.ones((B, 2, S)))
+
+
+def _temp_bytes(fn, *args):
+  return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_chunked_attention_memory_is_bounded():
+  """XLA's buffers for training 2048 queries x S keys: dense attention grows with S
+  (the whole weight matrix), key-chunked attention does not; query chunks cut it more."""
+  def temp_mib(num_keys, **chunks):
+    shape = lambda n: jax.ShapeDtypeStruct((1, n, 1, 8), jnp.float32)
+    grad = jax.grad(lambda q, k, v: jnp.sum(perceiver.attend(q, k, v, **chunks)),
+                    argnums=(0, 1, 2))
+    return _temp_bytes(grad, shape(2048), shape(num_keys), shape(num_keys)) / 2**20
+
+  weights_mib = 2048 * 4096 * 4 / 2**20  # 32 MiB of attention weights at S = 4096.
+  dense = temp_mib(4096)
+  assert dense >= weights_mib
+  assert temp_mib(8192) >= dense + weights_mib
+  by_keys = temp_mib(4096, key_chunk_size=256)
+  assert by_keys < dense / 4
+  assert temp_mib(8192, key_chunk_size=256) < by_keys + weights_mib / 8
+  assert temp_mib(4096, query_chunk_size=256, key_chunk_size=256) < dense / 16
+
+
+def test_chunked_encoder_and_decoder_match_unchunked():
+  x = _inputs(m=13)
+  input_mask = jnp.asarray(np.random.RandomState(0).rand(3, 13) > 0.3)
+  base, chunked = _encoder_fn(), _encoder_fn(attention_key_chunk_size=4,
+                                             attention_query_chunk_size=2)
+  params = base.init(jax.random.PRNGKey(0), x, False)
+  apply = lambda f: jax.jit(f.apply, static_argnums=3)
+  np.testing.assert_allclose(apply(chunked)(params, None, x, False, input_mask),
+                             apply(base)(params, None, x, False, input_mask),
+                             rtol=1e-5, atol=1e-5)
+
+  z = jax.random.normal(jax.random.PRNGKey(3), (3, 6, 8))
+  query_mask = jnp.asarray(np.random.RandomState(1).rand(3, 9) > 0.4)
+
+  def decoder(**kwargs):
+    def fn(x, z):
+      dec = perceiver.BasicDecoder(
+          output_num_channels=4, position_encoding_type="fourier",
+          output_index_dims=(9,), qk_channels=8, num_heads=2,
+          fourier_position_encoding_kwargs=dict(num_bands=3, max_resolution=(9,)),
+          **kwargs)
+      return dec(dec.decoder_query(x), z, is_training=False, query_mask=query_mask)
+    return hk.transform(fn)
+
+  dparams = decoder().init(jax.random.PRNGKey(0), x, z)
+  ref = decoder().apply(dparams, None, x, z)
+  out = decoder(attention_query_chunk_size=2, attention_key_chunk_size=4).apply(
+      dparams, None, x, z)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  assert float(jnp.max(jnp.abs(ref))) > 1e-2
+
+
+# ------------------------------------------------------- remat and bfloat16 compute
+
+
+def test_remat_matches_and_is_used():
+  x = _inputs()
+  base, remat = _encoder_fn(num_blocks=2), _encoder_fn(num_blocks=2, remat=True)
+  params = base.init(jax.random.PRNGKey(0), x, True)
+  _assert_trees_close(_outputs_and_grads(remat, params, x),
+                      _outputs_and_grads(base, params, x))
+  loss = lambda p: jnp.sum(remat.apply(p, jax.random.PRNGKey(1), x, True))
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+  assert "remat" in jaxpr or "checkpoint" in jaxpr
+
+
+def _dot_dtypes(jaxpr):
+  dtypes = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      dtypes.add(eqn.invars[0].aval.dtype)
+    for value in eqn.params.values():
+      for sub in (value if isinstance(value, (tuple, list)) else [value]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          dtypes |= _dot_dtypes(inner)
+  return dtypes
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  x = _inputs()
+  f32, bf16 = _encoder_fn(dropout_prob=0.0), _encoder_fn(dropout_prob=0.0,
+                                                          compute_dtype="bfloat16")
+  params = bf16.init(jax.random.PRNGKey(0), x, False)
+  ref_params = f32.init(jax.random.PRNGKey(0), x, False)
+  # Same float32 parameters as the float32 model, created from the same keys.
+  for leaf, ref in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+    assert leaf.dtype == jnp.float32
+    np.testing.assert_array_equal(leaf, ref)
+  out = jax.jit(bf16.apply, static_argnums=3)(params, None, x, False)
+  ref = jax.jit(f32.apply, static_argnums=3)(params, None, x, False)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, ref, atol=0.1 * float(jnp.max(jnp.abs(ref))))
+  assert float(jnp.max(jnp.abs(out - ref))) > 0  # bfloat16 really was used...
+  jaxpr = jax.make_jaxpr(lambda p: bf16.apply(p, None, x, False))(params).jaxpr
+  assert _dot_dtypes(jaxpr) == {jnp.dtype(jnp.bfloat16)}  # ...by every matmul.
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(bf16.apply(p, None, x, False))))(params)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  with pytest.raises(ValueError, match="compute_dtype must be one of"):
+    hk.transform(lambda: perceiver.PerceiverEncoder(compute_dtype="float16")).init(None)
+
+
+def test_bfloat16_decoder_outputs_float32():
+  z = jax.random.normal(jax.random.PRNGKey(3), (3, 6, 8))
+
+  def fn(z, dtype):
+    dec = perceiver.BasicDecoder(output_num_channels=4, output_index_dims=(5,),
+                                 trainable_position_encoding_kwargs=dict(num_channels=6),
+                                 compute_dtype=dtype, remat=True)
+    return dec(dec.decoder_query(z), z, is_training=False)
+
+  f = hk.transform(fn)
+  params = f.init(jax.random.PRNGKey(0), z, None)
+  out = f.apply(params, None, z, "bfloat16")
+  ref = f.apply(params, None, z, None)
+  assert out.dtype == jnp.float32 and out.shape == (3, 5, 4)
+  np.testing.assert_allclose(out, ref, atol=0.1 * float(jnp.max(jnp.abs(ref))))
