@@ -59,6 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule.type = 'constant_cosine'
   config.optimizer.schedule.constant_fraction = 0.5
   config.optimizer.schedule.warmup_steps = 0
+  config.optimizer.schedule.warmup_fraction = 0.0  # Or warmup as a fraction of training.
   config.optimizer.schedule.init_value = 0.0
   config.optimizer.schedule.end_value = 0.0
   config.optimizer.schedule.decay_boundaries = (0.5, 0.8, 0.95)

@@ -40,10 +40,6 @@ from configs import mlm as mlm_config
 
 TASKS = ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli')
 _LARGE_TASKS = ('sst2', 'qqp', 'mnli', 'qnli')
-# Approximate training-set sizes, used only to set the warmup length.
-_TRAIN_SIZES = dict(cola=8551, sst2=67349, mrpc=3668, qqp=363846, stsb=5749,
-                    mnli=392702, qnli=104743, rte=2490, wnli=635)
-
 
 def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   """Returns the config for `arg` = '<task>', '<task>,debug' or 'debug'."""
@@ -80,8 +76,7 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   large = task in _LARGE_TASKS
   config.training.batch_size = 128 if large else 32
   config.training.num_epochs = 3.0 if large else 10.0
-  steps = config.training.num_epochs * _TRAIN_SIZES[task] / config.training.batch_size
-  config.optimizer.schedule.warmup_steps = max(1, int(0.1 * steps))
+  config.optimizer.schedule.warmup_fraction = 0.1
   config.training.log_every_steps = 50
   config.training.checkpoint_every_steps = 1000
   config.training.eval_every_steps = 1000
@@ -90,6 +85,7 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
 
   if debug:
     config.optimizer.base_lr = 1e-3
+    config.optimizer.schedule.warmup_fraction = 0.0
     config.optimizer.schedule.warmup_steps = 5
     config.training.batch_size = 16
     config.training.num_epochs = None

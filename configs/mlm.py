@@ -6,7 +6,7 @@ Variants:
     201,108,230 parameters with exactly the release's parameter paths, so its
     checkpoint (`language_perceiver_io_bytes.pickle`) applies unchanged.
   debug: a tiny model (180,166 parameters) on 64-byte sequences, trained with AdamW
-    for 2000 steps of 32 sequences: a few minutes on a CPU.
+    for 4000 steps of 32 sequences: a few minutes on a CPU.
 
 Pretrain on TFDS (C4 and English Wikipedia, mixed 50/50 by default):
   python -m experiments.train --config=configs/mlm.py:bytes \
@@ -146,9 +146,9 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
     config.optimizer.base_lr = 2e-3
     config.optimizer.schedule.warmup_steps = 50
     config.training.batch_size = 32
-    config.training.num_steps = 2000
+    config.training.num_steps = 4000
     config.training.log_every_steps = 100
     config.training.checkpoint_every_steps = 500
-    config.training.eval_every_steps = 500
+    config.training.eval_every_steps = 1000
     config.evaluation.batch_size = 64
   return common.lock(config)

@@ -124,7 +124,7 @@ class MetricsWriter:
     """Logs evaluation `metrics` of the checkpoint at `step` on split `split_name`."""
     if not self._active:
       return
-    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
     line = ', '.join(f'{k} {_format_value(v)}' for k, v in sorted(metrics.items()))
     logging.info('[eval %s] step %d: %s', split_name, step, line)
     self._append_json({'step': step, 'split': 'eval', 'eval_split': split_name,

@@ -87,10 +87,20 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
   if sched.type not in SCHEDULE_TYPES:
     raise ValueError(
         f'optimizer.schedule.type={sched.type!r} is not one of {SCHEDULE_TYPES}.')
-  if sched.type != 'warmup_cosine' and sched.warmup_steps:
+  warmup_fraction = sched.get('warmup_fraction', 0.0) or 0.0
+  if sched.type != 'warmup_cosine' and (sched.warmup_steps or warmup_fraction):
     raise ValueError(
-        f'optimizer.schedule.warmup_steps={sched.warmup_steps} is only used by the '
-        f"'warmup_cosine' schedule, not {sched.type!r}; set it to 0.")
+        f'optimizer.schedule.warmup_steps={sched.warmup_steps} / warmup_fraction='
+        f"{warmup_fraction} are only used by the 'warmup_cosine' schedule, not "
+        f'{sched.type!r}; set them to 0.')
+  if sched.warmup_steps and warmup_fraction:
+    raise ValueError(
+        f'Set only one of optimizer.schedule.warmup_steps={sched.warmup_steps} and '
+        f'optimizer.schedule.warmup_fraction={warmup_fraction}.')
+  if not 0.0 <= warmup_fraction < 1.0:
+    raise ValueError(
+        f'optimizer.schedule.warmup_fraction={warmup_fraction} must be in [0, 1).')
+  warmup_steps = sched.warmup_steps or int(warmup_fraction * num_steps)
 
   if sched.type == 'constant':
     return optax.constant_schedule(peak)
@@ -110,12 +120,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
                                 boundaries=[constant_steps])
 
   if sched.type == 'warmup_cosine':
-    if not 0 <= sched.warmup_steps < num_steps:
-      raise ValueError(f'optimizer.schedule.warmup_steps={sched.warmup_steps} must be '
+    if not 0 <= warmup_steps < num_steps:
+      raise ValueError(f'optimizer.schedule.warmup_steps={warmup_steps} must be '
                        f'in [0, num_steps={num_steps}).')
     return optax.warmup_cosine_decay_schedule(
         init_value=scale(sched.init_value), peak_value=peak,
-        warmup_steps=sched.warmup_steps, decay_steps=num_steps, end_value=end_value)
+        warmup_steps=warmup_steps, decay_steps=num_steps, end_value=end_value)
 
   # 'step': multiply by decay_rate at each boundary (fractions of training).
   boundaries = tuple(sched.decay_boundaries)

@@ -313,11 +313,10 @@ def conv_1d(output_channels, init_scale=1.0, with_bias=True, name=None):
 def layer_norm(x, name=None):
   """LayerNorm over the last axis with learned scale and offset.
 
-  Reduced-precision (bfloat16 / float16) inputs are normalised in float32 and the
-  result is cast back to the input dtype.
+  bfloat16 inputs are normalised in float32 and the result is cast back to bfloat16.
   """
   module = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name=name)
-  if x.dtype in (jnp.bfloat16, jnp.float16):
+  if x.dtype == jnp.bfloat16:
     return module(x.astype(jnp.float32)).astype(x.dtype)
   return module(x)
 

@@ -50,6 +50,16 @@ def test_warmup_cosine_hand_computed():
   np.testing.assert_allclose(_values(sched, 11), want, rtol=1e-5, atol=1e-8)
 
 
+def test_warmup_fraction_scales_with_training_length():
+  config = _optimizer_config(type='warmup_cosine', warmup_fraction=0.2, init_value=0.0)
+  sched = optimizers.learning_rate_schedule(config, num_steps=10, batch_size=256)
+  want = [0.0, 0.05] + [0.1 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
+  np.testing.assert_allclose(_values(sched, 11), want, rtol=1e-5, atol=1e-8)
+  sched = optimizers.learning_rate_schedule(config, num_steps=20, batch_size=256)
+  np.testing.assert_allclose(_values(sched, 5), [0.0, 0.025, 0.05, 0.075, 0.1],
+                             rtol=1e-5, atol=1e-8)
+
+
 def test_step_decay_hand_computed():
   config = _optimizer_config(type='step', decay_boundaries=(0.5, 0.8), decay_rate=0.1)
   sched = optimizers.learning_rate_schedule(config, num_steps=10, batch_size=256)
@@ -68,6 +78,9 @@ def test_constant():
     (dict(type='constant_cosine', warmup_steps=3), 'warmup_steps=3'),
     (dict(type='warmup_cosine', warmup_steps=10), 'warmup_steps=10'),
     (dict(type='constant_cosine', constant_fraction=1.5), 'constant_fraction'),
+    (dict(type='warmup_cosine', warmup_steps=2, warmup_fraction=0.1), 'only one of'),
+    (dict(type='warmup_cosine', warmup_fraction=1.0), 'warmup_fraction=1.0'),
+    (dict(type='constant', warmup_fraction=0.1), 'warmup_fraction=0.1'),
     (dict(type='step', decay_boundaries=(0.8, 0.5)), 'decay_boundaries'),
 ])
 def test_bad_schedules(schedule, match):
