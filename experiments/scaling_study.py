@@ -140,7 +140,8 @@ def study(sizes: List[int], *, repeats: int, memory_limit_gb: float,
         continue
       planned = plan(kind, m, input_channels=input_channels, **model_kwargs)
       row.update(flops=planned['flops'], buffer_bytes=planned['buffer_bytes'],
-                 temp_bytes=planned['temp_bytes'], compile_s=round(planned['compile_s'], 2))
+                 temp_bytes=planned['temp_bytes'],
+                 compile_s=round(planned['compile_s'], 2))
       predicted = planned['flops'] / rate if rate else None
       if planned['buffer_bytes'] > memory_limit_gb * 2**30:
         row['status'] = (f'not run: needs {planned["buffer_bytes"] / 2**30:.1f} GiB '
@@ -203,7 +204,8 @@ def write_markdown(path: str, rows, flow_rows, settings, command: str) -> None:
   lines = ['# Scaling study: Perceiver vs Transformer encoder', '',
            f'Command: `{command}`', '',
            'Settings: ' + ', '.join(f'{k}={v}' for k, v in settings.items()), '',
-           '| model | M | step s (median) | step CPU s | GFLOP | XLA buffers GiB | status |',
+           '| model | M | step s (median) | step CPU s | GFLOP | XLA buffers GiB '
+           '| status |',
            '|---|---:|---:|---:|---:|---:|---|']
   for r in rows:
     lines.append('| {model} | {m} | {t} | {c} | {f} | {b} | {s} |'.format(

@@ -45,7 +45,7 @@ def _softmax_dtype(dtype):
 
 
 def _masked_logits(q, k, attention_mask, scale):
-  """Scaled, masked logits `[B, H, T, S]` of queries `[B, T, H, D]` and keys `[B, S, H, D]`."""
+  """Scaled, masked logits `[B, H, T, S]` of queries `[B, T, H, D]`, keys `[B, S, H, D]`."""
   attention = jnp.einsum("bthd,bThd->bhtT", q, k)  # [B, H, T, S]
   attention = attention.astype(_softmax_dtype(attention.dtype))
   attention *= scale
@@ -80,7 +80,7 @@ _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def _dense_attend(q, k, v, dropout_prob, attention_mask, scale):
-  """Attention with the whole `[B, H, T, S]` weight matrix materialised: `[B, T, H, Dv]`."""
+  """Attention with all `[B, H, T, S]` weights materialised at once: `[B, T, H, Dv]`."""
   attention = _masked_logits(q, k, attention_mask, scale)
   normalized = _softmax(attention).astype(v.dtype)
   if dropout_prob > 0:

@@ -54,7 +54,8 @@ def cross_attend_schedule(num_cross_attends, num_blocks, placement):
   return counts
 
 
-def group_repeats(ops: Sequence[Any], max_period: int = 2) -> List[Tuple[Tuple[Any, ...], int]]:
+def group_repeats(ops: Sequence[Any],
+                  max_period: int = 2) -> List[Tuple[Tuple[Any, ...], int]]:
   """Run-length groups of a sequence: `[(unit, repeats), ...]` concatenating to `ops`.
 
   A unit is 1 to `max_period` consecutive items; at each position the unit covering the
