@@ -4,6 +4,9 @@ r"""Benchmarks an experiment's train step on fake data and prints one JSON objec
   python -m experiments.benchmark --config=configs/benchmark.py:mlm2048_b4 --steps=5
   # Any experiment config works (its data.fake is switched on):
   python -m experiments.benchmark --config=configs/imagenet.py:debug
+  # Warm start: run twice with a persistent compilation cache.
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 \
+      --compilation_cache_dir=/tmp/jax_cache
 
 Figures (see `experiments/benchmark_train_step.py`): `num_params`, `first_step_s`
 (trace + compile + run; also split into `trace_s` and `compile_s`), `step_s_median` and
@@ -14,12 +17,17 @@ matmul rate measured in the same process on the same device
 (`matmul_gflop_per_s_per_device`), their ratio `achieved_over_matmul`, and memory:
 `peak_memory_bytes` (device peak where the runtime reports it, else the process's max
 RSS; `peak_memory_source` says which) and XLA's static buffer sizes of the step.
+On a CPU shared with other processes, wall-clock figures drift with the load
+(`load_average_1min` is reported); `step_process_cpu_s_median` and
+`achieved_over_matmul_cpu` (FLOPs per CPU second of the process, over the matmul's) are
+steadier.
 """
 
 import json
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import benchmark_train_step
@@ -35,6 +43,10 @@ _INPUT = flags.DEFINE_enum(
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
                                     'Side of the reference float32 matmul.')
 _OUTPUT = flags.DEFINE_string('output', '', 'Also write the JSON object to this file.')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', '',
+    "JAX's persistent compilation cache: a second run with the same directory loads the "
+    'compiled step instead of compiling it (its first_step_s shows the warm start).')
 
 flags.mark_flags_as_required(['config'])
 
@@ -42,8 +54,12 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _CACHE_DIR.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   report = {'config': config_flags.get_config_filename(flags.FLAGS['config']),
-            'overrides': config_flags.get_override_values(flags.FLAGS['config'])}
+            'overrides': config_flags.get_override_values(flags.FLAGS['config']),
+            'compilation_cache_dir': _CACHE_DIR.value}
   report.update(benchmark_train_step.benchmark(
       _CONFIG.value, num_steps=_STEPS.value, input_mode=_INPUT.value,
       matmul_size=_MATMUL_SIZE.value))
