@@ -23,7 +23,9 @@ On a CPU shared with other processes, wall-clock figures drift with the load
 steadier.
 """
 
+import functools
 import json
+import types
 
 from absl import app
 from absl import flags
@@ -32,43 +34,48 @@ from ml_collections import config_flags
 
 from experiments import benchmark_train_step
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
-    lock_config=True)
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps after the first (compiling) one.')
-_INPUT = flags.DEFINE_enum(
-    'input', 'fixed', benchmark_train_step.INPUT_MODES,
-    "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
-    'a fresh batch from the input pipeline before every step.')
-_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048,
-                                    'Side of the reference float32 matmul.')
-_OUTPUT = flags.DEFINE_string('output', '', 'Also write the JSON object to this file.')
-_CACHE_DIR = flags.DEFINE_string(
-    'compilation_cache_dir', '',
-    "JAX's persistent compilation cache: a second run with the same directory loads the "
-    'compiled step instead of compiling it (its first_step_s shows the warm start).')
+def define_flags() -> types.SimpleNamespace:
+  """Defines the command-line flags; called only when run as a program, so that
+  importing this module never clashes with other programs' flags."""
+  namespace = types.SimpleNamespace(
+      config=config_flags.DEFINE_config_file(
+          'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
+          lock_config=True),
+      steps=flags.DEFINE_integer('steps', 10, 'Timed steps after the first (compiling) one.'),
+      input=flags.DEFINE_enum(
+          'input', 'fixed', benchmark_train_step.INPUT_MODES,
+          "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
+          'a fresh batch from the input pipeline before every step.'),
+      matmul_size=flags.DEFINE_integer('matmul_size', 2048,
+          'Side of the reference float32 matmul.'),
+      output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
+      cache_dir=flags.DEFINE_string(
+          'compilation_cache_dir', '',
+          "JAX's persistent compilation cache: a second run with the same directory loads the "
+          'compiled step instead of compiling it (its first_step_s shows the warm start).'),
+  )
+  flags.mark_flags_as_required(['config'])
+  return namespace
 
-flags.mark_flags_as_required(['config'])
 
-
-def main(argv):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _CACHE_DIR.value:
-    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+  if args.cache_dir.value:
+    jax.config.update('jax_compilation_cache_dir', args.cache_dir.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   report = {'config': config_flags.get_config_filename(flags.FLAGS['config']),
             'overrides': config_flags.get_override_values(flags.FLAGS['config']),
-            'compilation_cache_dir': _CACHE_DIR.value}
+            'compilation_cache_dir': args.cache_dir.value}
   report.update(benchmark_train_step.benchmark(
-      _CONFIG.value, num_steps=_STEPS.value, input_mode=_INPUT.value,
-      matmul_size=_MATMUL_SIZE.value))
+      args.config.value, num_steps=args.steps.value, input_mode=args.input.value,
+      matmul_size=args.matmul_size.value))
   text = json.dumps(report, sort_keys=False)
   print(text, flush=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
+  if args.output.value:
+    with open(args.output.value, 'w') as f:
       f.write(text + '\n')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

@@ -11,9 +11,11 @@ train step costs about the same for 1 or 8 blocks; with
       --num_blocks=1,8 --config.model.encoder.unroll_shared_layers=True
 """
 
+import functools
 import json
 import os
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -22,16 +24,21 @@ from ml_collections import config_flags
 
 from experiments import benchmark_train_step
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
-    lock_config=True)
-_NUM_BLOCKS = flags.DEFINE_list('num_blocks', ['1', '8'],
-                                'Values of the blocks field to compile with.')
-_FIELD = flags.DEFINE_string('blocks_field', 'model.encoder.num_blocks',
-                             'Dotted path of the config field holding num_blocks.')
-_OUTPUT = flags.DEFINE_string('output', '', 'Also write the JSON object to this file.')
-
-flags.mark_flags_as_required(['config'])
+def define_flags() -> types.SimpleNamespace:
+  """Defines the command-line flags; called only when run as a program, so that
+  importing this module never clashes with other programs' flags."""
+  namespace = types.SimpleNamespace(
+      config=config_flags.DEFINE_config_file(
+          'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
+          lock_config=True),
+      num_blocks=flags.DEFINE_list('num_blocks', ['1', '8'],
+          'Values of the blocks field to compile with.'),
+      field=flags.DEFINE_string('blocks_field', 'model.encoder.num_blocks',
+          'Dotted path of the config field holding num_blocks.'),
+      output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
+  )
+  flags.mark_flags_as_required(['config'])
+  return namespace
 
 
 def with_field(config: ml_collections.ConfigDict, path: str,
@@ -66,16 +73,16 @@ def compile_times(config: ml_collections.ConfigDict, field: str, values) -> dict
   return results
 
 
-def main(argv):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  values = [int(v) for v in _NUM_BLOCKS.value]
-  results = compile_times(_CONFIG.value, _FIELD.value, values)
+  values = [int(v) for v in args.num_blocks.value]
+  results = compile_times(args.config.value, args.field.value, values)
   first, last = str(values[0]), str(values[-1])
   report = {
       'config': config_flags.get_config_filename(flags.FLAGS['config']),
       'overrides': config_flags.get_override_values(flags.FLAGS['config']),
-      'field': _FIELD.value,
+      'field': args.field.value,
       'load_average_1min': round(os.getloadavg()[0], 2),
       'results': results,
       f'compile_ratio_{last}_over_{first}': round(
@@ -83,10 +90,10 @@ def main(argv):
   }
   text = json.dumps(report)
   print(text, flush=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
+  if args.output.value:
+    with open(args.output.value, 'w') as f:
       f.write(text + '\n')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

@@ -18,6 +18,7 @@ matmul's FLOP/s measured in the same process on the same device, and memory.
 
 import contextlib
 import functools
+import gc
 import os
 import platform
 import resource
@@ -129,7 +130,8 @@ class StepSetup(NamedTuple):
     p_state: the replicated initial train state (host arrays).
     device_batch: one training batch from the task's iterator, on the devices.
     p_rng: the replicated training key.
-    iterator: the task's training iterator (positioned after `device_batch`).
+    iterator: the task's training iterator (positioned after `device_batch`), or None
+      when not kept (its background threads would compete with the step for the CPU).
     num_params: number of model parameters.
     init_s: seconds `train_state.init_train_state` took (its compilation included).
   """
@@ -138,9 +140,14 @@ class StepSetup(NamedTuple):
   p_state: Any
   device_batch: Any
   p_rng: Any
-  iterator: Iterator[Dict[str, np.ndarray]]
+  iterator: Optional[Iterator[Dict[str, np.ndarray]]]
   num_params: int
   init_s: float
+
+
+def _significant(x: float, digits: int = 4) -> float:
+  """`x` rounded to `digits` significant figures (step times range from ms to s)."""
+  return float(f'{x:.{digits}g}')
 
 
 def to_devices(batch):
@@ -148,8 +155,14 @@ def to_devices(batch):
   return jax.pmap(lambda x: x)(batch)
 
 
-def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True) -> StepSetup:
-  """Builds the train step of `config` as `trainer.train` does, on one training batch."""
+def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True,
+               keep_iterator: bool = False) -> StepSetup:
+  """Builds the train step of `config` as `trainer.train` does, on one training batch.
+
+  Unless `keep_iterator`, the task's training iterator is closed after its first batch:
+  input pipelines prefetch in background threads, which on a CPU would take cycles from
+  the step being measured.
+  """
   if fake_data:
     config = fake_data_config(config)
   task = task_lib.load_task(config.task)
@@ -165,6 +178,12 @@ def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True) -> 
   iterator = task_lib.train_iterator(task, config, batch_dims=batch_dims, start_step=0)
   host_batch = next(iterator)
   parallel.check_batch_dims(host_batch, batch_dims)
+  if not keep_iterator:
+    close = getattr(iterator, 'close', None)
+    if close is not None:
+      close()
+    iterator = None
+    gc.collect()  # Frees a tf.data iterator (and stops its threads) now.
 
   start = time.perf_counter()
   host_state = train_state_lib.init_train_state(
@@ -216,7 +235,8 @@ def benchmark(config: ml_collections.ConfigDict, *, num_steps: int = 10,
     raise ValueError(f'num_steps={num_steps} must be >= 1.')
   if input_mode not in INPUT_MODES:
     raise ValueError(f'input_mode={input_mode!r} is not one of {INPUT_MODES}.')
-  setup = build_step(config, fake_data=fake_data)
+  setup = build_step(config, fake_data=fake_data,
+                     keep_iterator=input_mode == 'pipeline')
   config = setup.config
   p_state, device_batch, p_rng = setup.p_state, setup.device_batch, setup.p_rng
 
@@ -272,10 +292,10 @@ def benchmark(config: ml_collections.ConfigDict, *, num_steps: int = 10,
       'trace_s': round(trace_s, 3),
       'compile_s': round(compile_s, 3),
       'num_timed_steps': num_steps,
-      'step_s_median': round(step_median, 4),
-      'step_s_min': round(min(times), 4),
-      'step_process_cpu_s_median': round(cpu_median, 4),
-      'examples_per_s': round(config.training.batch_size / step_median, 2),
+      'step_s_median': _significant(step_median),
+      'step_s_min': _significant(min(times)),
+      'step_process_cpu_s_median': _significant(cpu_median),
+      'examples_per_s': _significant(config.training.batch_size / step_median),
       'flops_per_step': int(flop_count.flops * num_devices),
       'flops_per_step_per_device': int(flop_count.flops),
       'flops_counted': 'matmul+conv, jaxpr with loops unrolled (fwd+bwd)',

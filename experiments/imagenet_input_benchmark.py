@@ -18,8 +18,10 @@ Flags select the config variant whose `config.data` is used (`io_fourier`: RandA
 4 layers at magnitude 5, MixUp 0.2 and CutMix, 224 x 224 outputs).
 """
 
+import functools
 import os
 import time
+import types
 from typing import Dict, Tuple
 
 from absl import app
@@ -30,18 +32,24 @@ import tensorflow as tf
 from configs import imagenet as imagenet_config
 from experiments import imagenet_input
 
-_MODE = flags.DEFINE_enum('mode', 'both', ['train', 'eval', 'both'], 'Pipelines to time.')
-_VARIANT = flags.DEFINE_string('variant', 'io_fourier',
-                               'configs/imagenet.py variant whose data settings are used.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Host batch size.')
-_NUM_BATCHES = flags.DEFINE_integer('num_batches', 30, 'Timed batches (after warm-up).')
-_WARMUP_BATCHES = flags.DEFINE_integer('warmup_batches', 5, 'Untimed batches first.')
-_NUM_IMAGES = flags.DEFINE_integer('num_images', 256, 'Distinct synthetic JPEGs.')
-_HEIGHT = flags.DEFINE_integer('height', 375, 'Synthetic JPEG height.')
-_WIDTH = flags.DEFINE_integer('width', 500, 'Synthetic JPEG width.')
-_QUALITY = flags.DEFINE_integer('quality', 90, 'JPEG quality of the synthetic images.')
-_THREADS = flags.DEFINE_integer('threads', 0,
-                                'tf.data private threadpool size (0: TF default, all cores).')
+def define_flags() -> types.SimpleNamespace:
+  """Defines the command-line flags; called only when run as a program, so that
+  importing this module never clashes with other programs' flags."""
+  namespace = types.SimpleNamespace(
+      mode=flags.DEFINE_enum('mode', 'both', ['train', 'eval', 'both'], 'Pipelines to time.'),
+      variant=flags.DEFINE_string('variant', 'io_fourier',
+          'configs/imagenet.py variant whose data settings are used.'),
+      batch_size=flags.DEFINE_integer('batch_size', 128, 'Host batch size.'),
+      num_batches=flags.DEFINE_integer('num_batches', 30, 'Timed batches (after warm-up).'),
+      warmup_batches=flags.DEFINE_integer('warmup_batches', 5, 'Untimed batches first.'),
+      num_images=flags.DEFINE_integer('num_images', 256, 'Distinct synthetic JPEGs.'),
+      height=flags.DEFINE_integer('height', 375, 'Synthetic JPEG height.'),
+      width=flags.DEFINE_integer('width', 500, 'Synthetic JPEG width.'),
+      quality=flags.DEFINE_integer('quality', 90, 'JPEG quality of the synthetic images.'),
+      threads=flags.DEFINE_integer('threads', 0,
+          'tf.data private threadpool size (0: TF default, all cores).'),
+  )
+  return namespace
 
 
 def synthetic_jpegs(num: int, height: int, width: int, quality: int,
@@ -81,40 +89,42 @@ def _report(name: str, images: int, seconds: float, cpu_seconds: float) -> str:
           f'(= {1000 / cpu_ms:.0f} images/s per busy core)')
 
 
-def main(argv):
+def main(argv, *, args: types.SimpleNamespace):
   del argv
-  config = imagenet_config.get_config(_VARIANT.value)
+  config = imagenet_config.get_config(args.variant.value)
   data = config.data
-  data.threadpool_size = _THREADS.value
-  examples = synthetic_jpegs(_NUM_IMAGES.value, _HEIGHT.value, _WIDTH.value,
-                             _QUALITY.value)
+  data.threadpool_size = args.threads.value
+  examples = synthetic_jpegs(args.num_images.value, args.height.value, args.width.value,
+                             args.quality.value)
   mean_kb = np.mean([len(x) for x in examples['image']]) / 1024
   source = tf.data.Dataset.from_tensor_slices(examples)
-  batch = _BATCH_SIZE.value
-  print(f'{os.cpu_count()} CPU cores visible. {_NUM_IMAGES.value} synthetic '
-        f'{_HEIGHT.value}x{_WIDTH.value} JPEGs ({mean_kb:.0f} KiB on average) -> {data.image_size}x{data.image_size}; host '
-        f'batch {batch}; tf.data threads: {_THREADS.value or "default"}.')
+  batch = args.batch_size.value
+  print(f'{os.cpu_count()} CPU cores visible. {args.num_images.value} synthetic '
+        f'{args.height.value}x{args.width.value} JPEGs ({mean_kb:.0f} KiB on average) -> '
+        f'{data.image_size}x{data.image_size}; host '
+        f'batch {batch}; tf.data threads: {args.threads.value or "default"}.')
 
-  if _MODE.value in ('train', 'both'):
+  if args.mode.value in ('train', 'both'):
     ds = imagenet_input.build_train_dataset(
-        source, num_source_examples=_NUM_IMAGES.value, batch_dims=[batch], data=data,
+        source, num_source_examples=args.num_images.value, batch_dims=[batch], data=data,
         seed=0)
-    seconds, cpu_seconds = _time(ds, _WARMUP_BATCHES.value, _NUM_BATCHES.value)
+    seconds, cpu_seconds = _time(ds, args.warmup_batches.value, args.num_batches.value)
     mixing = data.mixup_alpha > 0 or data.cutmix
-    name = (f'train ({_VARIANT.value}: RandAugment {data.randaugment_layers}x'
+    name = (f'train ({args.variant.value}: RandAugment {data.randaugment_layers}x'
             f'{data.randaugment_magnitude:g}, MixUp {data.mixup_alpha:g}, CutMix '
             f'{data.cutmix}{"; 2 decoded crops per image" if mixing else ""})')
-    print(_report(name, batch * _NUM_BATCHES.value, seconds, cpu_seconds))
+    print(_report(name, batch * args.num_batches.value, seconds, cpu_seconds))
 
-  if _MODE.value in ('eval', 'both'):
-    total = batch * (_WARMUP_BATCHES.value + _NUM_BATCHES.value)
-    repeats = -(-total // _NUM_IMAGES.value)
+  if args.mode.value in ('eval', 'both'):
+    total = batch * (args.warmup_batches.value + args.num_batches.value)
+    repeats = -(-total // args.num_images.value)
     ds = imagenet_input.build_eval_dataset(
         source.repeat(repeats), batch_dims=[batch], data=data,
-        num_batches=_WARMUP_BATCHES.value + _NUM_BATCHES.value)
-    seconds, cpu_seconds = _time(ds, _WARMUP_BATCHES.value, _NUM_BATCHES.value)
-    print(_report('eval (center crop)', batch * _NUM_BATCHES.value, seconds, cpu_seconds))
+        num_batches=args.warmup_batches.value + args.num_batches.value)
+    seconds, cpu_seconds = _time(ds, args.warmup_batches.value, args.num_batches.value)
+    print(_report('eval (center crop)', batch * args.num_batches.value, seconds,
+                  cpu_seconds))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

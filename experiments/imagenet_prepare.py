@@ -12,18 +12,27 @@ default, `~/tensorflow_datasets`). This calls the TFDS builder directly, so it w
 without the `tfds` command line tool (whose `tfds build` also needs `apache-beam`).
 """
 
+import functools
 import os
+import types
 from typing import Optional
 
 from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
-                                  'Directory holding the ILSVRC2012 .tar archives.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None,
-                                'TFDS data directory to write (default: TFDS default).')
-_NAME = flags.DEFINE_string('tfds_name', 'imagenet2012', 'TFDS dataset to build.')
+def define_flags() -> types.SimpleNamespace:
+  """Defines the command-line flags; called only when run as a program, so that
+  importing this module never clashes with other programs' flags."""
+  namespace = types.SimpleNamespace(
+      manual_dir=flags.DEFINE_string('manual_dir', None,
+          'Directory holding the ILSVRC2012 .tar archives.'),
+      data_dir=flags.DEFINE_string('data_dir', None,
+          'TFDS data directory to write (default: TFDS default).'),
+      name=flags.DEFINE_string('tfds_name', 'imagenet2012', 'TFDS dataset to build.'),
+  )
+  return namespace
+
 
 ARCHIVES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
@@ -53,13 +62,13 @@ def prepare(manual_dir: str, data_dir: Optional[str] = None,
   return {str(name): info.num_examples for name, info in builder.info.splits.items()}
 
 
-def main(argv):
+def main(argv, *, args: types.SimpleNamespace):
   del argv
-  if not _MANUAL_DIR.value:
+  if not args.manual_dir.value:
     raise app.UsageError('--manual_dir is required.')
-  splits = prepare(_MANUAL_DIR.value, _DATA_DIR.value, _NAME.value)
-  print(f'Prepared {_NAME.value}: ' + ', '.join(f'{k}: {v}' for k, v in splits.items()))
+  splits = prepare(args.manual_dir.value, args.data_dir.value, args.name.value)
+  print(f'Prepared {args.name.value}: ' + ', '.join(f'{k}: {v}' for k, v in splits.items()))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

@@ -19,11 +19,13 @@ optical-flow model's attention at 368 x 496 (182,528 inputs and queries), dense 
 chunked.
 """
 
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+import types
 from typing import Any, Dict, List, Optional
 
 from absl import app
@@ -36,21 +38,28 @@ import numpy as np
 from experiments import benchmark_flops
 from perceiver import perceiver
 
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs', 'Where the results go.')
-_SIZES = flags.DEFINE_list('sizes', ['1024', '2048', '4096', '8192', '16384', '32768',
-                                     '65536'], 'Numbers of inputs M.')
-_NUM_LATENTS = flags.DEFINE_integer('num_latents', 256, 'Perceiver latents N.')
-_WIDTH = flags.DEFINE_integer('width', 256, 'Width D of both models.')
-_INPUT_CHANNELS = flags.DEFINE_integer('input_channels', 64, 'Channels C of the inputs.')
-_NUM_LAYERS = flags.DEFINE_integer('num_layers', 4, 'Self-attention layers L.')
-_NUM_HEADS = flags.DEFINE_integer('num_heads', 8, 'Self-attention heads H.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed steps per size (median).')
-_MEMORY_LIMIT_GB = flags.DEFINE_float(
-    'memory_limit_gb', 8.0, 'Do not run a size whose XLA buffer plan exceeds this.')
-_TIME_LIMIT_S = flags.DEFINE_float(
-    'time_limit_s', 30.0, 'Do not run a size whose predicted step time exceeds this.')
-_FLOW_MEMORY = flags.DEFINE_bool('flow_memory', False,
-                                 'Also plan the optical-flow attention at 368 x 496.')
+def define_flags() -> types.SimpleNamespace:
+  """Defines the command-line flags; called only when run as a program, so that
+  importing this module never clashes with other programs' flags."""
+  namespace = types.SimpleNamespace(
+      output_dir=flags.DEFINE_string('output_dir', 'docs', 'Where the results go.'),
+      sizes=flags.DEFINE_list('sizes', ['1024', '2048', '4096', '8192', '16384', '32768',
+          '65536'], 'Numbers of inputs M.'),
+      num_latents=flags.DEFINE_integer('num_latents', 256, 'Perceiver latents N.'),
+      width=flags.DEFINE_integer('width', 256, 'Width D of both models.'),
+      input_channels=flags.DEFINE_integer('input_channels', 64, 'Channels C of the inputs.'),
+      num_layers=flags.DEFINE_integer('num_layers', 4, 'Self-attention layers L.'),
+      num_heads=flags.DEFINE_integer('num_heads', 8, 'Self-attention heads H.'),
+      repeats=flags.DEFINE_integer('repeats', 3, 'Timed steps per size (median).'),
+      memory_limit_gb=flags.DEFINE_float(
+          'memory_limit_gb', 8.0, 'Do not run a size whose XLA buffer plan exceeds this.'),
+      time_limit_s=flags.DEFINE_float(
+          'time_limit_s', 30.0, 'Do not run a size whose predicted step time exceeds this.'),
+      flow_memory=flags.DEFINE_bool('flow_memory', False,
+          'Also plan the optical-flow attention at 368 x 496.'),
+  )
+  return namespace
+
 
 MODELS = ('perceiver', 'transformer')
 
@@ -288,32 +297,32 @@ def write_plot(path: str, rows) -> bool:
   return True
 
 
-def main(argv):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  sizes = [int(s) for s in _SIZES.value]
-  model_kwargs = dict(num_latents=_NUM_LATENTS.value, width=_WIDTH.value,
-                      num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value)
+  sizes = [int(s) for s in args.sizes.value]
+  model_kwargs = dict(num_latents=args.num_latents.value, width=args.width.value,
+                      num_layers=args.num_layers.value, num_heads=args.num_heads.value)
   start = time.perf_counter()
-  rows = study(sizes, repeats=_REPEATS.value, memory_limit_gb=_MEMORY_LIMIT_GB.value,
-               time_limit_s=_TIME_LIMIT_S.value, input_channels=_INPUT_CHANNELS.value,
+  rows = study(sizes, repeats=args.repeats.value, memory_limit_gb=args.memory_limit_gb.value,
+               time_limit_s=args.time_limit_s.value, input_channels=args.input_channels.value,
                **model_kwargs)
-  flow_rows = flow_attention_memory() if _FLOW_MEMORY.value else []
-  settings = dict(model_kwargs, input_channels=_INPUT_CHANNELS.value, batch=1,
-                  repeats=_REPEATS.value, memory_limit_gb=_MEMORY_LIMIT_GB.value,
-                  time_limit_s=_TIME_LIMIT_S.value, backend=jax.default_backend(),
+  flow_rows = flow_attention_memory() if args.flow_memory.value else []
+  settings = dict(model_kwargs, input_channels=args.input_channels.value, batch=1,
+                  repeats=args.repeats.value, memory_limit_gb=args.memory_limit_gb.value,
+                  time_limit_s=args.time_limit_s.value, backend=jax.default_backend(),
                   cpu_count=os.cpu_count(), jax=jax.__version__,
                   load_average_1min=round(os.getloadavg()[0], 2),
                   total_s=round(time.perf_counter() - start, 1))
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+  os.makedirs(args.output_dir.value, exist_ok=True)
   command = ' '.join(['python -m experiments.scaling_study'] + sys.argv[1:])
-  with open(os.path.join(_OUTPUT_DIR.value, 'scaling.json'), 'w') as f:
+  with open(os.path.join(args.output_dir.value, 'scaling.json'), 'w') as f:
     json.dump(dict(settings=settings, rows=rows, flow_attention=flow_rows), f, indent=1)
-  write_markdown(os.path.join(_OUTPUT_DIR.value, 'scaling.md'), rows, flow_rows,
+  write_markdown(os.path.join(args.output_dir.value, 'scaling.md'), rows, flow_rows,
                  settings, command)
-  plotted = write_plot(os.path.join(_OUTPUT_DIR.value, 'scaling.png'), rows)
+  plotted = write_plot(os.path.join(args.output_dir.value, 'scaling.png'), rows)
   print(json.dumps(dict(settings=settings, plotted=plotted)))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))

@@ -1,0 +1,101 @@
+"""The command-line programs under experiments/: flags, exit codes and outputs.
+
+Every program is run as `python -m experiments.<name>` in a subprocess, as a user
+would, on tiny settings. Importing all of experiments/ into one process must also work:
+programs define their flags only when run, so library imports never clash.
+"""
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import experiments
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, cwd=REPO_ROOT, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_every_experiments_module_imports_into_one_process():
+  names = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__))
+  assert {'train', 'benchmark', 'scaling_study', 'imagenet_input_benchmark'} <= set(names)
+  script = ''.join(f'import experiments.{name}\n' for name in names)
+  result = _run(['-c', script + 'print("imported", %d)' % len(names)])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'imported {len(names)}' in result.stdout
+
+
+def test_benchmark_command_writes_its_report(tmp_path):
+  output = tmp_path / 'report.json'
+  result = _run(['-m', 'experiments.benchmark', '--config=configs/digits.py:tiny',
+                 '--config.training.batch_size=6', '--steps=2', '--matmul_size=64',
+                 f'--output={output}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(output.read_text())
+  printed = json.loads(result.stdout.strip().splitlines()[-1])
+  assert printed == report
+  assert report['config'] == 'configs/digits.py:tiny'
+  assert report['overrides'] == {'training.batch_size': 6}
+  assert report['global_batch_size'] == 6
+  assert report['num_timed_steps'] == 2
+
+
+def test_benchmark_command_requires_a_config():
+  result = _run(['-m', 'experiments.benchmark', '--steps=1'])
+  assert result.returncode != 0
+  assert '--config' in result.stderr
+
+
+def test_benchmark_compile_command_compares_block_counts(tmp_path):
+  output = tmp_path / 'compile.json'
+  result = _run(['-m', 'experiments.benchmark_compile', '--config=configs/digits.py:tiny',
+                 '--blocks_field=model.num_blocks', '--num_blocks=1,3',
+                 f'--output={output}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(output.read_text())
+  assert report['field'] == 'model.num_blocks'
+  assert set(report['results']) == {'1', '3'}
+  ratio = report['results']['3']['compile_s'] / report['results']['1']['compile_s']
+  assert abs(report['compile_ratio_3_over_1'] - ratio) < 1e-2
+
+
+def test_scaling_study_command_writes_tables(tmp_path):
+  result = _run(['-m', 'experiments.scaling_study', f'--output_dir={tmp_path}',
+                 '--sizes=16,48', '--num_latents=5', '--width=8', '--input_channels=3',
+                 '--num_layers=1', '--num_heads=2', '--repeats=1'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads((tmp_path / 'scaling.json').read_text())
+  assert data['settings']['width'] == 8
+  assert data['settings']['num_latents'] == 5
+  rows = {(r['model'], r['num_inputs']): r for r in data['rows']}
+  assert set(rows) == {(m, s) for m in ('perceiver', 'transformer') for s in (16, 48)}
+  markdown = (tmp_path / 'scaling.md').read_text()
+  assert 'python -m experiments.scaling_study' in markdown
+  assert '--sizes=16,48' in markdown
+
+
+def test_imagenet_input_benchmark_command_reports_throughput():
+  result = _run(['-m', 'experiments.imagenet_input_benchmark', '--variant=debug',
+                 '--num_images=4', '--height=37', '--width=53', '--batch_size=2',
+                 '--num_batches=1', '--warmup_batches=1', '--mode=eval'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '4 synthetic 37x53 JPEGs' in result.stdout
+  assert 'eval (center crop): ' in result.stdout
+  assert 'train (' not in result.stdout
+
+
+def test_imagenet_prepare_command_names_missing_archives(tmp_path):
+  result = _run(['-m', 'experiments.imagenet_prepare'])
+  assert result.returncode != 0
+  assert '--manual_dir is required' in result.stderr
+  result = _run(['-m', 'experiments.imagenet_prepare', f'--manual_dir={tmp_path}'])
+  assert result.returncode != 0
+  assert 'ILSVRC2012_img_train.tar' in result.stderr
+  assert 'ILSVRC2012_img_val.tar' in result.stderr
