@@ -27,6 +27,9 @@ ignored. Field reference:
     periodic evaluation in train_and_eval mode; the final evaluation always runs),
     keep_checkpoints (how many recent checkpoints stay on disk).
   training.label_smoothing: for classification tasks.
+  training.compilation_cache: keep JAX's persistent compilation cache in
+    `<workdir>/compilation_cache`, so a resumed run (after preemption) or a repeated
+    evaluation loads its compiled steps instead of compiling them again.
   evaluation.batch_size: global evaluation batch; evaluation.split: the split evaluated.
 """
 
@@ -74,6 +77,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.training.eval_every_steps = 0
   config.training.keep_checkpoints = 3
   config.training.label_smoothing = 0.0
+  config.training.compilation_cache = True
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.batch_size = 256

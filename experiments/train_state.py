@@ -127,14 +127,17 @@ def train_step(train_state: TrainState, batch: Batch, rng: jax.Array, *,
   updates, new_opt_state = optimizer.update(grads, train_state.opt_state,
                                             train_state.params)
   new_params = optax.apply_updates(train_state.params, updates)
-  finite = jnp.logical_and(_all_finite(grads), _all_finite(metrics))
+  grad_norm = _global_norm(grads)
+  # The sum of squares is inf or NaN when any gradient is: one reduction instead of a
+  # check per leaf (which XLA compiles into thousands of instructions).
+  finite = jnp.logical_and(jnp.isfinite(grad_norm), _all_finite(metrics))
 
   candidate = TrainState(step=train_state.step + 1, params=new_params,
                          state=new_state, opt_state=new_opt_state)
   new_train_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                  candidate, train_state)
   metrics = dict(metrics)
-  metrics['grad_norm'] = _global_norm(grads)
+  metrics['grad_norm'] = grad_norm
   metrics['finite'] = finite.astype(jnp.float32)
   return new_train_state, metrics
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 from absl import logging
 import haiku as hk
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 import optax
@@ -360,11 +361,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   return metrics
 
 
+def use_compilation_cache(directory: str, *, min_compile_time_s: float = 1.0) -> None:
+  """Stores compiled executables in `directory` and loads them from there.
+
+  Executables that took at least `min_compile_time_s` to compile are kept, so a
+  resumed run starts without recompiling its train and evaluation steps.
+  """
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_time_s)
+  # JAX decides whether the cache is on at the first compilation; start it afresh in
+  # case something compiled before (e.g. in a notebook).
+  compilation_cache.reset_cache()
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> Any:
   """Runs `mode` (one of MODES) for `config` in `workdir`."""
   if mode not in MODES:
     raise ValueError(f'mode={mode!r} is not one of {MODES}.')
   os.makedirs(workdir, exist_ok=True)
+  if config.training.get('compilation_cache', False):
+    use_compilation_cache(os.path.join(workdir, 'compilation_cache'))
   if mode == 'eval':
     return evaluate_checkpoint(config, workdir)
   return train(config, workdir, evaluate=(mode == 'train_and_eval'))

@@ -13,11 +13,17 @@ same names as DeepMind's official release, so parameter trees are interchangeabl
 """
 
 import contextlib
-import math
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from perceiver.dot_product_attention import Projection
+from perceiver.dot_product_attention import attend
+from perceiver.dot_product_attention import check_chunk_size
+from perceiver.dot_product_attention import factorization_saves_work
+from perceiver.dot_product_attention import factorized_attend
 
 
 def _dropout(rate, x):
@@ -32,247 +38,6 @@ def _dropout(rate, x):
   if key is None:
     raise ValueError(f"Dropout with rate {rate} needs an RNG key: pass `rng` to apply.")
   return hk.dropout(key, rate, x)
-
-
-def _large_logit(dtype):
-  """The magnitude given to masked logits: -1e30, or -1e4 for float16 logits."""
-  return 1e4 if dtype == jnp.float16 else 1e30
-
-
-def _softmax_dtype(dtype):
-  """Logits of reduced-precision (bfloat16) attention are normalised in float32."""
-  return jnp.float32 if dtype == jnp.bfloat16 else dtype
-
-
-def _masked_logits(q, k, attention_mask, scale):
-  """Scaled, masked logits `[B, H, T, S]` of queries `[B, T, H, D]`, keys `[B, S, H, D]`."""
-  attention = jnp.einsum("bthd,bThd->bhtT", q, k)  # [B, H, T, S]
-  attention = attention.astype(_softmax_dtype(attention.dtype))
-  attention *= scale
-  if attention_mask is not None:
-    large_k = jnp.array(_large_logit(attention.dtype), dtype=attention.dtype)
-    attention = jnp.where(attention_mask[:, None, :, :], attention, -large_k)
-  return attention
-
-
-@jax.custom_vjp
-def _softmax(logits):
-  """`jax.nn.softmax` over the last axis, with the same values and a direct VJP.
-
-  The backward pass is written out, `dlogits = y * (g - sum(y * g))`: the same formula
-  as the transpose of `jax.nn.softmax`'s JVP, but XLA compiles this form into fewer
-  passes over the `[B, H, T, S]` weights (a cross-attend's backward ran about 15%
-  faster on CPU).
-  """
-  return jax.nn.softmax(logits)
-
-
-def _softmax_fwd(logits):
-  weights = jax.nn.softmax(logits)
-  return weights, weights
-
-
-def _softmax_bwd(weights, g):
-  return (weights * (g - jnp.sum(weights * g, axis=-1, keepdims=True)),)
-
-
-_softmax.defvjp(_softmax_fwd, _softmax_bwd)
-
-
-def _dense_attend(q, k, v, dropout_prob, attention_mask, scale):
-  """Attention with all `[B, H, T, S]` weights materialised at once: `[B, T, H, Dv]`."""
-  attention = _masked_logits(q, k, attention_mask, scale)
-  normalized = _softmax(attention).astype(v.dtype)
-  if dropout_prob > 0:
-    normalized = hk.dropout(hk.next_rng_key(), dropout_prob, normalized)
-  return jnp.einsum("bhtT,bThd->bthd", normalized, v)  # [B, T, H, Dv]
-
-
-def _num_chunks(size, chunk_size):
-  return -(-size // chunk_size)
-
-
-def _pad_axis(x, axis, new_size):
-  """Zero-pads axis `axis` of `x` at the end to `new_size`."""
-  if x.shape[axis] == new_size:
-    return x
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, new_size - x.shape[axis])
-  return jnp.pad(x, widths)
-
-
-def _key_chunked_attend(q, k, v, attention_mask, scale, key_chunk_size):
-  """Online-softmax attention over key blocks of `key_chunk_size`: `[B, T, H, Dv]`.
-
-  Only `[B, H, T, key_chunk_size]` logits exist at a time. Each block updates a running
-  row maximum `m`, the running sum `l` of `exp(logit - m)` and the running weighted sum
-  of values `acc`, rescaling the earlier terms by `exp(m_old - m_new)`; the result is
-  `acc / l`, the softmax-weighted sum up to float rounding. Blocks are rematerialised,
-  so the backward pass also holds one block of logits at a time.
-  """
-  batch, q_len, heads, _ = q.shape
-  kv_len, v_dim = k.shape[1], v.shape[-1]
-  num_chunks = _num_chunks(kv_len, key_chunk_size)
-  padded = num_chunks * key_chunk_size
-
-  def to_chunks(x):  # [B, S, ...] -> [num_chunks, B, chunk, ...]
-    x = _pad_axis(x, 1, padded)
-    x = jnp.reshape(x, (batch, num_chunks, key_chunk_size) + x.shape[2:])
-    return jnp.moveaxis(x, 1, 0)
-
-  k_chunks, v_chunks = to_chunks(k), to_chunks(v)
-  shared_mask = None  # A mask that every key block uses whole.
-  mask_chunks = None  # Or per-block masks [num_chunks, B, T or 1, chunk].
-  if attention_mask is not None and attention_mask.shape[2] == 1:
-    shared_mask = attention_mask != 0
-    if padded != kv_len:
-      valid = jnp.arange(padded) < kv_len
-      mask_chunks = jnp.reshape(valid, (num_chunks, 1, 1, key_chunk_size))
-  elif attention_mask is not None:
-    mask = _pad_axis(attention_mask != 0, 2, padded)  # Padded keys are masked.
-    mask = jnp.reshape(mask, mask.shape[:2] + (num_chunks, key_chunk_size))
-    mask_chunks = jnp.moveaxis(mask, 2, 0)
-  elif padded != kv_len:
-    valid = jnp.arange(padded) < kv_len
-    mask_chunks = jnp.reshape(valid, (num_chunks, 1, 1, key_chunk_size))
-
-  acc_dtype = _softmax_dtype(v.dtype)
-  stat_dtype = _softmax_dtype(q.dtype)
-  large_k = _large_logit(stat_dtype)
-
-  def step(carry, chunk):
-    running_max, running_sum, acc = carry
-    k_chunk, v_chunk, mask_chunk = chunk
-    if shared_mask is not None:
-      mask_chunk = shared_mask if mask_chunk is None else mask_chunk & shared_mask
-    logits = _masked_logits(q, k_chunk, mask_chunk, scale)  # [B, H, T, chunk]
-    new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
-    correction = jnp.exp(running_max - new_max)  # [B, H, T]
-    weights = jnp.exp(logits - new_max[..., None])
-    running_sum = running_sum * correction + jnp.sum(weights, axis=-1)
-    update = jnp.einsum("bhtT,bThd->bhtd", weights.astype(v.dtype), v_chunk)
-    acc = acc * correction[..., None].astype(acc_dtype) + update.astype(acc_dtype)
-    return (new_max, running_sum, acc), None
-
-  init = (jnp.full((batch, heads, q_len), -large_k, stat_dtype),
-          jnp.zeros((batch, heads, q_len), stat_dtype),
-          jnp.zeros((batch, heads, q_len, v_dim), acc_dtype))
-  (_, running_sum, acc), _ = jax.lax.scan(
-      jax.checkpoint(step, prevent_cse=False), init, (k_chunks, v_chunks, mask_chunks))
-  out = acc / running_sum[..., None].astype(acc_dtype)  # [B, H, T, Dv]
-  return jnp.swapaxes(out, 1, 2).astype(v.dtype)  # [B, T, H, Dv]
-
-
-def _query_chunked_attend(attend_fn, q, attention_mask, query_chunk_size):
-  """Applies `attend_fn(q_chunk, mask_chunk)` to query blocks in turn: `[B, T, H, Dv]`.
-
-  Blocks are rematerialised, so only one block's attention weights exist at a time in
-  the forward and in the backward pass.
-  """
-  batch, q_len = q.shape[:2]
-  num_chunks = _num_chunks(q_len, query_chunk_size)
-  padded = num_chunks * query_chunk_size
-
-  def to_chunks(x):  # [B, T, ...] -> [num_chunks, B, chunk, ...]
-    x = _pad_axis(x, 1, padded)
-    x = jnp.reshape(x, (batch, num_chunks, query_chunk_size) + x.shape[2:])
-    return jnp.moveaxis(x, 1, 0)
-
-  if attention_mask is not None and attention_mask.shape[1] > 1:
-    chunk_fn = lambda xs: attend_fn(*xs)
-    xs = (to_chunks(q), to_chunks(attention_mask))
-  else:  # No mask, or one shared by every query.
-    chunk_fn = lambda q_chunk: attend_fn(q_chunk, attention_mask)
-    xs = to_chunks(q)
-  out = jax.lax.map(jax.checkpoint(chunk_fn, prevent_cse=False),
-                    xs)  # [num_chunks, B, chunk, H, Dv]
-  out = jnp.moveaxis(out, 0, 1)
-  out = jnp.reshape(out, (batch, padded) + out.shape[3:])
-  return out[:, :q_len]
-
-
-def _check_chunk_size(value, name):
-  if value is None or value == 0:
-    return None
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"{name} must be a positive int (or None / 0 for no chunking), "
-                     f"got {value!r}.")
-  return value
-
-
-def attend(q, k, v, dropout_prob=0.0, attention_mask=None, *, query_chunk_size=None,
-           key_chunk_size=None):
-  """Multi-head scaled dot-product attention.
-
-  Logits are `q.k / sqrt(Dqk)`; masked logits are set to -1e30 (-1e4 in float16)
-  before the softmax, and query rows whose mask is entirely zero return exact zeros.
-  bfloat16 logits are normalised in float32.
-
-  With `query_chunk_size` and/or `key_chunk_size`, the attention weights are computed
-  block by block (queries in blocks, keys with an online softmax), so memory holds at
-  most `[B, H, query_chunk_size, key_chunk_size]` of them at a time, in training too
-  (the blocks are rematerialised in the backward pass). The result equals the
-  unchunked one up to float rounding. Chunking does not support attention dropout.
-
-  Args:
-    q: `[B, T, H, Dqk]` queries.
-    k: `[B, S, H, Dqk]` keys.
-    v: `[B, S, H, Dv]` values.
-    dropout_prob: dropout rate on the attention weights (needs an RNG key if > 0).
-    attention_mask: optional mask, nonzero where attention is allowed: `[B, T, S]`,
-      or `[B, 1, S]` / `[B, T, 1]` to share it across queries / keys.
-    query_chunk_size: if set (> 0), process queries in blocks of this many.
-    key_chunk_size: if set (> 0), process keys in blocks of this many.
-
-  Returns:
-    `[B, T, H * Dv]` attended values.
-  """
-  if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-    raise ValueError(
-        "attend expects q, k, v of rank 4 [B, T, H, D]; got shapes "
-        f"q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}.")
-  batch, q_indices, num_heads, q_head_dim = q.shape
-  if k.shape[:1] + k.shape[2:] != (batch, num_heads, q_head_dim):
-    raise ValueError(f"k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}.")
-  if v.shape[:3] != k.shape[:3]:
-    raise ValueError(f"v shape {tuple(v.shape)} does not match k shape {tuple(k.shape)}.")
-  if attention_mask is not None:
-    expected = (batch, q_indices, k.shape[1])
-    if (attention_mask.ndim != 3 or attention_mask.shape[0] != batch or
-        attention_mask.shape[1] not in (1, q_indices) or
-        attention_mask.shape[2] not in (1, k.shape[1])):
-      raise ValueError(f"attention_mask must have shape {expected} [B, T, S] (T or S "
-                       f"may be 1), got {tuple(attention_mask.shape)}.")
-  query_chunk_size = _check_chunk_size(query_chunk_size, "query_chunk_size")
-  key_chunk_size = _check_chunk_size(key_chunk_size, "key_chunk_size")
-  if query_chunk_size is not None and query_chunk_size >= q_indices:
-    query_chunk_size = None
-  if key_chunk_size is not None and key_chunk_size >= k.shape[1]:
-    key_chunk_size = None
-  if dropout_prob > 0 and (query_chunk_size or key_chunk_size):
-    raise ValueError(
-        f"Chunked attention (query_chunk_size={query_chunk_size}, key_chunk_size="
-        f"{key_chunk_size}) does not support attention dropout (dropout_prob="
-        f"{dropout_prob}).")
-  v_head_dim = v.shape[-1]
-  hiddens = num_heads * v_head_dim
-  scale = 1.0 / math.sqrt(q_head_dim)
-
-  if key_chunk_size is not None:
-    attend_fn = lambda q, mask: _key_chunked_attend(q, k, v, mask, scale, key_chunk_size)
-  else:
-    attend_fn = lambda q, mask: _dense_attend(q, k, v, dropout_prob, mask, scale)
-  if query_chunk_size is not None:
-    summed = _query_chunked_attend(attend_fn, q, attention_mask, query_chunk_size)
-  else:
-    summed = attend_fn(q, attention_mask)  # [B, T, H, Dv]
-  summed = jnp.reshape(summed, [batch, q_indices, hiddens])
-
-  if attention_mask is not None:
-    # A fully masked query row would otherwise get a uniform softmax: force zeros.
-    wipe_attn = jnp.all(attention_mask == 0, axis=2, keepdims=True)  # [B, T, 1]
-    summed = jnp.where(wipe_attn, jnp.zeros_like(summed), summed)
-  return summed
 
 
 class PositionwiseLinear(hk.Linear):
@@ -299,6 +64,18 @@ class PositionwiseLinear(hk.Linear):
     flat = jnp.reshape(inputs, (-1, inputs.shape[-1]))  # [P, C]
     out = super().__call__(flat, precision=precision)  # [P, K]
     return jnp.reshape(out, inputs.shape[:-1] + (out.shape[-1],))
+
+  def parameters(self, input_size, dtype=jnp.float32):
+    """`(w [input_size, K], b [K] or None)`, created (or fetched) exactly as a call on
+    inputs of `input_size` channels and `dtype` would, without applying them."""
+    w_init = self.w_init
+    if w_init is None:
+      w_init = hk.initializers.TruncatedNormal(stddev=1. / np.sqrt(input_size))
+    w = hk.get_parameter("w", [input_size, self.output_size], dtype, init=w_init)
+    b = None
+    if self.with_bias:
+      b = hk.get_parameter("b", [self.output_size], dtype, init=self.b_init)
+    return w, b
 
 
 def conv_1d(output_channels, init_scale=1.0, with_bias=True, name=None):
@@ -412,8 +189,8 @@ class Attention(hk.Module):
                v_channels=None, output_channels=None, name=None, *,
                query_chunk_size=None, key_chunk_size=None):
     super().__init__(name=name)
-    self._query_chunk_size = _check_chunk_size(query_chunk_size, "query_chunk_size")
-    self._key_chunk_size = _check_chunk_size(key_chunk_size, "key_chunk_size")
+    self._query_chunk_size = check_chunk_size(query_chunk_size, "query_chunk_size")
+    self._key_chunk_size = check_chunk_size(key_chunk_size, "key_chunk_size")
     if num_heads < 1:
       raise ValueError(f"num_heads must be >= 1, got {num_heads!r}.")
     self._num_heads = num_heads
@@ -438,20 +215,32 @@ class Attention(hk.Module):
     _check_divisible(v_channels, self._num_heads, "v_channels")
     heads = self._num_heads
 
+    batch, q_time, _ = inputs_q.shape
+    kv_time, kv_channels = inputs_kv.shape[1:]
     q = conv_1d(qk_channels, init_scale=self._init_scale)(inputs_q)
-    k = conv_1d(qk_channels, init_scale=self._init_scale)(inputs_kv)
-    v = conv_1d(v_channels, init_scale=self._init_scale)(inputs_kv)
-
-    batch, q_time, _ = q.shape
-    kv_time = k.shape[1]
     q = jnp.reshape(q, [batch, q_time, heads, qk_channels // heads])
-    k = jnp.reshape(k, [batch, kv_time, heads, qk_channels // heads])
-    v = jnp.reshape(v, [batch, kv_time, heads, v_channels // heads])
+    k_layer = conv_1d(qk_channels, init_scale=self._init_scale)
+    v_layer = conv_1d(v_channels, init_scale=self._init_scale)
+    chunked = self._query_chunk_size is not None or self._key_chunk_size is not None
 
-    result = attend(q, k, v, dropout_prob=self._dropout_prob,
-                    attention_mask=attention_mask,
-                    query_chunk_size=self._query_chunk_size,
-                    key_chunk_size=self._key_chunk_size)
+    def project(layer, head_channels):
+      """The layer's `Projection` where folding it in is cheaper, else its output."""
+      if not chunked and factorization_saves_work(
+          num_queries=q_time, num_keys=kv_time, input_channels=kv_channels,
+          num_heads=heads, head_channels=head_channels):
+        return Projection(*layer.parameters(kv_channels, inputs_kv.dtype))
+      return jnp.reshape(layer(inputs_kv), [batch, kv_time, heads, head_channels])
+
+    k = project(k_layer, qk_channels // heads)  # [B, S, H, Dqk] or a Projection.
+    v = project(v_layer, v_channels // heads)  # [B, S, H, Dv] or a Projection.
+    if isinstance(k, Projection) or isinstance(v, Projection):
+      result = factorized_attend(q, inputs_kv, k, v, dropout_prob=self._dropout_prob,
+                                 attention_mask=attention_mask)
+    else:
+      result = attend(q, k, v, dropout_prob=self._dropout_prob,
+                      attention_mask=attention_mask,
+                      query_chunk_size=self._query_chunk_size,
+                      key_chunk_size=self._key_chunk_size)
     return conv_1d(output_channels, with_bias=self._with_final_bias,
                    init_scale=self._final_init_scale)(result)
 

@@ -75,15 +75,20 @@ def _forward_flops(config, batch):
   m, c = 64 * 64, 3 + 2 * (2 * 32 + 1)  # Pixels + 2D Fourier features: 133.
   linear = lambda rows, fan_in, fan_out: 2 * batch * rows * fan_in * fan_out
   # Cross-attend: qk = v = C (shape_for_attn='kv'), one head, output D, MLP D -> D.
-  cross = (linear(n, d, c) + 2 * linear(m, c, c) + 2 * 2 * batch * n * m * c
-           + linear(n, c, d) + 2 * linear(n, d, d))
+  # The key and value projections are folded (`factorized_attend`): the queries are
+  # mapped into the input space (C x C, plus the key bias term) and the pooled inputs
+  # through the value projection, instead of projecting all M inputs.
+  cross = (linear(n, d, c) + 2 * linear(n, c, c) + 2 * batch * n * c
+           + 2 * 2 * batch * n * m * c + linear(n, c, d) + 2 * linear(n, d, d))
   # Self-attend: q, k, v, output projections, attention, MLP (widening 1).
   self_attend = 4 * linear(n, d, d) + 2 * 2 * batch * n * n * d + 2 * linear(n, d, d)
   num_self = enc.num_blocks * enc.num_self_attends_per_block
-  # Decoder: one query of D channels cross-attends to the latents, then logits.
+  # Decoder: one query of D channels cross-attends to the latents (projections folded
+  # as above), then logits.
   k = config.data.num_classes
-  decoder = (linear(1, d, d) + 2 * linear(n, d, d) + 2 * 2 * batch * n * d
-             + linear(1, d, d) + 2 * linear(1, d, d) + linear(1, d, k))
+  decoder = (linear(1, d, d) + 2 * linear(1, d, d) + 2 * batch * d
+             + 2 * 2 * batch * n * d + linear(1, d, d) + 2 * linear(1, d, d)
+             + linear(1, d, k))
   del model
   return cross + num_self * self_attend + decoder
 

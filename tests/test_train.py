@@ -271,3 +271,30 @@ def test_num_train_steps_from_epochs():
   config.training.num_steps = 0
   with pytest.raises(ValueError, match='num_steps=0'):
     task_lib.num_train_steps(config, digits)
+
+
+def test_compilation_cache_is_written_once_and_reused(tmp_path):
+  cache = tmp_path / 'cache'
+  script = (
+      'import sys, jax, jax.numpy as jnp\n'
+      'from experiments import trainer\n'
+      'events = []\n'
+      'jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))\n'
+      'trainer.use_compilation_cache(sys.argv[1], min_compile_time_s=0.0)\n'
+      'f = jax.jit(lambda x: jnp.sin(x) @ x.T)\n'
+      'print(float(f(jnp.arange(15.0).reshape(3, 5)).sum()))\n'
+      'print(sum("cache_hits" in e for e in events))\n')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  outputs, listings = [], []
+  for _ in range(2):
+    result = subprocess.run([sys.executable, '-c', script, str(cache)], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs.append(result.stdout.strip())
+    listings.append(sorted(os.listdir(cache)))
+  assert listings[0], 'nothing was written to the cache'
+  assert listings[1] == listings[0]
+  (value_0, hits_0), (value_1, hits_1) = [out.splitlines()[-2:] for out in outputs]
+  assert value_0 == value_1
+  assert int(hits_0) == 0 and int(hits_1) >= 1  # The second run loaded the executable.
