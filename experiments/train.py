@@ -19,6 +19,7 @@ Re-running a command with the same `--workdir` resumes from its latest checkpoin
 
 import logging as std_logging
 import os
+import sys
 
 # Before TensorFlow (input pipelines, summaries) is first imported: keep its C++ INFO
 # banners out of the training log unless asked for.
@@ -31,6 +32,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments import preemption
 from experiments import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -49,6 +51,9 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Index of this host in [0, num_processes).')
 
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# What a process killed by SIGTERM reports (128 + 15): schedulers treat it as preempted.
+PREEMPTED_EXIT_CODE = 143
 
 
 def _maybe_initialize_distributed() -> None:
@@ -92,7 +97,11 @@ def main(argv):
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.default_backend())
   logging.info('Config:\n%s', _CONFIG.value)
-  trainer.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  try:
+    trainer.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':

@@ -31,6 +31,7 @@ from experiments import checkpointing
 from experiments import metrics_writer as metrics_writer_lib
 from experiments import optimizers
 from experiments import parallel
+from experiments import preemption
 from experiments import task as task_lib
 from experiments import train_state as train_state_lib
 
@@ -223,6 +224,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   Raises:
     NonFiniteError: a step had a non-finite loss or gradient; checkpoints up to the
       step before it are on disk.
+    preemption.Preempted: SIGTERM arrived; the step it arrived during was checkpointed.
   """
   task = task_lib.load_task(config.task)
   steps = build_steps(config, task)
@@ -281,7 +283,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
   step = start_step
   writer.start(step)
+  watch = preemption.PreemptionWatch()
   try:
+    watch.start()
     while step < num_steps:
       if batch is None:
         batch = next(train_iter)
@@ -317,6 +321,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         writer.pause()
         writer.write_eval(step, evaluator(p_state), split_name=config.evaluation.split)
         writer.resume()
+      if not is_last and watch.should_stop(step):
+        if pending is not None:
+          check(pending)
+          pending = None
+        checkpointer.save(step, parallel.unreplicate(p_state))  # No-op if saved.
+        checkpointer.wait()
+        raise preemption.Preempted(step, checkpointer.directory)
 
     if pending is not None:
       check(pending)
@@ -329,6 +340,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write_eval(int(host_state.step), evaluator(p_state),
                         split_name=config.evaluation.split)
   finally:
+    watch.stop()
     # Finishes saves already started (all of them hold finite states).
     checkpointer.close()
     writer.close()

@@ -8,8 +8,11 @@ every example exactly once.
 import functools
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import jax
@@ -298,3 +301,45 @@ def test_compilation_cache_is_written_once_and_reused(tmp_path):
   (value_0, hits_0), (value_1, hits_1) = [out.splitlines()[-2:] for out in outputs]
   assert value_0 == value_1
   assert int(hits_0) == 0 and int(hits_1) >= 1  # The second run loaded the executable.
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
+  """A preemption notice mid-run saves the step just finished; a rerun resumes there."""
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  command = [sys.executable, '-m', 'experiments.train',
+             f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+             f'--workdir={workdir}', '--mode=train', '--config.training.num_steps=100000',
+             '--config.training.batch_size=16', '--config.training.log_every_steps=1',
+             '--config.training.checkpoint_every_steps=1000']
+  proc = subprocess.Popen(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+      if (workdir / 'metrics.jsonl').exists() and len(read_metrics(str(workdir))) >= 3:
+        break
+      time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 143, stderr[-3000:]
+  match = re.search(r'Preempted \(SIGTERM\): saved checkpoint (\d+)', stderr)
+  assert match, stderr[-3000:]
+  saved = int(match.group(1))
+  assert 3 <= saved < 1000  # Not a periodic checkpoint: the step it was on.
+  ckpt = checkpointing.Checkpointer(str(workdir), keep=3)
+  assert ckpt.all_steps() == [saved]
+  assert not (workdir / 'export').exists()
+  # The rerun resumes from it and trains on.
+  result = subprocess.run(command[:-4] + [f'--config.training.num_steps={saved + 2}',
+                                          '--config.training.batch_size=16'],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resumed from checkpoint {saved}' in result.stderr
+  assert (workdir / 'export' / 'params.npz').exists()
