@@ -34,6 +34,7 @@ from ml_collections import config_flags
 
 from experiments import benchmark_train_step
 
+
 def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""

@@ -32,6 +32,7 @@ import tensorflow as tf
 from configs import imagenet as imagenet_config
 from experiments import imagenet_input
 
+
 def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+
 def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""

@@ -38,6 +38,7 @@ import numpy as np
 from experiments import benchmark_flops
 from perceiver import perceiver
 
+
 def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""

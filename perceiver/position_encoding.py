@@ -11,8 +11,7 @@ Every encoding is a callable `encoding(batch_size, pos=None)` returning `[B, N, 
 """
 
 import abc
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import haiku as hk
 import jax.numpy as jnp

@@ -6,7 +6,6 @@ hand-computed values.
 
 import math
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
