@@ -48,6 +48,12 @@ class Checkpointer:
         enable_async_checkpointing=True,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # Orbax removes unfinished saves of an earlier run in a background thread. Finish
+    # that here, so that nothing lists the directory behind the caller's back (e.g.
+    # while TFDS's test mocks redirect file-system calls).
+    await_cleanup = getattr(self._manager, '_maybe_await_cleanup_tmp_directory', None)
+    if await_cleanup is not None:
+      await_cleanup()
 
   def latest_step(self) -> Optional[int]:
     """The step of the newest complete checkpoint, or None."""
