@@ -13,6 +13,8 @@ import jax
 import ml_collections
 import optax
 
+from experiments import adam_updates
+
 # A parameter is excluded from weight decay when one of its module path components
 # contains one of these (Haiku LayerNorm / BatchNorm / RMSNorm modules) ...
 NORM_MODULE_NAMES = ('layer_norm', 'batchnorm', 'batch_norm', 'rms_norm')
@@ -144,6 +146,9 @@ def make_optimizer(config: ml_collections.ConfigDict, *, num_steps: int,
                    batch_size: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """Clipping + LAMB (or AdamW) with the masked weight decay and the schedule.
 
+  The update is `adam_updates.clipped_adam`: `optax.chain(optax.clip_by_global_norm,
+  optax.lamb)` (or `optax.adamw`) in fewer XLA kernels, with the same state.
+
   Args:
     config: `config.optimizer`.
     num_steps: total training steps (for the schedule).
@@ -157,12 +162,8 @@ def make_optimizer(config: ml_collections.ConfigDict, *, num_steps: int,
   schedule = learning_rate_schedule(config, num_steps=num_steps, batch_size=batch_size)
   mask: Callable[[Any], Any] = lambda params: weight_decay_mask(
       params, decay_pos_embs=config.decay_pos_embs)
-  kwargs = dict(learning_rate=schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                weight_decay=config.weight_decay, mask=mask)
-  if config.name == 'lamb':
-    core = optax.lamb(**kwargs)
-  else:
-    core = optax.adamw(**kwargs)
-  if config.max_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(config.max_norm), core), schedule
-  return core, schedule
+  optimizer = adam_updates.clipped_adam(
+      schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+      weight_decay=config.weight_decay, mask=mask, trust_ratio=config.name == 'lamb',
+      max_norm=config.max_norm if config.max_norm > 0 else None)
+  return optimizer, schedule

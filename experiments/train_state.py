@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import adam_updates
 from experiments import parallel
 
 Batch = Dict[str, jax.Array]
@@ -74,9 +75,6 @@ def _jitted_init(model: hk.TransformedWithState,
   return jax.jit(init)
 
 
-def _global_norm(tree: Any) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                      for x in jax.tree.leaves(tree)))
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -127,7 +125,7 @@ def train_step(train_state: TrainState, batch: Batch, rng: jax.Array, *,
   updates, new_opt_state = optimizer.update(grads, train_state.opt_state,
                                             train_state.params)
   new_params = optax.apply_updates(train_state.params, updates)
-  grad_norm = _global_norm(grads)
+  grad_norm = adam_updates.global_norm(grads)
   # The sum of squares is inf or NaN when any gradient is: one reduction instead of a
   # check per leaf (which XLA compiles into thousands of instructions).
   finite = jnp.logical_and(jnp.isfinite(grad_norm), _all_finite(metrics))
