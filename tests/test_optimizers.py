@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import common
@@ -163,3 +164,27 @@ def test_global_norm_clipping():
   np.testing.assert_allclose(got['linear']['w'], want['linear']['w'], rtol=1e-6)
   unclipped, _ = plain.update(grads, plain.init(params), params)
   assert not np.allclose(unclipped['linear']['w'], want['linear']['w'])
+
+
+@pytest.mark.parametrize('name', ['lamb', 'adamw'])
+@pytest.mark.parametrize('max_norm', [10.0, 0.0])
+def test_state_layout_is_optax_chain(name, max_norm):
+  # Checkpoints written with optax's chain (earlier versions of this project) restore
+  # into the optimizer's state, and the updates agree.
+  config = _optimizer_config(type='constant')
+  config.name = name
+  config.max_norm = max_norm
+  opt, schedule = optimizers.make_optimizer(config, num_steps=10, batch_size=256)
+  mask = lambda p: optimizers.weight_decay_mask(p, decay_pos_embs=config.decay_pos_embs)
+  core = (optax.lamb if name == 'lamb' else optax.adamw)(
+      learning_rate=schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+      weight_decay=config.weight_decay, mask=mask)
+  ref = optax.chain(optax.clip_by_global_norm(max_norm), core) if max_norm > 0 else core
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32) * 0.5, PARAMS)
+  grads = jax.tree.map(lambda x: jnp.full(x.shape, 3.0, jnp.float32), PARAMS)
+  state, ref_state = opt.init(params), ref.init(params)
+  assert jax.tree.structure(state) == jax.tree.structure(ref_state)
+  got, _ = jax.jit(opt.update)(grads, ref_state, params)
+  want, _ = jax.jit(ref.update)(grads, ref_state, params)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-9)
