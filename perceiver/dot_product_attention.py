@@ -122,6 +122,14 @@ def _pad_axis(x, axis, new_size):
   return jnp.pad(x, widths)
 
 
+def _to_chunks(x, num_chunks, chunk_size):
+  """`[B, L, ...]` -> `[num_chunks, B, chunk_size, ...]`, zero-padding L to fill the
+  last chunk."""
+  x = _pad_axis(x, 1, num_chunks * chunk_size)
+  x = jnp.reshape(x, (x.shape[0], num_chunks, chunk_size) + x.shape[2:])
+  return jnp.moveaxis(x, 1, 0)
+
+
 def _key_chunked_attend(q, k, v, attention_mask, scale, key_chunk_size):
   """Online-softmax attention over key blocks of `key_chunk_size`: `[B, T, H, Dv]`.
 
@@ -136,12 +144,8 @@ def _key_chunked_attend(q, k, v, attention_mask, scale, key_chunk_size):
   num_chunks = _num_chunks(kv_len, key_chunk_size)
   padded = num_chunks * key_chunk_size
 
-  def to_chunks(x):  # [B, S, ...] -> [num_chunks, B, chunk, ...]
-    x = _pad_axis(x, 1, padded)
-    x = jnp.reshape(x, (batch, num_chunks, key_chunk_size) + x.shape[2:])
-    return jnp.moveaxis(x, 1, 0)
-
-  k_chunks, v_chunks = to_chunks(k), to_chunks(v)
+  k_chunks = _to_chunks(k, num_chunks, key_chunk_size)  # [num_chunks, B, chunk, H, D]
+  v_chunks = _to_chunks(v, num_chunks, key_chunk_size)
   shared_mask = None  # A mask that every key block uses whole.
   mask_chunks = None  # Or per-block masks [num_chunks, B, T or 1, chunk].
   if attention_mask is not None and attention_mask.shape[2] == 1:
@@ -195,18 +199,13 @@ def _query_chunked_attend(attend_fn, q, attention_mask, query_chunk_size):
   batch, q_len = q.shape[:2]
   num_chunks = _num_chunks(q_len, query_chunk_size)
   padded = num_chunks * query_chunk_size
-
-  def to_chunks(x):  # [B, T, ...] -> [num_chunks, B, chunk, ...]
-    x = _pad_axis(x, 1, padded)
-    x = jnp.reshape(x, (batch, num_chunks, query_chunk_size) + x.shape[2:])
-    return jnp.moveaxis(x, 1, 0)
-
+  q_chunks = _to_chunks(q, num_chunks, query_chunk_size)  # [num_chunks, B, chunk, H, D]
   if attention_mask is not None and attention_mask.shape[1] > 1:
     chunk_fn = lambda xs: attend_fn(*xs)
-    xs = (to_chunks(q), to_chunks(attention_mask))
+    xs = (q_chunks, _to_chunks(attention_mask, num_chunks, query_chunk_size))
   else:  # No mask, or one shared by every query.
     chunk_fn = lambda q_chunk: attend_fn(q_chunk, attention_mask)
-    xs = to_chunks(q)
+    xs = q_chunks
   out = jax.lax.map(jax.checkpoint(chunk_fn, prevent_cse=False),
                     xs)  # [num_chunks, B, chunk, H, Dv]
   out = jnp.moveaxis(out, 0, 1)
