@@ -33,6 +33,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import benchmark_train_step
+from experiments import host_memory
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -54,6 +55,8 @@ def define_flags() -> types.SimpleNamespace:
           'compilation_cache_dir', '',
           "JAX's persistent compilation cache: a second run with the same directory loads the "
           'compiled step instead of compiling it (its first_step_s shows the warm start).'),
+      host_malloc=flags.DEFINE_enum('host_malloc', 'auto', host_memory.MODES,
+                                    host_memory.FLAG_HELP),
   )
   flags.mark_flags_as_required(['config'])
   return namespace
@@ -62,12 +65,15 @@ def define_flags() -> types.SimpleNamespace:
 def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Before JAX starts its backend: the malloc settings must reach XLA's threads.
+  host_malloc = host_memory.configure(args.host_malloc.value)
   if args.cache_dir.value:
     jax.config.update('jax_compilation_cache_dir', args.cache_dir.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   report = {'config': config_flags.get_config_filename(flags.FLAGS['config']),
             'overrides': config_flags.get_override_values(flags.FLAGS['config']),
-            'compilation_cache_dir': args.cache_dir.value}
+            'compilation_cache_dir': args.cache_dir.value,
+            'host_malloc': host_malloc}
   report.update(benchmark_train_step.benchmark(
       args.config.value, num_steps=args.steps.value, input_mode=args.input.value,
       matmul_size=args.matmul_size.value))

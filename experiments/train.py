@@ -32,6 +32,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments import host_memory
 from experiments import preemption
 from experiments import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -49,6 +50,8 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Number of hosts (processes) in a multi-host run.')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Index of this host in [0, num_processes).')
+_HOST_MALLOC = flags.DEFINE_enum('host_malloc', 'auto', host_memory.MODES,
+                                 host_memory.FLAG_HELP)
 
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -92,6 +95,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  # Before JAX starts its backend: the malloc settings must reach XLA's threads.
+  logging.info('Host malloc: %s.', host_memory.configure(_HOST_MALLOC.value))
   _maybe_initialize_distributed()
   logging.info('JAX %s: process %d of %d, %d local / %d global device(s) (%s).',
                jax.__version__, jax.process_index(), jax.process_count(),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import experiments
+from experiments import host_memory
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,19 +33,32 @@ def test_every_experiments_module_imports_into_one_process():
   assert f'imported {len(names)}' in result.stdout
 
 
-def test_benchmark_command_writes_its_report(tmp_path):
-  output = tmp_path / 'report.json'
+def _benchmark_tiny(output, *flags):
+  """Runs the benchmark command on the tiny digits config; returns (result, report)."""
   result = _run(['-m', 'experiments.benchmark', '--config=configs/digits.py:tiny',
-                 '--config.training.batch_size=6', '--steps=2', '--matmul_size=64',
-                 f'--output={output}'])
+                 '--matmul_size=64', f'--output={output}', *flags])
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(output.read_text())
+  return result, json.loads(output.read_text())
+
+
+def test_benchmark_command_writes_its_report(tmp_path):
+  result, report = _benchmark_tiny(tmp_path / 'report.json',
+                                   '--config.training.batch_size=6', '--steps=2')
   printed = json.loads(result.stdout.strip().splitlines()[-1])
   assert printed == report
   assert report['config'] == 'configs/digits.py:tiny'
   assert report['overrides'] == {'training.batch_size': 6}
   assert report['global_batch_size'] == 6
   assert report['num_timed_steps'] == 2
+  assert report['host_malloc'] == ('retain_per_thread' if host_memory.is_glibc() else 'system')
+
+
+def test_benchmark_command_keeps_the_system_allocator_when_asked(tmp_path):
+  _, report = _benchmark_tiny(tmp_path / 'report.json', '--steps=1', '--host_malloc=system')
+  assert report['host_malloc'] == 'system'
+  result = _run(['-m', 'experiments.benchmark', '--config=configs/digits.py:tiny',
+                 '--host_malloc=keep'])
+  assert result.returncode != 0 and 'host_malloc' in result.stderr
 
 
 def test_benchmark_command_requires_a_config():

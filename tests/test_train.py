@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from configs import digits as digits_config
+from experiments import host_memory
 from experiments import array_data
 from experiments import checkpointing
 from experiments import digits
@@ -253,6 +254,9 @@ def test_command_line_from_another_directory(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert '[train] step 2/2' in result.stderr
   assert '[eval test] step 2' in result.stderr
+  # No accelerator plugin here: the CPU backend, so freed host memory is retained.
+  expected = 'retain_per_thread' if host_memory.is_glibc() else 'system'
+  assert f'Host malloc: {expected}.' in result.stderr
   records = read_metrics(str(workdir))
   assert [r['step'] for r in records if r['split'] == 'train'] == [1, 2]
   assert (workdir / 'export' / 'params.npz').exists()
