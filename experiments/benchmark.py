@@ -2,6 +2,8 @@ r"""Benchmarks an experiment's train step on fake data and prints one JSON objec
 
   python -m experiments.benchmark --config=configs/benchmark.py:image64_b8
   python -m experiments.benchmark --config=configs/benchmark.py:mlm2048_b4 --steps=5
+  # A large model on CPU: keep freed blocks of any size (see experiments/host_memory.py).
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 --host_malloc=retain
   # Any experiment config works (its data.fake is switched on):
   python -m experiments.benchmark --config=configs/imagenet.py:debug
   # Warm start: run twice with a persistent compilation cache.
@@ -16,7 +18,9 @@ with weight-shared loops unrolled), `achieved_gflop_per_s_per_device`, the dense
 matmul rate measured in the same process on the same device
 (`matmul_gflop_per_s_per_device`), their ratio `achieved_over_matmul`, and memory:
 `peak_memory_bytes` (device peak where the runtime reports it, else the process's max
-RSS; `peak_memory_source` says which) and XLA's static buffer sizes of the step.
+RSS; `peak_memory_source` says which) and XLA's static buffer sizes of the step;
+`host_malloc`, the host-memory mode in effect (`--host_malloc`, see
+`experiments/host_memory.py`: on the CPU backend it changes the step time, not results).
 On a CPU shared with other processes, wall-clock figures drift with the load
 (`load_average_1min` is reported); `step_process_cpu_s_median` and
 `achieved_over_matmul_cpu` (FLOPs per CPU second of the process, over the matmul's) are
