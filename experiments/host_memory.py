@@ -44,6 +44,7 @@ after them, so apply them before JAX starts its backend (before the first
 import ctypes
 import importlib.metadata
 import importlib.util
+import pkgutil
 import platform
 from typing import List, Optional
 
@@ -80,7 +81,6 @@ def accelerator_plugins() -> List[str]:
   names = [entry.name for entry in importlib.metadata.entry_points(group='jax_plugins')]
   try:
     import jax_plugins  # pylint: disable=g-import-not-at-top
-    import pkgutil  # pylint: disable=g-import-not-at-top
     names += [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
   except ImportError:
     pass

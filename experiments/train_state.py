@@ -75,8 +75,6 @@ def _jitted_init(model: hk.TransformedWithState,
   return jax.jit(init)
 
 
-
-
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]

@@ -48,7 +48,7 @@ def test_retain_per_thread_leaves_the_arenas(libc):
   assert libc.calls == [(-4, 0), (-1, -1)]
 
 
-def test_rejected_setting_raises_with_its_name(monkeypatch, libc):
+def test_rejected_setting_raises_with_its_name(libc):
   libc.result = 0
   with pytest.raises(OSError, match=r'mallopt\(M_ARENA_MAX, 1\)'):
     host_memory.retain_freed_host_memory()
