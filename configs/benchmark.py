@@ -61,6 +61,7 @@ def _image64_b8() -> ml_collections.ConfigDict:
         cross_attention_shape_for_attn='kv',
         use_query_residual=True,
         unroll_shared_layers=False,
+        scan_layers=False,
         **SCALE_OPTIONS)
     config.model.decoder = dict(
         num_z_channels=512,

@@ -86,7 +86,8 @@ def _encoder(**overrides) -> dict:
       dropout_prob=0.0,
       z_pos_enc_init_scale=0.02,
       cross_attention_shape_for_attn='kv',
-      use_query_residual=True)
+      use_query_residual=True,
+      scan_layers=False)
   encoder.update(overrides)
   return encoder
 

@@ -67,6 +67,9 @@ def _model_bytes() -> ml_collections.ConfigDict:
   model.decoder_qk_channels = 8 * 32
   model.dropout_prob = 0.0
   model.pos_init_scale = 0.02
+  # One hk.scan over the self-attends (same parameters and results): compiles the
+  # 26-layer encoder about twice as fast, for slightly slower steps.
+  model.scan_layers = False
   # Only affects training from scratch: the tied embedding starts small so that
   # the initial logits are O(1) (Haiku's default, 1.0, gives a loss of ~20).
   model.embed_init_scale = 0.02

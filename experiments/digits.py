@@ -15,6 +15,7 @@ Shape glossary:
   H = W = 8: image size; M = 64 inputs.
 """
 
+import copy
 import functools
 from typing import Dict, Iterator, Sequence
 
@@ -143,7 +144,7 @@ def pixel_permutation(num_inputs: int = IMAGE_SIZE * IMAGE_SIZE) -> np.ndarray:
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The Perceiver classifier; forward `f(batch, *, is_training) -> logits [B, 10]`."""
-  m = config.model
+  m = copy.deepcopy(config.model)  # Later edits of `config` do not change the model.
 
   def forward(batch, *, is_training):
     preprocessor = io_processors.ImagePreprocessor(

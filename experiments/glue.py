@@ -21,6 +21,7 @@ Shape glossary:
   B: batch; L: sequence length (bytes); K: classes (1 for STS-B).
 """
 
+import copy
 import functools
 import math
 from typing import Dict, List, Tuple
@@ -151,7 +152,8 @@ def with_pretrained_init(transformed: hk.TransformedWithState,
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """GLUE classifier: `f(batch, *, is_training)` -> logits `[B, K]` (`[B]` for STS-B)."""
   task = _task(config)
-  model_config = config.model
+  # A copy: later edits of `config` do not change the built model.
+  model_config = copy.deepcopy(config.model)
   mlm.check_seq_len(config)
 
   def forward(batch, *, is_training):

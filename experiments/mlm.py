@@ -29,6 +29,7 @@ Shape glossary:
   N: latents; D: latent channels; C: `d_model`.
 """
 
+import copy
 import functools
 import json
 import math
@@ -100,7 +101,8 @@ def make_encoder(model_config) -> perceiver.PerceiverEncoder:
       self_attend_widening_factor=model_config.self_attend_widening_factor,
       dropout_prob=model_config.dropout_prob,
       z_pos_enc_init_scale=model_config.pos_init_scale,
-      use_query_residual=True)
+      use_query_residual=True,
+      scan_layers=model_config.scan_layers)
 
 
 def mlm_logits(inputs: jax.Array, input_mask: jax.Array, model_config, *,
@@ -132,7 +134,8 @@ def mlm_logits(inputs: jax.Array, input_mask: jax.Array, model_config, *,
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The masked language model: `f(batch, *, is_training) -> logits [B, L, V]`."""
-  model_config = config.model
+  # A copy: later edits of `config` do not change the built model.
+  model_config = copy.deepcopy(config.model)
 
   def forward(batch, *, is_training):
     return mlm_logits(batch['inputs'], batch['input_mask'], model_config,

@@ -1,5 +1,6 @@
 """Tests of the masked-LM task (experiments/mlm.py, configs/mlm.py)."""
 
+import functools
 import math
 import os
 
@@ -141,6 +142,24 @@ def test_shorter_sequences_equal_padded_full_length():
   with pytest.raises(ValueError, match='max_seq_len'):
     jax.eval_shape(lambda: model.apply(params, state, rng, _batch(config, length=65),
                                        is_training=False))
+
+
+def test_scan_layers_gives_the_same_logits():
+  config = tiny_config()
+  config.model.num_self_attends_per_block = 3
+  batch = _batch(config)
+  model = mlm.build_model(config)
+  params, state = jax.jit(model.init, static_argnames='is_training')(
+      jax.random.PRNGKey(0), batch, is_training=False)
+  config.model.scan_layers = True
+  scanned = mlm.build_model(config)
+  logits = {}
+  for name, m in (('plain', model), ('scanned', scanned)):
+    apply = functools.partial(m.apply, params, state, None, batch, is_training=False)
+    scans = [e for e in jax.make_jaxpr(apply)().jaxpr.eqns if e.primitive.name == 'scan']
+    assert [e.params['length'] for e in scans] == ([3] if name == 'scanned' else [])
+    logits[name] = jax.jit(apply)()[0]
+  np.testing.assert_allclose(logits['scanned'], logits['plain'], rtol=1e-5, atol=1e-5)
 
 
 def _corpus(tmp_path, count=120):

@@ -2,7 +2,8 @@
 
 Covered: the flat `PositionwiseLinear` and the softmax VJP (same values as `hk.Linear`
 and `jax.nn.softmax`), weight-shared layers run in a scan (same outputs, gradients and
-dropout draws as unrolled, a jaxpr that does not grow with `num_blocks`), chunked
+dropout draws as unrolled, a jaxpr that does not grow with `num_blocks`), the
+self-attends of a block scanned over their stacked parameters (`scan_layers`), chunked
 attention (equal to dense attention, masks included, with bounded memory), per-layer
 rematerialisation and bfloat16 compute with float32 parameters.
 """
@@ -157,6 +158,69 @@ def test_shared_blocks_trace_once():
   u2, _ = num_eqns(num_blocks=2, unroll_shared_layers=True)
   u7, _ = num_eqns(num_blocks=7, unroll_shared_layers=True)
   assert u7 > u2 > n2
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(num_blocks=1),
+    dict(num_blocks=2, remat=True),  # The layer scan runs inside the block scan.
+    dict(num_blocks=2, num_cross_attends=2, cross_attend_placement="interleaved",
+         share_self_attend_weights=False),
+])
+def test_scanned_layers_match_unscanned(kwargs):
+  """`scan_layers`: same parameters, outputs, dropout draws and gradients."""
+  x = _inputs()
+  kwargs = dict(num_self_attends_per_block=3, **kwargs)
+  scanned = _encoder_fn(scan_layers=True, **kwargs)
+  plain = _encoder_fn(**kwargs)
+  params = _init(scanned, jax.random.PRNGKey(1), x, True)
+  ref_params = _init(plain, jax.random.PRNGKey(1), x, True)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params,
+                                   ref_params))
+  _assert_trees_close(_outputs_and_grads(scanned, params, x),
+                      _outputs_and_grads(plain, params, x))
+  # Each layer reads its own weights: zeroing one layer's MLP output changes the result.
+  name = "perceiver_encoder/~/self_attention_2/mlp/linear_1"
+  changed = dict(params, **{name: jax.tree.map(jnp.zeros_like, params[name])})
+  evaluate = jax.jit(lambda f, p: f.apply(p, None, x, False), static_argnums=0)
+  _assert_trees_close(evaluate(scanned, changed), evaluate(plain, changed))
+  assert not np.allclose(evaluate(scanned, changed), evaluate(scanned, params),
+                         atol=1e-4)
+
+
+def test_scanned_layers_keep_bfloat16_compute():
+  x = _inputs()
+  kwargs = dict(num_self_attends_per_block=3, num_blocks=1, compute_dtype="bfloat16")
+  scanned = _encoder_fn(scan_layers=True, **kwargs)
+  params = _init(scanned, jax.random.PRNGKey(1), x, False)
+  jaxpr = jax.make_jaxpr(lambda p: scanned.apply(p, None, x, False))(params)
+  (scan,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+  dots = [e for e in scan.params["jaxpr"].jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+  assert jax.tree.all(jax.tree.map(lambda p: p.dtype == jnp.float32, params))
+  out = scanned.apply(params, None, x, False)
+  ref = _encoder_fn(**kwargs).apply(params, None, x, False)
+  assert out.dtype == jnp.float32
+  _assert_trees_close(out, ref, rel=2e-2, atol=0)  # bfloat16 rounding.
+
+
+def test_scanned_layers_trace_once():
+  """With `scan_layers` the jaxpr does not grow with the number of self-attends."""
+  x = _inputs()
+
+  params = {layers: _init(_encoder_fn(num_self_attends_per_block=layers, num_blocks=1),
+                         jax.random.PRNGKey(0), x, False) for layers in (2, 5)}
+
+  def num_eqns(layers, **kwargs):
+    f = _encoder_fn(num_self_attends_per_block=layers, num_blocks=1, **kwargs)
+    jaxpr = jax.make_jaxpr(lambda p: f.apply(p, None, x, False))(params[layers])
+    # Stacking the parameters `[L, ...]` (expand_dims, concatenate) grows with L.
+    stacking = ("broadcast_in_dim", "reshape", "concatenate")
+    return sum(e.primitive.name not in stacking for e in jaxpr.jaxpr.eqns)
+
+  assert num_eqns(2, scan_layers=True) == num_eqns(5, scan_layers=True)
+  assert num_eqns(5) > num_eqns(2)
+  # unroll_shared_layers traces everything separately, scan_layers included.
+  assert num_eqns(5, scan_layers=True, unroll_shared_layers=True) == num_eqns(5)
 
 
 # ------------------------------------------------------------- chunked attention
