@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark_flops
+from experiments import host_memory
 from perceiver import perceiver
 
 
@@ -58,6 +59,8 @@ def define_flags() -> types.SimpleNamespace:
           'time_limit_s', 30.0, 'Do not run a size whose predicted step time exceeds this.'),
       flow_memory=flags.DEFINE_bool('flow_memory', False,
           'Also plan the optical-flow attention at 368 x 496.'),
+      host_malloc=flags.DEFINE_enum('host_malloc', 'auto', host_memory.MODES,
+                                    host_memory.FLAG_HELP),
   )
   return namespace
 
@@ -301,6 +304,7 @@ def write_plot(path: str, rows) -> bool:
 def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  host_malloc = host_memory.configure(args.host_malloc.value)  # Before JAX's backend.
   sizes = [int(s) for s in args.sizes.value]
   model_kwargs = dict(num_latents=args.num_latents.value, width=args.width.value,
                       num_layers=args.num_layers.value, num_heads=args.num_heads.value)
@@ -312,7 +316,7 @@ def main(argv, *, args: types.SimpleNamespace):
   settings = dict(model_kwargs, input_channels=args.input_channels.value, batch=1,
                   repeats=args.repeats.value, memory_limit_gb=args.memory_limit_gb.value,
                   time_limit_s=args.time_limit_s.value, backend=jax.default_backend(),
-                  cpu_count=os.cpu_count(), jax=jax.__version__,
+                  cpu_count=os.cpu_count(), jax=jax.__version__, host_malloc=host_malloc,
                   load_average_1min=round(os.getloadavg()[0], 2),
                   total_s=round(time.perf_counter() - start, 1))
   os.makedirs(args.output_dir.value, exist_ok=True)

@@ -83,10 +83,11 @@ def test_benchmark_compile_command_compares_block_counts(tmp_path):
 def test_scaling_study_command_writes_tables(tmp_path):
   result = _run(['-m', 'experiments.scaling_study', f'--output_dir={tmp_path}',
                  '--sizes=16,48', '--num_latents=5', '--width=8', '--input_channels=3',
-                 '--num_layers=1', '--num_heads=2', '--repeats=1'])
+                 '--num_layers=1', '--num_heads=2', '--repeats=1', '--host_malloc=system'])
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads((tmp_path / 'scaling.json').read_text())
   assert data['settings']['width'] == 8
+  assert data['settings']['host_malloc'] == 'system'
   assert data['settings']['num_latents'] == 5
   rows = {(r['model'], r['num_inputs']): r for r in data['rows']}
   assert set(rows) == {(m, s) for m in ('perceiver', 'transformer') for s in (16, 48)}
