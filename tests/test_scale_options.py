@@ -123,6 +123,17 @@ def _init(f, rng, x, is_training):
   return jax.jit(f.init, static_argnums=2)(rng, x, is_training)
 
 
+def _assert_same_params_outputs_and_grads(f, ref, x):
+  """`f` and `ref` initialise the same parameters and agree on them (evaluation,
+  training with dropout, gradients). Returns the parameters."""
+  params = _init(f, jax.random.PRNGKey(1), x, True)
+  ref_params = _init(ref, jax.random.PRNGKey(1), x, True)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params,
+                                   ref_params))
+  _assert_trees_close(_outputs_and_grads(f, params, x), _outputs_and_grads(ref, params, x))
+  return params
+
+
 def test_scanned_shared_layers_match_unrolled():
   """Paper 1's interleaved encoder: [ca0, b, ca1, b, ca1, b] runs (b, ca1) in a scan.
 
@@ -131,14 +142,8 @@ def test_scanned_shared_layers_match_unrolled():
   """
   x = _inputs()
   kwargs = dict(num_cross_attends=3, cross_attend_placement="interleaved")
-  scanned, unrolled = _encoder_fn(**kwargs), _encoder_fn(unroll_shared_layers=True,
-                                                          **kwargs)
-  params = _init(scanned, jax.random.PRNGKey(1), x, True)
-  ref_params = _init(unrolled, jax.random.PRNGKey(1), x, True)
-  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params,
-                                   ref_params))
-  _assert_trees_close(_outputs_and_grads(scanned, params, x),
-                      _outputs_and_grads(unrolled, params, x))
+  _assert_same_params_outputs_and_grads(
+      _encoder_fn(**kwargs), _encoder_fn(unroll_shared_layers=True, **kwargs), x)
 
 
 def test_shared_blocks_trace_once():
@@ -172,12 +177,7 @@ def test_scanned_layers_match_unscanned(kwargs):
   kwargs = dict(num_self_attends_per_block=3, **kwargs)
   scanned = _encoder_fn(scan_layers=True, **kwargs)
   plain = _encoder_fn(**kwargs)
-  params = _init(scanned, jax.random.PRNGKey(1), x, True)
-  ref_params = _init(plain, jax.random.PRNGKey(1), x, True)
-  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params,
-                                   ref_params))
-  _assert_trees_close(_outputs_and_grads(scanned, params, x),
-                      _outputs_and_grads(plain, params, x))
+  params = _assert_same_params_outputs_and_grads(scanned, plain, x)
   # Each layer reads its own weights: zeroing one layer's MLP output changes the result.
   name = "perceiver_encoder/~/self_attention_2/mlp/linear_1"
   changed = dict(params, **{name: jax.tree.map(jnp.zeros_like, params[name])})
