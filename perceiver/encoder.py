@@ -297,6 +297,12 @@ class PerceiverEncoder(hk.Module):
       prefix = layer.module_name + "/"
       per_layer.append({name[len(prefix):]: value
                         for name, value in layer.params_dict().items()})
+    for layer, params in zip(layers[1:], per_layer[1:]):
+      if params.keys() != per_layer[0].keys():
+        missing = sorted(per_layer[0].keys() ^ params.keys())
+        raise ValueError(
+            f"scan_layers: the parameters of {layer.module_name} do not match those of "
+            f"{layers[0].module_name}; differing: {missing}.")
     stacked = {name: jnp.stack([params[name] for params in per_layer])  # [L, ...]
                for name in per_layer[0]}
 

@@ -187,6 +187,15 @@ def test_scanned_layers_match_unscanned(kwargs):
                          atol=1e-4)
 
 
+def test_scanned_layers_name_missing_parameters():
+  x = _inputs()
+  f = _encoder_fn(num_self_attends_per_block=3, num_blocks=1, scan_layers=True)
+  params = _init(f, jax.random.PRNGKey(1), x, False)
+  del params["perceiver_encoder/~/self_attention_1/mlp/linear"]
+  with pytest.raises(ValueError, match=r"self_attention_1 do not match .*mlp/linear/b"):
+    jax.eval_shape(lambda: f.apply(params, None, x, False))
+
+
 def test_scanned_layers_keep_bfloat16_compute():
   x = _inputs()
   kwargs = dict(num_self_attends_per_block=3, num_blocks=1, compute_dtype="bfloat16")
