@@ -166,7 +166,7 @@ def test_shared_blocks_trace_once():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(num_blocks=1),
+    # (One block alone: tests/test_mlm.py and the bfloat16 test below.)
     dict(num_blocks=2, remat=True),  # The layer scan runs inside the block scan.
     dict(num_blocks=2, num_cross_attends=2, cross_attend_placement="interleaved",
          share_self_attend_weights=False),
