@@ -19,6 +19,9 @@ Commands (from the repository root):
   python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 \
       --config.model.encoder.compute_dtype=bfloat16 \
       --config.model.encoder.remat=True
+  # Rematerialise only elementwise work (keep matrix products' outputs):
+  python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 \
+      --config.model.encoder.remat=True --config.model.encoder.remat_policy=dots
   # The same variants train like any experiment (fake data, a few steps):
   python -m experiments.train --config=configs/benchmark.py:image64_b8 \
       --config.training.num_steps=3 --workdir=/tmp/bench_image64
@@ -38,8 +41,8 @@ VARIANTS = ('image64_b8', 'mlm2048_b4')
 
 # Encoder / decoder options for large inputs and outputs (see `perceiver.encoder`):
 # all off by default, so the benchmark measures the float32 model of the release.
-SCALE_OPTIONS = dict(compute_dtype='', remat=False, attention_query_chunk_size=0,
-                     attention_key_chunk_size=0)
+SCALE_OPTIONS = dict(compute_dtype='', remat=False, remat_policy='',
+                     attention_query_chunk_size=0, attention_key_chunk_size=0)
 
 
 def _image64_b8() -> ml_collections.ConfigDict:

@@ -115,6 +115,37 @@ def compute_dtype_from(value):
   return jnp.dtype(name)
 
 
+REMAT_POLICIES = ("full", "dots", "dots_no_batch")
+
+
+def rematerializer(remat, policy=None):
+  """`fn -> fn`: `hk.remat` with the named saving policy, or the identity if not `remat`.
+
+  Args:
+    remat: whether to rematerialise in the backward pass.
+    policy: what the forward pass keeps for the backward pass. None, '' or 'full': only
+      the layer's inputs, everything else is recomputed. 'dots': also the output of
+      every matrix product (`jax.checkpoint_policies.dots_saveable`), so only
+      elementwise work (layer norms, softmax, GELU) is recomputed. 'dots_no_batch':
+      the outputs of products without batch dimensions, i.e. projections and MLPs but
+      not the attention products (`dots_with_no_batch_dims_saveable`).
+  """
+  if policy is None or policy in ("", "full"):
+    saver = None
+  elif policy == "dots":
+    saver = jax.checkpoint_policies.dots_saveable
+  elif policy == "dots_no_batch":
+    saver = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  else:
+    raise ValueError(f"remat_policy must be one of {REMAT_POLICIES} (or None), got "
+                     f"{policy!r}.")
+  if not remat:
+    if saver is not None:
+      raise ValueError(f"remat_policy={policy!r} needs remat=True.")
+    return lambda fn: fn
+  return lambda fn: hk.remat(fn, policy=saver)
+
+
 @contextlib.contextmanager
 def compute_dtype_scope(compute_dtype):
   """Within this scope parameters are created and stored in float32 but handed to the

@@ -23,6 +23,7 @@ from perceiver.attention import CrossAttention
 from perceiver.attention import PositionwiseLinear
 from perceiver.attention import compute_dtype_from
 from perceiver.attention import compute_dtype_scope
+from perceiver.attention import rematerializer
 from perceiver.io_processors import restructure
 
 
@@ -103,6 +104,8 @@ class BasicDecoder(AbstractPerceiverDecoder):
     compute_dtype: None / '' (off) or 'bfloat16': decode in bfloat16 with float32
       parameters (see `attention.compute_dtype_scope`); outputs keep the query dtype.
     remat: rematerialise the cross-attention in the backward pass (`hk.remat`).
+    remat_policy: with `remat`, what is kept for the backward pass (None / 'full',
+      'dots', 'dots_no_batch'; see `attention.rematerializer`).
     attention_query_chunk_size, attention_key_chunk_size: compute the attention in
       blocks of this many queries / latents (None or 0: off), e.g. to decode hundreds
       of thousands of output points in bounded memory (see `attention.attend`).
@@ -117,10 +120,10 @@ class BasicDecoder(AbstractPerceiverDecoder):
                name="basic_decoder", final_project=True, *,
                exact_subsampled_positions=False, compute_dtype=None, remat=False,
                attention_query_chunk_size=None, attention_key_chunk_size=None,
-               **position_encoding_kwargs):
+               remat_policy=None, **position_encoding_kwargs):
     super().__init__(name=name)
     self._compute_dtype = compute_dtype_from(compute_dtype)
-    self._remat = bool(remat)
+    self._remat = rematerializer(remat, remat_policy)
     self._chunks = dict(query_chunk_size=attention_query_chunk_size or None,
                         key_chunk_size=attention_key_chunk_size or None)
     if position_encoding_type not in DECODER_POSITION_ENCODING_TYPES:
@@ -220,9 +223,7 @@ class BasicDecoder(AbstractPerceiverDecoder):
                                        w_init=self._output_w_init, name="output")
       decode = lambda query, z: decoding_cross_attn(
           query, z, is_training=is_training, attention_mask=attention_mask)
-      if self._remat:
-        decode = hk.remat(decode)
-      output = decode(query, z)
+      output = self._remat(decode)(query, z)
       if self._final_project:
         output = final_layer(output)
     if self._compute_dtype is not None:

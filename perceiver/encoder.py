@@ -18,6 +18,7 @@ from perceiver.attention import CrossAttention
 from perceiver.attention import SelfAttention
 from perceiver.attention import compute_dtype_from
 from perceiver.attention import compute_dtype_scope
+from perceiver.attention import rematerializer
 
 CROSS_ATTEND_PLACEMENTS = ("start", "interleaved")
 
@@ -129,6 +130,10 @@ class PerceiverEncoder(hk.Module):
       `attention.compute_dtype_scope`); the latents are returned in float32.
     remat: rematerialise each layer in the backward pass (`hk.remat`): less memory,
       about one more forward pass of compute.
+    remat_policy: with `remat`, what each layer keeps for the backward pass: None /
+      'full' (its input only), 'dots' (also every matrix product's output: only
+      elementwise work is recomputed) or 'dots_no_batch' (projection and MLP products,
+      not attention products); see `attention.rematerializer`.
     attention_query_chunk_size, attention_key_chunk_size: compute attention in blocks
       of this many queries / keys (None or 0: off); bounds the memory of the
       cross-attend over very large inputs (see `attention.attend`).
@@ -151,11 +156,11 @@ class PerceiverEncoder(hk.Module):
                cross_attend_placement="start", share_cross_attend_weights=True,
                share_self_attend_weights=True, unroll_shared_layers=False,
                compute_dtype=None, remat=False, attention_query_chunk_size=None,
-               attention_key_chunk_size=None, scan_layers=False):
+               attention_key_chunk_size=None, scan_layers=False, remat_policy=None):
     super().__init__(name=name)
     self._scan_layers = bool(scan_layers)
     self._compute_dtype = compute_dtype_from(compute_dtype)
-    self._remat = bool(remat)
+    self._remat = rematerializer(remat, remat_policy)
     self._unroll_shared_layers = bool(unroll_shared_layers)
     chunks = dict(query_chunk_size=attention_query_chunk_size or None,
                   key_chunk_size=attention_key_chunk_size or None)
@@ -251,10 +256,10 @@ class PerceiverEncoder(hk.Module):
           and not self._unroll_shared_layers and not hk.running_init()):
         return self._scanned_block(layer, is_training=is_training)
       if isinstance(layer, list):
-        fns = [self._maybe_remat(
+        fns = [self._remat(
             lambda z, sa=sa: sa(z, is_training=is_training)) for sa in layer]
       else:
-        fns = [self._maybe_remat(
+        fns = [self._remat(
             lambda z: layer(z, inputs, is_training=is_training,
                             attention_mask=attention_mask))]
 
@@ -316,12 +321,9 @@ class PerceiverEncoder(hk.Module):
       def apply(z):
         with hk.custom_getter(getter):
           return layers[0](z, is_training=is_training)
-      return self._maybe_remat(apply)(z), None
+      return self._remat(apply)(z), None
 
     return lambda z: hk.scan(step, z, stacked)[0]
-
-  def _maybe_remat(self, fn):
-    return hk.remat(fn) if self._remat else fn
 
   def _layer_groups(self):
     """The encoder's layers in order, grouped into runs of weight-shared repeats."""
