@@ -333,17 +333,19 @@ def test_chunked_encoder_and_decoder_match_unchunked():
 # ------------------------------------------------------- remat and bfloat16 compute
 
 
-def _count_dots(jaxpr):
-  """Matrix products in `jaxpr` and its sub-jaxprs (scan bodies, remat blocks, ...)."""
-  count = 0
+def _all_eqns(jaxpr):
+  """The equations of `jaxpr` and of its sub-jaxprs (scan bodies, remat blocks, ...)."""
   for eqn in jaxpr.eqns:
-    count += eqn.primitive.name == "dot_general"
+    yield eqn
     for value in eqn.params.values():
       for sub in (value if isinstance(value, (tuple, list)) else [value]):
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          count += _count_dots(inner)
-  return count
+          yield from _all_eqns(inner)
+
+
+def _count_dots(jaxpr):
+  return sum(eqn.primitive.name == "dot_general" for eqn in _all_eqns(jaxpr))
 
 
 def test_remat_matches_and_is_used():
@@ -377,16 +379,8 @@ def test_remat_policy_errors():
 
 
 def _dot_dtypes(jaxpr):
-  dtypes = set()
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      dtypes.add(eqn.invars[0].aval.dtype)
-    for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else [value]):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          dtypes |= _dot_dtypes(inner)
-  return dtypes
+  return {eqn.invars[0].aval.dtype for eqn in _all_eqns(jaxpr)
+          if eqn.primitive.name == "dot_general"}
 
 
 def test_bfloat16_compute_keeps_float32_parameters():
