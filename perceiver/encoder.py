@@ -313,9 +313,8 @@ class PerceiverEncoder(hk.Module):
 
     def step(z, layer_params):
       def getter(next_getter, value, context):
-        name = context.full_name
-        if name.startswith(first) and name[len(first):] in layer_params:
-          value = layer_params[name[len(first):]]
+        if context.full_name.startswith(first):
+          value = layer_params.get(context.full_name[len(first):], value)
         return next_getter(value)
 
       def apply(z):

@@ -203,8 +203,7 @@ def test_scanned_layers_keep_bfloat16_compute():
   params = _init(scanned, jax.random.PRNGKey(1), x, False)
   jaxpr = jax.make_jaxpr(lambda p: scanned.apply(p, None, x, False))(params)
   (scan,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-  dots = [e for e in scan.params["jaxpr"].jaxpr.eqns if e.primitive.name == "dot_general"]
-  assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+  assert _dot_dtypes(scan.params["jaxpr"].jaxpr) == {jnp.dtype(jnp.bfloat16)}
   assert jax.tree.all(jax.tree.map(lambda p: p.dtype == jnp.float32, params))
   out = scanned.apply(params, None, x, False)
   ref = _encoder_fn(**kwargs).apply(params, None, x, False)
@@ -350,17 +349,17 @@ def _count_dots(jaxpr):
 
 def test_remat_matches_and_is_used():
   x = _inputs()
-  base = _encoder_fn(num_blocks=2, dropout_prob=0.0)
+  base = _encoder_fn(num_blocks=2)
   params = _init(base, jax.random.PRNGKey(0), x, True)
-  ref = _outputs_and_grads(base, params, x)
+  ref = _outputs_and_grads(base, params, x)  # With dropout: same draws under remat.
 
   def grad_dots(f):
-    loss = lambda p: jnp.sum(f.apply(p, None, x, True))
+    loss = lambda p: jnp.sum(f.apply(p, jax.random.PRNGKey(1), x, True))
     return _count_dots(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
 
   dots = {}
   for policy in (None, "full", "dots", "dots_no_batch"):
-    remat = _encoder_fn(num_blocks=2, dropout_prob=0.0, remat=True, remat_policy=policy)
+    remat = _encoder_fn(num_blocks=2, remat=True, remat_policy=policy)
     _assert_trees_close(_outputs_and_grads(remat, params, x), ref)
     dots[policy] = grad_dots(remat)
   # Full remat recomputes every product in the backward pass; 'dots' none of them;
@@ -379,8 +378,9 @@ def test_remat_policy_errors():
 
 
 def _dot_dtypes(jaxpr):
-  return {eqn.invars[0].aval.dtype for eqn in _all_eqns(jaxpr)
-          if eqn.primitive.name == "dot_general"}
+  """The dtypes of every matrix product's operands in `jaxpr` and its sub-jaxprs."""
+  return {v.aval.dtype for eqn in _all_eqns(jaxpr) if eqn.primitive.name == "dot_general"
+          for v in eqn.invars}
 
 
 def test_bfloat16_compute_keeps_float32_parameters():
