@@ -41,37 +41,45 @@ VARIANTS = ('image64_b8', 'mlm2048_b4')
 
 # Encoder / decoder options for large inputs and outputs (see `perceiver.encoder`):
 # all off by default, so the benchmark measures the float32 model of the release.
-SCALE_OPTIONS = dict(compute_dtype='', remat=False, remat_policy='',
-                     attention_query_chunk_size=0, attention_key_chunk_size=0)
+SCALE_OPTIONS = dict(
+  compute_dtype='',
+  remat=False,
+  remat_policy='',
+  attention_query_chunk_size=0,
+  attention_key_chunk_size=0,
+)
 
 
 def _image64_b8() -> ml_collections.ConfigDict:
   config = imagenet.get_config('io_fourier')
   with config.unlocked():
     config.model.input_preprocessor.fourier_position_encoding_kwargs = dict(
-        num_bands=32, max_resolution=(64, 64), sine_only=False, concat_pos=True)
+      num_bands=32, max_resolution=(64, 64), sine_only=False, concat_pos=True
+    )
     config.model.encoder = dict(
-        num_self_attends_per_block=4,
-        num_blocks=2,
-        z_index_dim=256,
-        num_z_channels=512,
-        num_cross_attend_heads=1,
-        num_self_attend_heads=8,
-        cross_attend_widening_factor=1,
-        self_attend_widening_factor=1,
-        dropout_prob=0.0,
-        z_pos_enc_init_scale=0.02,
-        cross_attention_shape_for_attn='kv',
-        use_query_residual=True,
-        unroll_shared_layers=False,
-        scan_layers=False,
-        **SCALE_OPTIONS)
+      num_self_attends_per_block=4,
+      num_blocks=2,
+      z_index_dim=256,
+      num_z_channels=512,
+      num_cross_attend_heads=1,
+      num_self_attend_heads=8,
+      cross_attend_widening_factor=1,
+      self_attend_widening_factor=1,
+      dropout_prob=0.0,
+      z_pos_enc_init_scale=0.02,
+      cross_attention_shape_for_attn='kv',
+      use_query_residual=True,
+      unroll_shared_layers=False,
+      scan_layers=False,
+      **SCALE_OPTIONS,
+    )
     config.model.decoder = dict(
-        num_z_channels=512,
-        use_query_residual=True,
-        position_encoding_type='trainable',
-        trainable_position_encoding_kwargs=dict(num_channels=512, init_scale=0.02),
-        **SCALE_OPTIONS)
+      num_z_channels=512,
+      use_query_residual=True,
+      position_encoding_type='trainable',
+      trainable_position_encoding_kwargs=dict(num_channels=512, init_scale=0.02),
+      **SCALE_OPTIONS,
+    )
     config.data.fake = True
     config.data.fake_num_examples = 16
     config.data.image_size = 64
@@ -116,7 +124,8 @@ def _mlm2048_b4() -> ml_collections.ConfigDict:
 def get_config(arg: str = 'image64_b8') -> ml_collections.ConfigDict:
   """Returns the benchmark config of variant `arg` (see the module docstring)."""
   if arg not in VARIANTS:
-    raise ValueError(f'Unknown configs/benchmark.py variant {arg!r}; expected one of '
-                     f'{VARIANTS}.')
+    raise ValueError(
+      f'Unknown configs/benchmark.py variant {arg!r}; expected one of {VARIANTS}.'
+    )
   config = _image64_b8() if arg == 'image64_b8' else _mlm2048_b4()
   return common.lock(config)

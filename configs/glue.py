@@ -41,6 +41,7 @@ from configs import mlm as mlm_config
 TASKS = ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli')
 _LARGE_TASKS = ('sst2', 'qqp', 'mnli', 'qnli')
 
+
 def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   """Returns the config for `arg` = '<task>', '<task>,debug' or 'debug'."""
   parts = [p.strip() for p in arg.split(',') if p.strip()]
@@ -48,8 +49,10 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   parts = [p for p in parts if p != 'debug']
   task = parts[0] if parts else 'cola'
   if task not in TASKS or len(parts) > 1:
-    raise ValueError(f'Unknown configs/glue.py variant {arg!r}; expected '
-                     f'"<task>", "<task>,debug" or "debug" with task in {TASKS}.')
+    raise ValueError(
+      f'Unknown configs/glue.py variant {arg!r}; expected '
+      f'"<task>", "<task>,debug" or "debug" with task in {TASKS}.'
+    )
 
   config = common.get_base_config()
   config.task = 'experiments.glue'

@@ -64,40 +64,46 @@ NUM_TRAIN_EXAMPLES = 1_281_167
 
 def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224) -> dict:
   return dict(
-      prep_type='pixels',
-      spatial_downsample=1,
-      position_encoding_type='fourier',
-      concat_or_add_pos='concat',
-      fourier_position_encoding_kwargs=dict(
-          num_bands=num_bands, max_resolution=(max_resolution, max_resolution),
-          sine_only=False, concat_pos=True))
+    prep_type='pixels',
+    spatial_downsample=1,
+    position_encoding_type='fourier',
+    concat_or_add_pos='concat',
+    fourier_position_encoding_kwargs=dict(
+      num_bands=num_bands,
+      max_resolution=(max_resolution, max_resolution),
+      sine_only=False,
+      concat_pos=True,
+    ),
+  )
 
 
 def _encoder(**overrides) -> dict:
   encoder = dict(
-      num_self_attends_per_block=6,
-      num_blocks=8,
-      z_index_dim=512,
-      num_z_channels=1024,
-      num_cross_attend_heads=1,
-      num_self_attend_heads=8,
-      cross_attend_widening_factor=1,
-      self_attend_widening_factor=1,
-      dropout_prob=0.0,
-      z_pos_enc_init_scale=0.02,
-      cross_attention_shape_for_attn='kv',
-      use_query_residual=True,
-      scan_layers=False)
+    num_self_attends_per_block=6,
+    num_blocks=8,
+    z_index_dim=512,
+    num_z_channels=1024,
+    num_cross_attend_heads=1,
+    num_self_attend_heads=8,
+    cross_attend_widening_factor=1,
+    self_attend_widening_factor=1,
+    dropout_prob=0.0,
+    z_pos_enc_init_scale=0.02,
+    cross_attention_shape_for_attn='kv',
+    use_query_residual=True,
+    scan_layers=False,
+  )
   encoder.update(overrides)
   return encoder
 
 
 def _classification_decoder(num_channels: int = 1024, use_query_residual: bool = True):
   return dict(
-      num_z_channels=num_channels,
-      use_query_residual=use_query_residual,
-      position_encoding_type='trainable',
-      trainable_position_encoding_kwargs=dict(num_channels=num_channels, init_scale=0.02))
+    num_z_channels=num_channels,
+    use_query_residual=use_query_residual,
+    position_encoding_type='trainable',
+    trainable_position_encoding_kwargs=dict(num_channels=num_channels, init_scale=0.02),
+  )
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:
@@ -111,38 +117,49 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.decoder = _classification_decoder()
   elif variant == 'io_learned':
     model.input_preprocessor = dict(
-        prep_type='conv1x1',
-        spatial_downsample=1,
-        num_channels=256,
-        position_encoding_type='trainable',
-        concat_or_add_pos='concat',
-        project_pos_dim=256,
-        trainable_position_encoding_kwargs=dict(num_channels=256, init_scale=0.02))
+      prep_type='conv1x1',
+      spatial_downsample=1,
+      num_channels=256,
+      position_encoding_type='trainable',
+      concat_or_add_pos='concat',
+      project_pos_dim=256,
+      trainable_position_encoding_kwargs=dict(num_channels=256, init_scale=0.02),
+    )
     model.encoder = _encoder()
     model.decoder = _classification_decoder(use_query_residual=False)
   elif variant == 'io_conv':
     model.input_preprocessor = dict(
-        prep_type='conv',
-        spatial_downsample=4,
-        num_channels=64,
-        conv2d_use_batchnorm=True,
-        position_encoding_type='fourier',
-        concat_or_add_pos='concat',
-        fourier_position_encoding_kwargs=dict(
-            num_bands=64, max_resolution=(56, 56), sine_only=False, concat_pos=True))
+      prep_type='conv',
+      spatial_downsample=4,
+      num_channels=64,
+      conv2d_use_batchnorm=True,
+      position_encoding_type='fourier',
+      concat_or_add_pos='concat',
+      fourier_position_encoding_kwargs=dict(
+        num_bands=64, max_resolution=(56, 56), sine_only=False, concat_pos=True
+      ),
+    )
     model.encoder = _encoder()
     model.decoder = _classification_decoder()
   elif variant == 'perceiver':
     model.input_preprocessor = _fourier_pixels()
-    model.encoder = _encoder(num_cross_attends=8, cross_attend_placement='interleaved',
-                             share_cross_attend_weights=True,
-                             share_self_attend_weights=True)
+    model.encoder = _encoder(
+      num_cross_attends=8,
+      cross_attend_placement='interleaved',
+      share_cross_attend_weights=True,
+      share_self_attend_weights=True,
+    )
     model.decoder_type = 'projection'
     model.decoder = dict()
   else:  # debug
     model.input_preprocessor = _fourier_pixels(num_bands=4, max_resolution=16)
-    model.encoder = _encoder(num_self_attends_per_block=1, num_blocks=1, z_index_dim=16,
-                             num_z_channels=32, num_self_attend_heads=4)
+    model.encoder = _encoder(
+      num_self_attends_per_block=1,
+      num_blocks=1,
+      z_index_dim=16,
+      num_z_channels=32,
+      num_self_attend_heads=4,
+    )
     model.decoder = _classification_decoder(num_channels=32)
   return model
 
@@ -171,8 +188,9 @@ def _data(image_size: int) -> ml_collections.ConfigDict:
 def get_config(arg: str = 'io_fourier') -> ml_collections.ConfigDict:
   """Returns the ImageNet config of variant `arg` (see the module docstring)."""
   if arg not in VARIANTS:
-    raise ValueError(f'Unknown configs/imagenet.py variant {arg!r}; expected one of '
-                     f'{VARIANTS}.')
+    raise ValueError(
+      f'Unknown configs/imagenet.py variant {arg!r}; expected one of {VARIANTS}.'
+    )
   config = common.get_base_config()
   config.task = 'experiments.imagenet'
   config.model = _model(arg)

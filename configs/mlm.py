@@ -119,8 +119,9 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
   """Returns the MLM config for variant `arg` ('bytes' or 'debug')."""
   variants = ('bytes', 'debug')
   if arg not in variants:
-    raise ValueError(f'Unknown configs/mlm.py variant {arg!r}; expected one of '
-                     f'{variants}.')
+    raise ValueError(
+      f'Unknown configs/mlm.py variant {arg!r}; expected one of {variants}.'
+    )
   config = common.get_base_config()
   config.task = 'experiments.mlm'
   config.evaluation.split = 'validation'

@@ -60,11 +60,18 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(sum_scalars([_squared_norm(x) for x in jax.tree.leaves(tree)]))
 
 
-def _reference_chain(learning_rate, b1, b2, eps, eps_root, weight_decay, mask,
-                     trust_ratio, max_norm):
+def _reference_chain(
+  learning_rate, b1, b2, eps, eps_root, weight_decay, mask, trust_ratio, max_norm
+):
   core = (optax.lamb if trust_ratio else optax.adamw)(
-      learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-      weight_decay=weight_decay, mask=mask)
+    learning_rate=learning_rate,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    eps_root=eps_root,
+    weight_decay=weight_decay,
+    mask=mask,
+  )
   if max_norm is None:
     return core
   return optax.chain(optax.clip_by_global_norm(max_norm), core)
@@ -93,11 +100,18 @@ def _safe_increment(count: jax.Array) -> jax.Array:
   return jnp.where(count < max_value, count + 1, max_value)
 
 
-def clipped_adam(learning_rate: ScalarOrSchedule, *, b1: float = 0.9,
-                 b2: float = 0.999, eps: float = 1e-6, eps_root: float = 0.0,
-                 weight_decay: float = 0.0, mask: MaskOrFn = None,
-                 trust_ratio: bool = True,
-                 max_norm: Optional[float] = None) -> optax.GradientTransformation:
+def clipped_adam(
+  learning_rate: ScalarOrSchedule,
+  *,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-6,
+  eps_root: float = 0.0,
+  weight_decay: float = 0.0,
+  mask: MaskOrFn = None,
+  trust_ratio: bool = True,
+  max_norm: Optional[float] = None,
+) -> optax.GradientTransformation:
   """Global-norm clipping, Adam moments, decoupled weight decay, LAMB trust ratio.
 
   Computes `optax.chain(optax.clip_by_global_norm(max_norm), optax.lamb(
@@ -119,8 +133,9 @@ def clipped_adam(learning_rate: ScalarOrSchedule, *, b1: float = 0.9,
     raise ValueError(f'weight_decay={weight_decay!r} must be a float, not a schedule.')
   if max_norm is not None and not max_norm > 0:
     raise ValueError(f'max_norm={max_norm} must be positive (or None for no clipping).')
-  reference = _reference_chain(learning_rate, b1, b2, eps, eps_root, weight_decay,
-                               mask, trust_ratio, max_norm)
+  reference = _reference_chain(
+    learning_rate, b1, b2, eps, eps_root, weight_decay, mask, trust_ratio, max_norm
+  )
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -140,44 +155,56 @@ def clipped_adam(learning_rate: ScalarOrSchedule, *, b1: float = 0.9,
     if max_norm is not None:
       g_norm = global_norm(grads)
       trigger = g_norm < max_norm
-      grads = [jax.lax.select(trigger, g, (g / g_norm.astype(g.dtype)) * max_norm)
-               for g in grads]
+      grads = [
+        jax.lax.select(trigger, g, (g / g_norm.astype(g.dtype)) * max_norm) for g in grads
+      ]
     count_inc = _safe_increment(adam_state.count)
-    mu_correction = 1 - b1 ** count_inc
-    nu_correction = 1 - b2 ** count_inc
+    mu_correction = 1 - b1**count_inc
+    nu_correction = 1 - b2**count_inc
     if schedule_states:
       (schedule_state,) = schedule_states
       step_size = -learning_rate(schedule_state.count)
       schedule_state = optax.ScaleByScheduleState(
-          count=_safe_increment(schedule_state.count))
+        count=_safe_increment(schedule_state.count)
+      )
     else:
       step_size, schedule_state = -learning_rate, None
 
     new_updates, new_mus, new_nus = [], [], []
     for g, mu, nu, p, decay in zip(grads, mus, nus, param_leaves, decays):
       mu = (1 - b1) * g + b1 * mu
-      nu = (1 - b2) * (g ** 2) + b2 * nu
+      nu = (1 - b2) * (g**2) + b2 * nu
       new_mus.append(mu)
       new_nus.append(nu)
       u = (mu / mu_correction.astype(mu.dtype)) / (
-          jnp.sqrt(nu / nu_correction.astype(nu.dtype) + eps_root) + eps)
+        jnp.sqrt(nu / nu_correction.astype(nu.dtype) + eps_root) + eps
+      )
       if weight_decay != 0.0 and decay is not False:
         # A Python True adds the decay; a traced mask selects it per parameter.
-        u = u + weight_decay * p if decay is True else jnp.where(
-            decay, u + weight_decay * p, u)
+        u = (
+          u + weight_decay * p
+          if decay is True
+          else jnp.where(decay, u + weight_decay * p, u)
+        )
       if trust_ratio:
         param_norm = jnp.sqrt(jnp.sum(jnp.square(p)))
         update_norm = jnp.sqrt(jnp.sum(jnp.square(u)))
         ratio = jnp.where(
-            jnp.logical_or(param_norm == 0.0, update_norm == 0.0),
-            jnp.array(1.0, dtype=p.dtype), param_norm / update_norm)
+          jnp.logical_or(param_norm == 0.0, update_norm == 0.0),
+          jnp.array(1.0, dtype=p.dtype),
+          param_norm / update_norm,
+        )
         u = u * ratio
       new_updates.append(jnp.array(step_size, dtype=u.dtype) * u)
 
     new_adam_state = optax.ScaleByAdamState(
-        count=count_inc, mu=jax.tree.unflatten(treedef, new_mus),
-        nu=jax.tree.unflatten(treedef, new_nus))
-    return (jax.tree.unflatten(treedef, new_updates),
-            _replace(state, new_adam_state, schedule_state))
+      count=count_inc,
+      mu=jax.tree.unflatten(treedef, new_mus),
+      nu=jax.tree.unflatten(treedef, new_nus),
+    )
+    return (
+      jax.tree.unflatten(treedef, new_updates),
+      _replace(state, new_adam_state, schedule_state),
+    )
 
   return optax.GradientTransformation(reference.init, update_fn)

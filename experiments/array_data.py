@@ -49,13 +49,20 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 
 
 def _take(arrays: Arrays, indices: np.ndarray, batch_dims: Sequence[int]) -> Arrays:
-  return {k: v[indices].reshape(tuple(batch_dims) + v.shape[1:])
-          for k, v in arrays.items()}
+  return {
+    k: v[indices].reshape(tuple(batch_dims) + v.shape[1:]) for k, v in arrays.items()
+  }
 
 
-def train_batches(arrays: Arrays, *, batch_dims: Sequence[int], seed: int,
-                  start_step: int = 0, process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> Iterator[Arrays]:
+def train_batches(
+  arrays: Arrays,
+  *,
+  batch_dims: Sequence[int],
+  seed: int,
+  start_step: int = 0,
+  process_index: Optional[int] = None,
+  process_count: Optional[int] = None,
+) -> Iterator[Arrays]:
   """Shuffled batches forever, starting at global step `start_step`.
 
   Args:
@@ -83,8 +90,9 @@ def train_batches(arrays: Arrays, *, batch_dims: Sequence[int], seed: int,
       permutations[epoch] = epoch_permutation(seed, epoch, num_examples)
     for epoch in [e for e in permutations if e < epochs.min()]:
       del permutations[epoch]
-    indices = np.array([permutations[e][o] for e, o in zip(epochs, offsets)],
-                       dtype=np.int64)
+    indices = np.array(
+      [permutations[e][o] for e, o in zip(epochs, offsets)], dtype=np.int64
+    )
     yield _take(arrays, indices, batch_dims)
 
 
@@ -93,9 +101,13 @@ def num_eval_batches(num_examples: int, global_batch: int) -> int:
   return -(-num_examples // global_batch)
 
 
-def eval_batches(arrays: Arrays, *, batch_dims: Sequence[int],
-                 process_index: Optional[int] = None,
-                 process_count: Optional[int] = None) -> Iterator[Arrays]:
+def eval_batches(
+  arrays: Arrays,
+  *,
+  batch_dims: Sequence[int],
+  process_index: Optional[int] = None,
+  process_count: Optional[int] = None,
+) -> Iterator[Arrays]:
   """Every example once, in order, padded, with a float32 `mask` (1 real, 0 padding).
 
   Args:
@@ -118,6 +130,6 @@ def eval_batches(arrays: Arrays, *, batch_dims: Sequence[int],
     real = positions < num_examples
     batch = _take(arrays, np.where(real, positions, 0), batch_dims)
     for name, value in batch.items():  # Padding rows hold zeros, not copies.
-      value.reshape((host_batch,) + value.shape[len(batch_dims):])[~real] = 0
+      value.reshape((host_batch,) + value.shape[len(batch_dims) :])[~real] = 0
     batch['mask'] = real.astype(np.float32).reshape(tuple(batch_dims))
     yield batch

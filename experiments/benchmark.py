@@ -44,23 +44,35 @@ def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""
   namespace = types.SimpleNamespace(
-      config=config_flags.DEFINE_config_file(
-          'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
-          lock_config=True),
-      steps=flags.DEFINE_integer('steps', 10, 'Timed steps after the first (compiling) one.'),
-      input=flags.DEFINE_enum(
-          'input', 'fixed', benchmark_train_step.INPUT_MODES,
-          "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
-          'a fresh batch from the input pipeline before every step.'),
-      matmul_size=flags.DEFINE_integer('matmul_size', 2048,
-          'Side of the reference float32 matmul.'),
-      output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
-      cache_dir=flags.DEFINE_string(
-          'compilation_cache_dir', '',
-          "JAX's persistent compilation cache: a second run with the same directory loads the "
-          'compiled step instead of compiling it (its first_step_s shows the warm start).'),
-      host_malloc=flags.DEFINE_enum('host_malloc', 'auto', host_memory.MODES,
-                                    host_memory.FLAG_HELP),
+    config=config_flags.DEFINE_config_file(
+      'config',
+      None,
+      'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
+      lock_config=True,
+    ),
+    steps=flags.DEFINE_integer(
+      'steps', 10, 'Timed steps after the first (compiling) one.'
+    ),
+    input=flags.DEFINE_enum(
+      'input',
+      'fixed',
+      benchmark_train_step.INPUT_MODES,
+      "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
+      'a fresh batch from the input pipeline before every step.',
+    ),
+    matmul_size=flags.DEFINE_integer(
+      'matmul_size', 2048, 'Side of the reference float32 matmul.'
+    ),
+    output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
+    cache_dir=flags.DEFINE_string(
+      'compilation_cache_dir',
+      '',
+      "JAX's persistent compilation cache: a second run with the same directory loads the "
+      'compiled step instead of compiling it (its first_step_s shows the warm start).',
+    ),
+    host_malloc=flags.DEFINE_enum(
+      'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
+    ),
   )
   flags.mark_flags_as_required(['config'])
   return namespace
@@ -74,13 +86,20 @@ def main(argv, *, args: types.SimpleNamespace):
   if args.cache_dir.value:
     jax.config.update('jax_compilation_cache_dir', args.cache_dir.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  report = {'config': config_flags.get_config_filename(flags.FLAGS['config']),
-            'overrides': config_flags.get_override_values(flags.FLAGS['config']),
-            'compilation_cache_dir': args.cache_dir.value,
-            'host_malloc': host_malloc}
-  report.update(benchmark_train_step.benchmark(
-      args.config.value, num_steps=args.steps.value, input_mode=args.input.value,
-      matmul_size=args.matmul_size.value))
+  report = {
+    'config': config_flags.get_config_filename(flags.FLAGS['config']),
+    'overrides': config_flags.get_override_values(flags.FLAGS['config']),
+    'compilation_cache_dir': args.cache_dir.value,
+    'host_malloc': host_malloc,
+  }
+  report.update(
+    benchmark_train_step.benchmark(
+      args.config.value,
+      num_steps=args.steps.value,
+      input_mode=args.input.value,
+      matmul_size=args.matmul_size.value,
+    )
+  )
   text = json.dumps(report, sort_keys=False)
   print(text, flush=True)
   if args.output.value:

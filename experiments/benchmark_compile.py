@@ -29,21 +29,29 @@ def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""
   namespace = types.SimpleNamespace(
-      config=config_flags.DEFINE_config_file(
-          'config', None, 'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
-          lock_config=True),
-      num_blocks=flags.DEFINE_list('num_blocks', ['1', '8'],
-          'Values of the blocks field to compile with.'),
-      field=flags.DEFINE_string('blocks_field', 'model.encoder.num_blocks',
-          'Dotted path of the config field holding num_blocks.'),
-      output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
+    config=config_flags.DEFINE_config_file(
+      'config',
+      None,
+      'Experiment config file, e.g. configs/benchmark.py:image64_b8.',
+      lock_config=True,
+    ),
+    num_blocks=flags.DEFINE_list(
+      'num_blocks', ['1', '8'], 'Values of the blocks field to compile with.'
+    ),
+    field=flags.DEFINE_string(
+      'blocks_field',
+      'model.encoder.num_blocks',
+      'Dotted path of the config field holding num_blocks.',
+    ),
+    output=flags.DEFINE_string('output', '', 'Also write the JSON object to this file.'),
   )
   flags.mark_flags_as_required(['config'])
   return namespace
 
 
-def with_field(config: ml_collections.ConfigDict, path: str,
-               value) -> ml_collections.ConfigDict:
+def with_field(
+  config: ml_collections.ConfigDict, path: str, value
+) -> ml_collections.ConfigDict:
   """A copy of `config` with the dotted field `path` set to `value` (it must exist)."""
   config = ml_collections.ConfigDict(config.to_dict())
   *parents, leaf = path.split('.')
@@ -67,9 +75,9 @@ def compile_times(config: ml_collections.ConfigDict, field: str, values) -> dict
     cpu_start = time.process_time()
     _, trace_s, compile_s = benchmark_train_step.compile_step(setup)
     results[str(value)] = {
-        'trace_s': round(trace_s, 3),
-        'compile_s': round(compile_s, 3),
-        'trace_and_compile_process_cpu_s': round(time.process_time() - cpu_start, 3),
+      'trace_s': round(trace_s, 3),
+      'compile_s': round(compile_s, 3),
+      'trace_and_compile_process_cpu_s': round(time.process_time() - cpu_start, 3),
     }
   return results
 
@@ -81,13 +89,14 @@ def main(argv, *, args: types.SimpleNamespace):
   results = compile_times(args.config.value, args.field.value, values)
   first, last = str(values[0]), str(values[-1])
   report = {
-      'config': config_flags.get_config_filename(flags.FLAGS['config']),
-      'overrides': config_flags.get_override_values(flags.FLAGS['config']),
-      'field': args.field.value,
-      'load_average_1min': round(os.getloadavg()[0], 2),
-      'results': results,
-      f'compile_ratio_{last}_over_{first}': round(
-          results[last]['compile_s'] / results[first]['compile_s'], 3),
+    'config': config_flags.get_config_filename(flags.FLAGS['config']),
+    'overrides': config_flags.get_override_values(flags.FLAGS['config']),
+    'field': args.field.value,
+    'load_average_1min': round(os.getloadavg()[0], 2),
+    'results': results,
+    f'compile_ratio_{last}_over_{first}': round(
+      results[last]['compile_s'] / results[first]['compile_s'], 3
+    ),
   }
   text = json.dumps(report)
   print(text, flush=True)

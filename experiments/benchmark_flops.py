@@ -25,6 +25,7 @@ class FlopCount(NamedTuple):
     flops: matmul + convolution FLOPs of one call (per device inside a `pmap`).
     while_loops: number of `while_loop`s whose bodies were counted only once.
   """
+
   flops: int
   while_loops: int
 

@@ -41,13 +41,18 @@ INPUT_MODES = ('fixed', 'pipeline')
 
 
 def _block(tree):
-  return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready')
-                      else x, tree)
+  return jax.tree.map(
+    lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready') else x, tree
+  )
 
 
-def matmul_flops_per_second(size: int = 2048, *, repeats: int = 5,
-                            dtype: Any = jnp.float32,
-                            device: Optional[jax.Device] = None) -> Tuple[float, float]:
+def matmul_flops_per_second(
+  size: int = 2048,
+  *,
+  repeats: int = 5,
+  dtype: Any = jnp.float32,
+  device: Optional[jax.Device] = None,
+) -> Tuple[float, float]:
   """FLOP/s of a jitted dense `[size, size] @ [size, size]` product on `device`.
 
   Returns `(per wall second, per process CPU second)`, each from the median over
@@ -69,7 +74,7 @@ def matmul_flops_per_second(size: int = 2048, *, repeats: int = 5,
     matmul(a, b).block_until_ready()
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu_start)
-  flops = 2.0 * size ** 3
+  flops = 2.0 * size**3
   return flops / statistics.median(times), flops / max(statistics.median(cpu_times), 1e-9)
 
 
@@ -99,8 +104,13 @@ def xla_memory(compiled) -> Dict[str, int]:
     analysis = analysis[0] if analysis else None
   if analysis is None:
     return {}
-  fields = ('temp_size_in_bytes', 'argument_size_in_bytes', 'output_size_in_bytes',
-            'alias_size_in_bytes', 'generated_code_size_in_bytes')
+  fields = (
+    'temp_size_in_bytes',
+    'argument_size_in_bytes',
+    'output_size_in_bytes',
+    'alias_size_in_bytes',
+    'generated_code_size_in_bytes',
+  )
   return {f: int(getattr(analysis, f)) for f in fields if hasattr(analysis, f)}
 
 
@@ -135,6 +145,7 @@ class StepSetup(NamedTuple):
     num_params: number of model parameters.
     init_s: seconds `train_state.init_train_state` took (its compilation included).
   """
+
   config: ml_collections.ConfigDict
   p_train_step: Any
   p_state: Any
@@ -155,8 +166,12 @@ def to_devices(batch):
   return jax.pmap(lambda x: x)(batch)
 
 
-def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True,
-               keep_iterator: bool = False) -> StepSetup:
+def build_step(
+  config: ml_collections.ConfigDict,
+  *,
+  fake_data: bool = True,
+  keep_iterator: bool = False,
+) -> StepSetup:
   """Builds the train step of `config` as `trainer.train` does, on one training batch.
 
   Unless `keep_iterator`, the task's training iterator is closed after its first batch:
@@ -169,10 +184,13 @@ def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True,
   model = task.build_model(config)
   total_steps = config.training.num_steps or 1000
   optimizer, _ = optimizers.make_optimizer(
-      config.optimizer, num_steps=max(int(total_steps), 1),
-      batch_size=config.training.batch_size)
-  batch_dims = parallel.local_batch_dims(config.training.batch_size,
-                                         name='training.batch_size')
+    config.optimizer,
+    num_steps=max(int(total_steps), 1),
+    batch_size=config.training.batch_size,
+  )
+  batch_dims = parallel.local_batch_dims(
+    config.training.batch_size, name='training.batch_size'
+  )
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
   iterator = task_lib.train_iterator(task, config, batch_dims=batch_dims, start_step=0)
@@ -187,21 +205,24 @@ def build_step(config: ml_collections.ConfigDict, *, fake_data: bool = True,
 
   start = time.perf_counter()
   host_state = train_state_lib.init_train_state(
-      model, optimizer, {k: v[0] for k, v in host_batch.items()}, init_rng)
+    model, optimizer, {k: v[0] for k, v in host_batch.items()}, init_rng
+  )
   init_s = time.perf_counter() - start
 
   loss_fn = functools.partial(_task_train_loss, task=task, config=config)
-  step_fn = functools.partial(train_state_lib.train_step, model=model,
-                              optimizer=optimizer, loss_fn=loss_fn)
+  step_fn = functools.partial(
+    train_state_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
+  )
   return StepSetup(
-      config=config,
-      p_train_step=parallel.pmap_step(step_fn, donate_state=True),
-      p_state=parallel.replicate(host_state),
-      device_batch=to_devices(host_batch),
-      p_rng=parallel.replicate(train_rng),
-      iterator=iterator,
-      num_params=_count_params(host_state.params),
-      init_s=init_s)
+    config=config,
+    p_train_step=parallel.pmap_step(step_fn, donate_state=True),
+    p_state=parallel.replicate(host_state),
+    device_batch=to_devices(host_batch),
+    p_rng=parallel.replicate(train_rng),
+    iterator=iterator,
+    num_params=_count_params(host_state.params),
+    init_s=init_s,
+  )
 
 
 def compile_step(setup: StepSetup) -> Tuple[Any, float, float]:
@@ -213,9 +234,14 @@ def compile_step(setup: StepSetup) -> Tuple[Any, float, float]:
   return compiled, trace_s, time.perf_counter() - start - trace_s
 
 
-def benchmark(config: ml_collections.ConfigDict, *, num_steps: int = 10,
-              input_mode: str = 'fixed', matmul_size: int = 2048,
-              fake_data: bool = True) -> Dict[str, Any]:
+def benchmark(
+  config: ml_collections.ConfigDict,
+  *,
+  num_steps: int = 10,
+  input_mode: str = 'fixed',
+  matmul_size: int = 2048,
+  fake_data: bool = True,
+) -> Dict[str, Any]:
   """Times `num_steps` train steps of `config` after the first (compiling) one.
 
   Args:
@@ -235,13 +261,13 @@ def benchmark(config: ml_collections.ConfigDict, *, num_steps: int = 10,
     raise ValueError(f'num_steps={num_steps} must be >= 1.')
   if input_mode not in INPUT_MODES:
     raise ValueError(f'input_mode={input_mode!r} is not one of {INPUT_MODES}.')
-  setup = build_step(config, fake_data=fake_data,
-                     keep_iterator=input_mode == 'pipeline')
+  setup = build_step(config, fake_data=fake_data, keep_iterator=input_mode == 'pipeline')
   config = setup.config
   p_state, device_batch, p_rng = setup.p_state, setup.device_batch, setup.p_rng
 
-  flop_count = benchmark_flops.count_flops(setup.p_train_step, p_state, device_batch,
-                                           p_rng)
+  flop_count = benchmark_flops.count_flops(
+    setup.p_train_step, p_state, device_batch, p_rng
+  )
   matmul_rates = [matmul_flops_per_second(matmul_size)]
 
   # First step: trace, compile and run (what a training run waits for).
@@ -277,39 +303,39 @@ def benchmark(config: ml_collections.ConfigDict, *, num_steps: int = 10,
   peak_bytes, peak_source = peak_memory()
   device = jax.local_devices()[0]
   return {
-      'task': config.task,
-      'backend': jax.default_backend(),
-      'device_kind': device.device_kind,
-      'num_devices': num_devices,
-      'jax_version': jax.__version__,
-      'cpu_count': os.cpu_count(),
-      'load_average_1min': round(os.getloadavg()[0], 2),
-      'global_batch_size': int(config.training.batch_size),
-      'input_mode': input_mode,
-      'num_params': setup.num_params,
-      'init_s': round(setup.init_s, 3),
-      'first_step_s': round(first_step_s, 3),
-      'trace_s': round(trace_s, 3),
-      'compile_s': round(compile_s, 3),
-      'num_timed_steps': num_steps,
-      'step_s_median': _significant(step_median),
-      'step_s_min': _significant(min(times)),
-      'step_process_cpu_s_median': _significant(cpu_median),
-      'examples_per_s': _significant(config.training.batch_size / step_median),
-      'flops_per_step': int(flop_count.flops * num_devices),
-      'flops_per_step_per_device': int(flop_count.flops),
-      'flops_counted': 'matmul+conv, jaxpr with loops unrolled (fwd+bwd)',
-      'flops_lower_bound_while_loops': flop_count.while_loops,
-      'achieved_gflop_per_s_per_device': round(achieved / 1e9, 2),
-      'matmul_gflop_per_s_per_device': round(matmul_rate / 1e9, 2),
-      'matmul_size': matmul_size,
-      'achieved_over_matmul': round(achieved / matmul_rate, 3),
-      # Per process CPU second (all threads): robust to other processes on the CPU.
-      'achieved_gflop_per_process_cpu_s': round(achieved_cpu / 1e9, 2),
-      'matmul_gflop_per_process_cpu_s': round(matmul_cpu_rate / 1e9, 2),
-      'achieved_over_matmul_cpu': round(achieved_cpu / matmul_cpu_rate, 3),
-      'peak_memory_bytes': peak_bytes,
-      'peak_memory_source': peak_source,
-      'xla_memory_bytes_per_device': memory,
-      'final_loss': round(float(metrics['loss']), 5),
+    'task': config.task,
+    'backend': jax.default_backend(),
+    'device_kind': device.device_kind,
+    'num_devices': num_devices,
+    'jax_version': jax.__version__,
+    'cpu_count': os.cpu_count(),
+    'load_average_1min': round(os.getloadavg()[0], 2),
+    'global_batch_size': int(config.training.batch_size),
+    'input_mode': input_mode,
+    'num_params': setup.num_params,
+    'init_s': round(setup.init_s, 3),
+    'first_step_s': round(first_step_s, 3),
+    'trace_s': round(trace_s, 3),
+    'compile_s': round(compile_s, 3),
+    'num_timed_steps': num_steps,
+    'step_s_median': _significant(step_median),
+    'step_s_min': _significant(min(times)),
+    'step_process_cpu_s_median': _significant(cpu_median),
+    'examples_per_s': _significant(config.training.batch_size / step_median),
+    'flops_per_step': int(flop_count.flops * num_devices),
+    'flops_per_step_per_device': int(flop_count.flops),
+    'flops_counted': 'matmul+conv, jaxpr with loops unrolled (fwd+bwd)',
+    'flops_lower_bound_while_loops': flop_count.while_loops,
+    'achieved_gflop_per_s_per_device': round(achieved / 1e9, 2),
+    'matmul_gflop_per_s_per_device': round(matmul_rate / 1e9, 2),
+    'matmul_size': matmul_size,
+    'achieved_over_matmul': round(achieved / matmul_rate, 3),
+    # Per process CPU second (all threads): robust to other processes on the CPU.
+    'achieved_gflop_per_process_cpu_s': round(achieved_cpu / 1e9, 2),
+    'matmul_gflop_per_process_cpu_s': round(matmul_cpu_rate / 1e9, 2),
+    'achieved_over_matmul_cpu': round(achieved_cpu / matmul_cpu_rate, 3),
+    'peak_memory_bytes': peak_bytes,
+    'peak_memory_source': peak_source,
+    'xla_memory_bytes_per_device': memory,
+    'final_loss': round(float(metrics['loss']), 5),
   }

@@ -42,10 +42,10 @@ class Checkpointer:
       raise ValueError(f'training.keep_checkpoints={keep} must be >= 1.')
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_SUBDIR)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        create=True,
-        cleanup_tmp_directories=True,
-        enable_async_checkpointing=True,
+      max_to_keep=keep,
+      create=True,
+      cleanup_tmp_directories=True,
+      enable_async_checkpointing=True,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
     # Orbax removes unfinished saves of an earlier run in a background thread. Finish
@@ -88,24 +88,29 @@ class Checkpointer:
       step = self._manager.latest_step()
     if step is None or step not in self._manager.all_steps():
       raise FileNotFoundError(
-          f'no checkpoint {"" if step is None else step} in {self.directory}.')
+        f'no checkpoint {"" if step is None else step} in {self.directory}.'
+      )
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(
-          f'checkpoint {step} in {self.directory} does not match the model and '
-          f'optimizer built from this config: {e}') from e
+        f'checkpoint {step} in {self.directory} does not match the model and '
+        f'optimizer built from this config: {e}'
+      ) from e
     restored = jax.tree.map(np.asarray, restored)
     mismatches = [
-        f'{jax.tree_util.keystr(path)}: checkpoint {got.shape} {got.dtype}, expected '
-        f'{np.shape(want)} {np.asarray(want).dtype}'
-        for (path, got), want in zip(jax.tree_util.tree_flatten_with_path(restored)[0],
-                                     jax.tree.leaves(target))
-        if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype]
+      f'{jax.tree_util.keystr(path)}: checkpoint {got.shape} {got.dtype}, expected '
+      f'{np.shape(want)} {np.asarray(want).dtype}'
+      for (path, got), want in zip(
+        jax.tree_util.tree_flatten_with_path(restored)[0], jax.tree.leaves(target)
+      )
+      if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype
+    ]
     if mismatches:
       raise ValueError(
-          f'checkpoint {step} in {self.directory} does not match the model and '
-          f'optimizer built from this config: {"; ".join(mismatches[:5])}')
+        f'checkpoint {step} in {self.directory} does not match the model and '
+        f'optimizer built from this config: {"; ".join(mismatches[:5])}'
+      )
     return restored
 
   def wait(self) -> None:
@@ -129,6 +134,7 @@ def export_npz(workdir: str, params: Any, state: Any) -> Optional[str]:
   """
   # Imported here: the model library's file format is only needed at export time.
   from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(os.path.abspath(workdir), EXPORT_PATH)
   if jax.process_index() == 0:
     npz_format.save_npz(path, params, state or None)

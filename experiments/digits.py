@@ -39,24 +39,31 @@ _PERMUTATION_SEED = 1234
 _AUGMENT_STREAM = 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> Dict[str, np.ndarray]:
   # Imported lazily: only this task needs scikit-learn.
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
   bunch = datasets.load_digits()
   if bunch.images.shape != (NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE):
-    raise ValueError(f'scikit-learn digits have shape {bunch.images.shape}; expected '
-                     f'{(NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE)}.')
-  return {'images': bunch.images.astype(np.float32),  # [1797, 8, 8], values 0..16
-          'labels': bunch.target.astype(np.int32)}
+    raise ValueError(
+      f'scikit-learn digits have shape {bunch.images.shape}; expected '
+      f'{(NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE)}.'
+    )
+  return {
+    'images': bunch.images.astype(np.float32),  # [1797, 8, 8], values 0..16
+    'labels': bunch.target.astype(np.int32),
+  }
 
 
 def _fake_digits() -> Dict[str, np.ndarray]:
   """Random images and labels with the real dataset's size, shapes and value range."""
   rng = np.random.default_rng(0)
   shape = (NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE)
-  return {'images': rng.integers(0, 17, size=shape).astype(np.float32),
-          'labels': rng.integers(0, NUM_CLASSES, size=(NUM_EXAMPLES,)).astype(np.int32)}
+  return {
+    'images': rng.integers(0, 17, size=shape).astype(np.float32),
+    'labels': rng.integers(0, NUM_CLASSES, size=(NUM_EXAMPLES,)).astype(np.int32),
+  }
 
 
 def _check_split(split: str) -> None:
@@ -70,8 +77,10 @@ def split_arrays(split: str, config: ml_collections.ConfigDict) -> Dict[str, np.
   data = _fake_digits() if config.data.fake else _digits()
   order = np.random.default_rng(_SPLIT_SEED).permutation(NUM_EXAMPLES)
   indices = order[:NUM_TEST] if split == 'test' else order[NUM_TEST:]
-  return {'images': data['images'][indices][..., None] / 16.0,
-          'labels': data['labels'][indices]}
+  return {
+    'images': data['images'][indices][..., None] / 16.0,
+    'labels': data['labels'][indices],
+  }
 
 
 def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
@@ -98,29 +107,40 @@ def translate(images: np.ndarray, shifts: np.ndarray, max_shift: int) -> np.ndar
   padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
   out = np.empty_like(images)
   for n, (dy, dx) in enumerate(shifts):
-    out[n] = padded[n, m - dy:m - dy + height, m - dx:m - dx + width]
+    out[n] = padded[n, m - dy : m - dy + height, m - dx : m - dx + width]
   return out
 
 
-def _augmented(batches: Iterator[Dict[str, np.ndarray]], *, batch_dims: Sequence[int],
-               seed: int, start_step: int,
-               max_shift: int) -> Iterator[Dict[str, np.ndarray]]:
+def _augmented(
+  batches: Iterator[Dict[str, np.ndarray]],
+  *,
+  batch_dims: Sequence[int],
+  seed: int,
+  start_step: int,
+  max_shift: int,
+) -> Iterator[Dict[str, np.ndarray]]:
   """Random translations, a pure function of (seed, step, global example slot)."""
   host_batch = int(np.prod(batch_dims))
   first = jax.process_index() * host_batch
   for step, batch in enumerate(batches, start=start_step):
     rng = np.random.default_rng([seed, _AUGMENT_STREAM, step])
-    shifts = rng.integers(-max_shift, max_shift + 1,
-                          size=(host_batch * jax.process_count(), 2))
+    shifts = rng.integers(
+      -max_shift, max_shift + 1, size=(host_batch * jax.process_count(), 2)
+    )
     images = batch['images'].reshape((host_batch,) + batch['images'].shape[-3:])
-    images = translate(images, shifts[first:first + host_batch], max_shift)
+    images = translate(images, shifts[first : first + host_batch], max_shift)
     batch['images'] = images.reshape(batch['images'].shape)
     yield batch
 
 
-def load(split: str, *, is_training: bool, batch_dims: Sequence[int],
-         config: ml_collections.ConfigDict,
-         start_step: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+def load(
+  split: str,
+  *,
+  is_training: bool,
+  batch_dims: Sequence[int],
+  config: ml_collections.ConfigDict,
+  start_step: int = 0,
+) -> Iterator[Dict[str, np.ndarray]]:
   """Batches of `images` `[*batch_dims, 8, 8, 1]` and `labels` `[*batch_dims]`.
 
   Training batches are shuffled (order fixed by `config.seed`) and, with
@@ -129,11 +149,17 @@ def load(split: str, *, is_training: bool, batch_dims: Sequence[int],
   arrays = split_arrays(split, config)
   if not is_training:
     return array_data.eval_batches(arrays, batch_dims=batch_dims)
-  batches = array_data.train_batches(arrays, batch_dims=batch_dims, seed=config.seed,
-                                     start_step=start_step)
+  batches = array_data.train_batches(
+    arrays, batch_dims=batch_dims, seed=config.seed, start_step=start_step
+  )
   if config.data.max_shift > 0:
-    batches = _augmented(batches, batch_dims=batch_dims, seed=config.seed,
-                         start_step=start_step, max_shift=config.data.max_shift)
+    batches = _augmented(
+      batches,
+      batch_dims=batch_dims,
+      seed=config.seed,
+      start_step=start_step,
+      max_shift=config.data.max_shift,
+    )
   return batches
 
 
@@ -148,27 +174,42 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
 
   def forward(batch, *, is_training):
     preprocessor = io_processors.ImagePreprocessor(
-        prep_type='pixels', spatial_downsample=1, position_encoding_type='fourier',
-        fourier_position_encoding_kwargs=dict(
-            num_bands=m.num_bands, max_resolution=(IMAGE_SIZE, IMAGE_SIZE),
-            concat_pos=True, sine_only=False))
+      prep_type='pixels',
+      spatial_downsample=1,
+      position_encoding_type='fourier',
+      fourier_position_encoding_kwargs=dict(
+        num_bands=m.num_bands,
+        max_resolution=(IMAGE_SIZE, IMAGE_SIZE),
+        concat_pos=True,
+        sine_only=False,
+      ),
+    )
     encoder = perceiver.PerceiverEncoder(
-        num_self_attends_per_block=m.num_self_attends_per_block,
-        num_blocks=m.num_blocks, z_index_dim=m.num_latents,
-        num_z_channels=m.num_z_channels, num_cross_attend_heads=m.num_cross_attend_heads,
-        num_self_attend_heads=m.num_self_attend_heads,
-        cross_attend_widening_factor=m.cross_attend_widening_factor,
-        self_attend_widening_factor=m.self_attend_widening_factor,
-        dropout_prob=m.dropout_prob)
+      num_self_attends_per_block=m.num_self_attends_per_block,
+      num_blocks=m.num_blocks,
+      z_index_dim=m.num_latents,
+      num_z_channels=m.num_z_channels,
+      num_cross_attend_heads=m.num_cross_attend_heads,
+      num_self_attend_heads=m.num_self_attend_heads,
+      cross_attend_widening_factor=m.cross_attend_widening_factor,
+      self_attend_widening_factor=m.self_attend_widening_factor,
+      dropout_prob=m.dropout_prob,
+    )
     decoder = perceiver.ClassificationDecoder(
-        NUM_CLASSES, num_z_channels=m.num_z_channels,
-        position_encoding_type='trainable',
-        trainable_position_encoding_kwargs=dict(num_channels=m.num_z_channels,
-                                                init_scale=0.02),
-        use_query_residual=True)
+      NUM_CLASSES,
+      num_z_channels=m.num_z_channels,
+      position_encoding_type='trainable',
+      trainable_position_encoding_kwargs=dict(
+        num_channels=m.num_z_channels, init_scale=0.02
+      ),
+      use_query_residual=True,
+    )
     model = perceiver.Perceiver(
-        encoder=encoder, decoder=decoder, input_preprocessor=preprocessor,
-        input_permutation=pixel_permutation() if m.permute_pixels else None)
+      encoder=encoder,
+      decoder=decoder,
+      input_preprocessor=preprocessor,
+      input_permutation=pixel_permutation() if m.permute_pixels else None,
+    )
     return model(batch['images'], is_training=is_training)
 
   return hk.transform_with_state(forward)
@@ -176,7 +217,8 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
 
 def train_loss(logits, batch, config):
   return losses.classification_loss(
-      logits, batch['labels'], label_smoothing=config.training.label_smoothing)
+    logits, batch['labels'], label_smoothing=config.training.label_smoothing
+  )
 
 
 def eval_outputs(logits, batch, config):
@@ -184,7 +226,8 @@ def eval_outputs(logits, batch, config):
   return losses.classification_eval_outputs(logits, batch['labels'])
 
 
-def summarize_eval(per_example: Dict[str, np.ndarray],
-                   config: ml_collections.ConfigDict) -> Dict[str, float]:
+def summarize_eval(
+  per_example: Dict[str, np.ndarray], config: ml_collections.ConfigDict
+) -> Dict[str, float]:
   del config
   return {name: float(np.mean(values)) for name, values in per_example.items()}

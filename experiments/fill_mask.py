@@ -41,8 +41,12 @@ from experiments import mlm
 from perceiver import bytes_tokenizer
 from perceiver import checkpoint as checkpoint_lib
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), 'configs', 'mlm.py') + ':bytes'
+_DEFAULT_CONFIG = (
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mlm.py'
+  )
+  + ':bytes'
+)
 
 _TOKENIZER = bytes_tokenizer.BytesTokenizer()
 _MARKER = re.compile(r'\{\{(.*?)\}\}|\[MASK:([^\]]*)\]', re.DOTALL)
@@ -65,7 +69,7 @@ def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int
   ids, original, spans = [], [], []
   position = 0
   for match in _MARKER.finditer(text):
-    before = text[position:match.start()]
+    before = text[position : match.start()]
     if '{{' in before or '}}' in before:
       raise ValueError(f'Unbalanced "{{{{" / "}}}}" before {match.group(0)!r}.')
     ids.append(_TOKENIZER.to_int(before))
@@ -80,8 +84,9 @@ def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int
     else:
       count = match.group(2).strip()
       if not count.isdigit() or int(count) < 1:
-        raise ValueError(f'Bad marker {match.group(0)!r}: write [MASK:n] with a '
-                         'positive integer n.')
+        raise ValueError(
+          f'Bad marker {match.group(0)!r}: write [MASK:n] with a positive integer n.'
+        )
       length = int(count)
       original.append(np.full([length], _TOKENIZER.mask_token, np.int32))
     ids.append(np.full([length], _TOKENIZER.mask_token, np.int32))
@@ -91,35 +96,44 @@ def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int
   if '{{' in rest or '}}' in rest:
     raise ValueError('Unbalanced "{{" / "}}" in the text.')
   if not spans:
-    raise ValueError('No span is marked in --text: mark the bytes to predict as '
-                     '{{original text}} or insert [MASK:n].')
+    raise ValueError(
+      'No span is marked in --text: mark the bytes to predict as '
+      '{{original text}} or insert [MASK:n].'
+    )
   ids.append(_TOKENIZER.to_int(rest))
   original.append(_TOKENIZER.to_int(rest))
-  return (np.concatenate(ids).astype(np.int32),
-          np.concatenate(original).astype(np.int32), spans)
+  return (
+    np.concatenate(ids).astype(np.int32),
+    np.concatenate(original).astype(np.int32),
+    spans,
+  )
 
 
 def check_params_fit(params, config) -> None:
   """Raises ValueError unless `params` has the architecture's paths and shapes."""
   length = config.model.max_seq_len
-  batch = dict(inputs=np.zeros([1, length], np.int32),
-               input_mask=np.ones([1, length], np.int32))
+  batch = dict(
+    inputs=np.zeros([1, length], np.int32), input_mask=np.ones([1, length], np.int32)
+  )
   expected, _ = jax.eval_shape(
-      lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch,
-                                           is_training=False))
+    lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch, is_training=False)
+  )
   want = {f'{m}/{n}': tuple(v.shape) for m, d in expected.items() for n, v in d.items()}
-  have = {f'{m}/{n}': tuple(np.shape(v)) for m, d in params.items()
-          for n, v in d.items()}
+  have = {f'{m}/{n}': tuple(np.shape(v)) for m, d in params.items() for n, v in d.items()}
   missing = sorted(set(want) - set(have))
   extra = sorted(set(have) - set(want))
-  shapes = sorted(f'{k}: file {have[k]} vs model {want[k]}'
-                  for k in set(want) & set(have) if want[k] != have[k])
+  shapes = sorted(
+    f'{k}: file {have[k]} vs model {want[k]}'
+    for k in set(want) & set(have)
+    if want[k] != have[k]
+  )
   if missing or extra or shapes:
     raise ValueError(
-        f'The parameters do not fit the --config architecture: {len(missing)} '
-        f'missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, '
-        f'{len(shapes)} with other shapes {shapes[:3]}. Pass the config the '
-        'checkpoint was trained with (e.g. --config=configs/mlm.py:debug).')
+      f'The parameters do not fit the --config architecture: {len(missing)} '
+      f'missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, '
+      f'{len(shapes)} with other shapes {shapes[:3]}. Pass the config the '
+      'checkpoint was trained with (e.g. --config=configs/mlm.py:debug).'
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -127,15 +141,18 @@ def _best_bytes_fn(model_json: str):
   """A jitted `(params, state, inputs, input_mask) -> most likely byte ids`."""
   model_config = ml_collections.ConfigDict(json.loads(model_json))
   model = hk.transform_with_state(
-      lambda batch: mlm.mlm_logits(batch['inputs'], batch['input_mask'],
-                                   model_config, is_training=False))
+    lambda batch: mlm.mlm_logits(
+      batch['inputs'], batch['input_mask'], model_config, is_training=False
+    )
+  )
 
   @jax.jit
   def best_bytes(params, state, inputs, input_mask):
-    logits, _ = model.apply(params, state, jax.random.PRNGKey(0),
-                            dict(inputs=inputs, input_mask=input_mask))
+    logits, _ = model.apply(
+      params, state, jax.random.PRNGKey(0), dict(inputs=inputs, input_mask=input_mask)
+    )
     reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
-    return jnp.argmax(logits[..., reserved:], axis=-1) + reserved   # [1, L]
+    return jnp.argmax(logits[..., reserved:], axis=-1) + reserved  # [1, L]
 
   return best_bytes
 
@@ -145,8 +162,10 @@ def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
   length = config.model.max_seq_len
   n = ids.shape[0]
   if n > length:
-    raise ValueError(f'The text is {n} bytes long with its masks; the model reads '
-                     f'at most {length} bytes (model.max_seq_len).')
+    raise ValueError(
+      f'The text is {n} bytes long with its masks; the model reads '
+      f'at most {length} bytes (model.max_seq_len).'
+    )
   inputs = np.full([1, length], _TOKENIZER.pad_token, np.int32)
   inputs[0, :n] = ids
   input_mask = np.zeros([1, length], np.int32)
@@ -164,29 +183,35 @@ def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
   """
   ids, _, spans = parse_masked_text(text)
   if ids.shape[0] > config.model.max_seq_len:
-    raise ValueError(f'The text is {ids.shape[0]} bytes long with its masks; the '
-                     f'model reads at most {config.model.max_seq_len} bytes.')
+    raise ValueError(
+      f'The text is {ids.shape[0]} bytes long with its masks; the '
+      f'model reads at most {config.model.max_seq_len} bytes.'
+    )
   if not os.path.isfile(checkpoint_path):
     raise ValueError(f'--checkpoint={checkpoint_path!r} is not a file.')
   params, state = checkpoint_lib.load_params(checkpoint_path)
   check_params_fit(params, config)
   completed = predict_masked(params, state, config, ids)
-  return (_TOKENIZER.to_string(completed),
-          [_TOKENIZER.to_string(completed[a:b]) for a, b in spans])
+  return (
+    _TOKENIZER.to_string(completed),
+    [_TOKENIZER.to_string(completed[a:b]) for a, b in spans],
+  )
 
 
 def define_flags():
   """Defines the command-line flags (only when run as a program, so that
   importing this module never clashes with other programs' flags)."""
   return dict(
-      config=config_flags.DEFINE_config_file(
-          'config', _DEFAULT_CONFIG, 'MLM config naming the architecture.',
-          lock_config=True),
-      checkpoint=flags.DEFINE_string(
-          'checkpoint', None,
-          'Official .pickle or this project\'s .npz parameter file.'),
-      text=flags.DEFINE_string(
-          'text', None, 'Text with {{span}} or [MASK:n] markers to fill.'))
+    config=config_flags.DEFINE_config_file(
+      'config', _DEFAULT_CONFIG, 'MLM config naming the architecture.', lock_config=True
+    ),
+    checkpoint=flags.DEFINE_string(
+      'checkpoint', None, "Official .pickle or this project's .npz parameter file."
+    ),
+    text=flags.DEFINE_string(
+      'text', None, 'Text with {{span}} or [MASK:n] markers to fill.'
+    ),
+  )
 
 
 def main(argv, *, flag_values):
@@ -197,9 +222,11 @@ def main(argv, *, flag_values):
   if flag_values['text'].value is None:
     raise app.UsageError('--text is required.')
   try:
-    completed, spans = fill_mask(flag_values['checkpoint'].value,
-                                 flag_values['text'].value,
-                                 flag_values['config'].value)
+    completed, spans = fill_mask(
+      flag_values['checkpoint'].value,
+      flag_values['text'].value,
+      flag_values['config'].value,
+    )
   except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
     sys.exit(f'fill_mask: error: {e}')
   print(completed)

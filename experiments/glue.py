@@ -53,23 +53,30 @@ def _task(config) -> glue_input.GlueTask:
 # -------------------------------------------------------------------------- model
 
 
-def classifier_outputs(inputs: jax.Array, input_mask: jax.Array, model_config,
-                       num_classes: int, *, is_training: bool) -> jax.Array:
+def classifier_outputs(
+  inputs: jax.Array,
+  input_mask: jax.Array,
+  model_config,
+  num_classes: int,
+  *,
+  is_training: bool,
+) -> jax.Array:
   """Class logits `[B, K]` for byte ids `inputs` `[B, L]`."""
   embedded, _ = mlm.embed_inputs(inputs, model_config)
   decoder = perceiver.ClassificationDecoder(
-      num_classes=num_classes,
-      num_z_channels=model_config.num_z_channels,
-      qk_channels=model_config.decoder_qk_channels,
-      v_channels=model_config.decoder_v_channels,
-      num_heads=model_config.decoder_num_heads,
-      use_query_residual=True,
-      position_encoding_type='trainable',
-      trainable_position_encoding_kwargs=dict(
-          num_channels=model_config.decoder_query_channels,
-          init_scale=model_config.pos_init_scale))
-  model = perceiver.Perceiver(encoder=mlm.make_encoder(model_config),
-                              decoder=decoder)
+    num_classes=num_classes,
+    num_z_channels=model_config.num_z_channels,
+    qk_channels=model_config.decoder_qk_channels,
+    v_channels=model_config.decoder_v_channels,
+    num_heads=model_config.decoder_num_heads,
+    use_query_residual=True,
+    position_encoding_type='trainable',
+    trainable_position_encoding_kwargs=dict(
+      num_channels=model_config.decoder_query_channels,
+      init_scale=model_config.pos_init_scale,
+    ),
+  )
+  model = perceiver.Perceiver(encoder=mlm.make_encoder(model_config), decoder=decoder)
   return model(embedded, is_training=is_training, input_mask=input_mask)
 
 
@@ -101,24 +108,30 @@ def pretrained_entries(params, path: str) -> List[Tuple[str, str]]:
       if stored is None:
         missing.append(f'{module}/{name}')
       elif tuple(stored.shape) != tuple(value.shape):
-        mismatched.append(f'{module}/{name}: checkpoint {tuple(stored.shape)} vs '
-                          f'model {tuple(value.shape)}')
+        mismatched.append(
+          f'{module}/{name}: checkpoint {tuple(stored.shape)} vs '
+          f'model {tuple(value.shape)}'
+        )
       else:
         entries.append((module, name))
   if missing or mismatched:
     raise ValueError(
-        f'config.model.init_checkpoint={path!r} does not fit the model: '
-        f'{len(missing)} missing parameter(s) {missing[:5]}, '
-        f'{len(mismatched)} with other shapes {mismatched[:5]}. Check that the '
-        'config\'s model fields match the pretrained model.')
+      f'config.model.init_checkpoint={path!r} does not fit the model: '
+      f'{len(missing)} missing parameter(s) {missing[:5]}, '
+      f'{len(mismatched)} with other shapes {mismatched[:5]}. Check that the '
+      "config's model fields match the pretrained model."
+    )
   if not entries:
-    raise ValueError(f'config.model.init_checkpoint={path!r}: the model has no '
-                     'encoder parameters to initialise.')
+    raise ValueError(
+      f'config.model.init_checkpoint={path!r}: the model has no '
+      'encoder parameters to initialise.'
+    )
   return entries
 
 
-def with_pretrained_init(transformed: hk.TransformedWithState,
-                         path: str) -> hk.TransformedWithState:
+def with_pretrained_init(
+  transformed: hk.TransformedWithState, path: str
+) -> hk.TransformedWithState:
   """Wraps `init` so that encoder parameters come from the checkpoint `path`.
 
   The checkpoint is read on the host through `jax.pure_callback`, so the
@@ -131,13 +144,15 @@ def with_pretrained_init(transformed: hk.TransformedWithState,
   def init(*args, **kwargs):
     params, state = transformed.init(*args, **kwargs)
     entries = pretrained_entries(params, path)
-    shapes = [jax.ShapeDtypeStruct(params[m][n].shape, params[m][n].dtype)
-              for m, n in entries]
+    shapes = [
+      jax.ShapeDtypeStruct(params[m][n].shape, params[m][n].dtype) for m, n in entries
+    ]
 
     def fetch():
       source = _checkpoint_params(path)
-      return [np.asarray(source[m][n], dtype=s.dtype)
-              for (m, n), s in zip(entries, shapes)]
+      return [
+        np.asarray(source[m][n], dtype=s.dtype) for (m, n), s in zip(entries, shapes)
+      ]
 
     values = jax.pure_callback(fetch, shapes)
     params = {m: dict(d) for m, d in params.items()}
@@ -157,41 +172,58 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   mlm.check_seq_len(config)
 
   def forward(batch, *, is_training):
-    logits = classifier_outputs(batch['inputs'], batch['input_mask'], model_config,
-                                task.num_classes, is_training=is_training)
+    logits = classifier_outputs(
+      batch['inputs'],
+      batch['input_mask'],
+      model_config,
+      task.num_classes,
+      is_training=is_training,
+    )
     return logits[:, 0] if task.is_regression else logits
 
-  return with_pretrained_init(hk.transform_with_state(forward),
-                              model_config.init_checkpoint)
+  return with_pretrained_init(
+    hk.transform_with_state(forward), model_config.init_checkpoint
+  )
 
 
 # --------------------------------------------------------------------------- data
 
 
 def _data_kwargs(config) -> dict:
-  return dict(fake=config.data.fake, fake_examples_count=config.data.fake_examples,
-              data_dir=config.data.tfds_data_dir or None)
+  return dict(
+    fake=config.data.fake,
+    fake_examples_count=config.data.fake_examples,
+    data_dir=config.data.tfds_data_dir or None,
+  )
 
 
 def _check_split(split: str) -> None:
   if split.startswith('test'):
-    raise ValueError(f'GLUE {split!r} labels are hidden; train on "train" and '
-                     'evaluate on "validation" (MNLI: "validation_matched" or '
-                     '"validation_mismatched").')
+    raise ValueError(
+      f'GLUE {split!r} labels are hidden; train on "train" and '
+      'evaluate on "validation" (MNLI: "validation_matched" or '
+      '"validation_mismatched").'
+    )
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_count(task_name: str, split: str, fake: bool, fake_examples: int,
-                  data_dir) -> int:
-  return glue_input.count_examples(task_name, split, fake=fake,
-                                   fake_examples_count=fake_examples,
-                                   data_dir=data_dir)
+def _cached_count(
+  task_name: str, split: str, fake: bool, fake_examples: int, data_dir
+) -> int:
+  return glue_input.count_examples(
+    task_name, split, fake=fake, fake_examples_count=fake_examples, data_dir=data_dir
+  )
 
 
 def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
   _check_split(split)
-  return _cached_count(config.data.task, split, config.data.fake,
-                       config.data.fake_examples, config.data.tfds_data_dir or None)
+  return _cached_count(
+    config.data.task,
+    split,
+    config.data.fake,
+    config.data.fake_examples,
+    config.data.tfds_data_dir or None,
+  )
 
 
 def load(split: str, *, is_training: bool, batch_dims, config, start_step: int = 0):
@@ -199,18 +231,32 @@ def load(split: str, *, is_training: bool, batch_dims, config, start_step: int =
   _check_split(split)
   seq_len = mlm.check_seq_len(config)
   ds = glue_input.examples_dataset(
-      config.data.task, split, is_training=is_training,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      seed=config.seed, **_data_kwargs(config))
+    config.data.task,
+    split,
+    is_training=is_training,
+    shard_index=jax.process_index(),
+    shard_count=jax.process_count(),
+    seed=config.seed,
+    **_data_kwargs(config),
+  )
   if is_training:
     return glue_input.train_batches(
-        ds, config.data.task, seq_len=seq_len, batch_dims=batch_dims,
-        seed=config.seed + jax.process_index(),
-        shuffle_buffer=config.data.shuffle_buffer, start_step=start_step)
+      ds,
+      config.data.task,
+      seq_len=seq_len,
+      batch_dims=batch_dims,
+      seed=config.seed + jax.process_index(),
+      shuffle_buffer=config.data.shuffle_buffer,
+      start_step=start_step,
+    )
   global_batch = math.prod(batch_dims) * jax.process_count()
   return glue_input.eval_batches(
-      ds, config.data.task, seq_len=seq_len, batch_dims=batch_dims,
-      num_batches=-(-num_examples(split, config) // global_batch))
+    ds,
+    config.data.task,
+    seq_len=seq_len,
+    batch_dims=batch_dims,
+    num_batches=-(-num_examples(split, config) // global_batch),
+  )
 
 
 # ------------------------------------------------------------------ loss, metrics
@@ -224,10 +270,13 @@ def train_loss(outputs, batch, config):
     loss = jnp.mean(jnp.square(outputs - batch['label']))
     return loss, {'loss': loss, 'truncated_fraction': truncated}
   loss, metrics = losses.classification_loss(
-      outputs, batch['label'], label_smoothing=config.training.label_smoothing,
-      ks=(1,))
-  return loss, {'loss': loss, 'accuracy': metrics['top_1_acc'],
-                'truncated_fraction': truncated}
+    outputs, batch['label'], label_smoothing=config.training.label_smoothing, ks=(1,)
+  )
+  return loss, {
+    'loss': loss,
+    'accuracy': metrics['top_1_acc'],
+    'truncated_fraction': truncated,
+  }
 
 
 def eval_outputs(outputs, batch, config):
@@ -239,14 +288,19 @@ def eval_outputs(outputs, batch, config):
   else:
     loss = losses.softmax_cross_entropy(outputs, batch['label'])
     prediction = jnp.argmax(outputs, axis=-1)
-  return {'prediction': prediction, 'label': batch['label'], 'loss': loss,
-          'truncated': batch['truncated']}
+  return {
+    'prediction': prediction,
+    'label': batch['label'],
+    'loss': loss,
+    'truncated': batch['truncated'],
+  }
 
 
 def summarize_eval(per_example, config):
   """The task's GLUE metrics, their mean `score`, mean loss and truncation."""
-  summary = glue_metrics.task_metrics(config.data.task, per_example['prediction'],
-                                      per_example['label'])
+  summary = glue_metrics.task_metrics(
+    config.data.task, per_example['prediction'], per_example['label']
+  )
   summary['loss'] = float(np.mean(per_example['loss']))
   summary['truncated_fraction'] = float(np.mean(per_example['truncated']))
   return summary

@@ -34,6 +34,7 @@ class GlueTask:
     num_classes: number of classes; 1 means a regression target (STS-B).
     eval_split: the default evaluation split.
   """
+
   text_keys: Tuple[str, ...]
   num_classes: int
   eval_split: str = 'validation'
@@ -44,15 +45,15 @@ class GlueTask:
 
 
 TASKS: Dict[str, GlueTask] = {
-    'cola': GlueTask(('sentence',), 2),
-    'sst2': GlueTask(('sentence',), 2),
-    'mrpc': GlueTask(('sentence1', 'sentence2'), 2),
-    'qqp': GlueTask(('question1', 'question2'), 2),
-    'stsb': GlueTask(('sentence1', 'sentence2'), 1),
-    'mnli': GlueTask(('premise', 'hypothesis'), 3, 'validation_matched'),
-    'qnli': GlueTask(('question', 'sentence'), 2),
-    'rte': GlueTask(('sentence1', 'sentence2'), 2),
-    'wnli': GlueTask(('sentence1', 'sentence2'), 2),
+  'cola': GlueTask(('sentence',), 2),
+  'sst2': GlueTask(('sentence',), 2),
+  'mrpc': GlueTask(('sentence1', 'sentence2'), 2),
+  'qqp': GlueTask(('question1', 'question2'), 2),
+  'stsb': GlueTask(('sentence1', 'sentence2'), 1),
+  'mnli': GlueTask(('premise', 'hypothesis'), 3, 'validation_matched'),
+  'qnli': GlueTask(('question', 'sentence'), 2),
+  'rte': GlueTask(('sentence1', 'sentence2'), 2),
+  'wnli': GlueTask(('sentence1', 'sentence2'), 2),
 }
 
 
@@ -83,26 +84,30 @@ def encode_texts(texts: Sequence[tf.Tensor], seq_len: int) -> Dict[str, tf.Tenso
     total = tf.shape(pieces[0])[0]
     ids = pieces[0][:seq_len]
   else:
-    budget = seq_len - 1                    # One id goes to the SEP.
+    budget = seq_len - 1  # One id goes to the SEP.
     n1, n2 = tf.shape(pieces[0])[0], tf.shape(pieces[1])[0]
     total = n1 + n2 + 1
     half = budget // 2
     # Longest-first: the shorter text keeps min(its length, half) ids at least,
     # the longer one takes the rest of the budget.
-    keep1 = tf.where(n1 + n2 <= budget, n1,
-                     tf.where(n1 <= n2, tf.minimum(n1, half),
-                              budget - tf.minimum(n2, half)))
+    keep1 = tf.where(
+      n1 + n2 <= budget,
+      n1,
+      tf.where(n1 <= n2, tf.minimum(n1, half), budget - tf.minimum(n2, half)),
+    )
     keep2 = tf.minimum(n2, budget - keep1)
-    ids = tf.concat([pieces[0][:keep1], tf.constant([text_input.SEP_ID], tf.int32),
-                     pieces[1][:keep2]], axis=0)
+    ids = tf.concat(
+      [pieces[0][:keep1], tf.constant([text_input.SEP_ID], tf.int32), pieces[1][:keep2]],
+      axis=0,
+    )
   length = tf.shape(ids)[0]
-  inputs = tf.pad(ids, [[0, seq_len - length]],
-                  constant_values=text_input.PAD_ID)
+  inputs = tf.pad(ids, [[0, seq_len - length]], constant_values=text_input.PAD_ID)
   input_mask = tf.cast(tf.range(seq_len) < length, tf.int32)
   inputs = tf.ensure_shape(inputs, [seq_len])
   input_mask = tf.ensure_shape(input_mask, [seq_len])
-  return dict(inputs=inputs, input_mask=input_mask,
-              truncated=tf.cast(total > seq_len, tf.int32))
+  return dict(
+    inputs=inputs, input_mask=input_mask, truncated=tf.cast(total > seq_len, tf.int32)
+  )
 
 
 def _encode_fn(task: GlueTask, seq_len: int):
@@ -111,6 +116,7 @@ def _encode_fn(task: GlueTask, seq_len: int):
     label_dtype = tf.float32 if task.is_regression else tf.int32
     out['label'] = tf.cast(example['label'], label_dtype)
     return out
+
   return encode
 
 
@@ -125,7 +131,7 @@ def fake_examples(task: GlueTask, seed: int, count: int) -> Dict[str, np.ndarray
   sentences = [d.split(b'. ')[0].rstrip(b'.') + b'.' for d in documents]
   features = {}
   for i, key in enumerate(task.text_keys):
-    features[key] = np.array(sentences[i::len(task.text_keys)][:count], dtype=object)
+    features[key] = np.array(sentences[i :: len(task.text_keys)][:count], dtype=object)
   word_counts = np.array([len(t.split()) for t in features[task.text_keys[0]]])
   if task.is_regression:
     features['label'] = (word_counts % 6).astype(np.float32)
@@ -134,10 +140,18 @@ def fake_examples(task: GlueTask, seed: int, count: int) -> Dict[str, np.ndarray
   return features
 
 
-def examples_dataset(task_name: str, split: str, *, is_training: bool,
-                     shard_index: int, shard_count: int, seed: int,
-                     fake: bool = False, fake_examples_count: int = 256,
-                     data_dir: Optional[str] = None) -> tf.data.Dataset:
+def examples_dataset(
+  task_name: str,
+  split: str,
+  *,
+  is_training: bool,
+  shard_index: int,
+  shard_count: int,
+  seed: int,
+  fake: bool = False,
+  fake_examples_count: int = 256,
+  data_dir: Optional[str] = None,
+) -> tf.data.Dataset:
   """This host's raw examples of `glue/<task_name>` (or fake ones)."""
   task = get_task(task_name)
   if fake:
@@ -146,21 +160,32 @@ def examples_dataset(task_name: str, split: str, *, is_training: bool,
     ds = tf.data.Dataset.from_tensor_slices(examples)
     return ds.shard(shard_count, shard_index)
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   host_split = split
   if shard_count > 1:
     host_split = tfds.even_splits(split, n=shard_count)[shard_index]
-  return tfds.load(f'glue/{task_name}', split=host_split, data_dir=data_dir,
-                   shuffle_files=is_training,
-                   read_config=tfds.ReadConfig(shuffle_seed=seed))
+  return tfds.load(
+    f'glue/{task_name}',
+    split=host_split,
+    data_dir=data_dir,
+    shuffle_files=is_training,
+    read_config=tfds.ReadConfig(shuffle_seed=seed),
+  )
 
 
-def count_examples(task_name: str, split: str, *, fake: bool = False,
-                   fake_examples_count: int = 256,
-                   data_dir: Optional[str] = None) -> int:
+def count_examples(
+  task_name: str,
+  split: str,
+  *,
+  fake: bool = False,
+  fake_examples_count: int = 256,
+  data_dir: Optional[str] = None,
+) -> int:
   """Examples in a split: from TFDS metadata, else by reading the split once."""
   if fake:
     return fake_examples_count if split == 'train' else fake_examples_count // 4
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   builder = tfds.builder(f'glue/{task_name}', data_dir=data_dir)
   try:
     return builder.info.splits[split].num_examples
@@ -170,33 +195,55 @@ def count_examples(task_name: str, split: str, *, fake: bool = False,
     return int(ds.reduce(0, lambda count, _: count + 1).numpy())
 
 
-def train_batches(ds: tf.data.Dataset, task_name: str, *, seq_len: int,
-                  batch_dims: Sequence[int], seed: int, shuffle_buffer: int,
-                  start_step: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+def train_batches(
+  ds: tf.data.Dataset,
+  task_name: str,
+  *,
+  seq_len: int,
+  batch_dims: Sequence[int],
+  seed: int,
+  shuffle_buffer: int,
+  start_step: int = 0,
+) -> Iterator[Dict[str, np.ndarray]]:
   """Endless shuffled training batches; `start_step` resumes the same order."""
   task = get_task(task_name)
   batch_size = math.prod(batch_dims)
   ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
   if start_step:
     ds = ds.skip(start_step * batch_size)
-  ds = ds.map(_encode_fn(task, seq_len), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = ds.map(
+    _encode_fn(task, seq_len), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
   for batch in ds.as_numpy_iterator():
     yield {k: v.reshape(tuple(batch_dims) + v.shape[1:]) for k, v in batch.items()}
 
 
-def eval_batches(ds: tf.data.Dataset, task_name: str, *, seq_len: int,
-                 batch_dims: Sequence[int],
-                 num_batches: int) -> Iterator[Dict[str, np.ndarray]]:
+def eval_batches(
+  ds: tf.data.Dataset,
+  task_name: str,
+  *,
+  seq_len: int,
+  batch_dims: Sequence[int],
+  num_batches: int,
+) -> Iterator[Dict[str, np.ndarray]]:
   """Every example once, in `num_batches` padded batches with `mask`."""
   task = get_task(task_name)
-  ds = ds.map(_encode_fn(task, seq_len), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = ds.map(
+    _encode_fn(task, seq_len), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   ds = ds.batch(math.prod(batch_dims)).prefetch(2)
   zeros = np.zeros([seq_len], np.int32)
-  empty = dict(inputs=zeros, input_mask=zeros, truncated=np.int32(0),
-               label=np.float32(0) if task.is_regression else np.int32(0))
+  empty = dict(
+    inputs=zeros,
+    input_mask=zeros,
+    truncated=np.int32(0),
+    label=np.float32(0) if task.is_regression else np.int32(0),
+  )
   yield from text_pipeline.padded_batches(
-      ds.as_numpy_iterator(), batch_dims=batch_dims, num_batches=num_batches,
-      batched=True, empty_example=empty)
+    ds.as_numpy_iterator(),
+    batch_dims=batch_dims,
+    num_batches=num_batches,
+    batched=True,
+    empty_example=empty,
+  )

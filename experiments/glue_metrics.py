@@ -21,15 +21,15 @@ import numpy as np
 
 # Metrics reported per task; the first one is the task's headline score.
 TASK_METRICS: Mapping[str, tuple] = {
-    'cola': ('matthews_corr',),
-    'sst2': ('accuracy',),
-    'mrpc': ('f1', 'accuracy'),
-    'qqp': ('f1', 'accuracy'),
-    'stsb': ('pearson', 'spearman'),
-    'mnli': ('accuracy',),
-    'qnli': ('accuracy',),
-    'rte': ('accuracy',),
-    'wnli': ('accuracy',),
+  'cola': ('matthews_corr',),
+  'sst2': ('accuracy',),
+  'mrpc': ('f1', 'accuracy'),
+  'qqp': ('f1', 'accuracy'),
+  'stsb': ('pearson', 'spearman'),
+  'mnli': ('accuracy',),
+  'qnli': ('accuracy',),
+  'rte': ('accuracy',),
+  'wnli': ('accuracy',),
 }
 
 
@@ -45,8 +45,9 @@ def _check_pair(predictions, references):
   references = _as_1d('references', references)
   if predictions.shape != references.shape:
     raise ValueError(
-        f'predictions and references differ in length: {predictions.shape[0]}'
-        f' vs {references.shape[0]}.')
+      f'predictions and references differ in length: {predictions.shape[0]}'
+      f' vs {references.shape[0]}.'
+    )
   if predictions.shape[0] == 0:
     raise ValueError('GLUE metrics need at least one example, got 0.')
   return predictions, references
@@ -104,10 +105,10 @@ def rankdata(x) -> np.ndarray:
   sorted_x = x[order]
   # Boundaries of runs of equal values in the sorted array.
   new_run = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])
-  run_id = np.cumsum(new_run) - 1                       # [N]
-  run_start = np.flatnonzero(new_run)                   # [R]
+  run_id = np.cumsum(new_run) - 1  # [N]
+  run_start = np.flatnonzero(new_run)  # [R]
   run_end = np.concatenate([run_start[1:], [x.shape[0]]])
-  average_rank = (run_start + run_end + 1) / 2.0        # mean of start+1..end
+  average_rank = (run_start + run_end + 1) / 2.0  # mean of start+1..end
   ranks = np.empty(x.shape[0], np.float64)
   ranks[order] = average_rank[run_id]
   return ranks
@@ -120,11 +121,11 @@ def spearman(predictions, references) -> float:
 
 
 _METRIC_FNS = {
-    'accuracy': accuracy,
-    'f1': f1,
-    'matthews_corr': matthews_corr,
-    'pearson': pearson,
-    'spearman': spearman,
+  'accuracy': accuracy,
+  'f1': f1,
+  'matthews_corr': matthews_corr,
+  'pearson': pearson,
+  'spearman': spearman,
 }
 
 
@@ -141,8 +142,10 @@ def task_metrics(task: str, predictions, references) -> Dict[str, float]:
   """
   if task not in TASK_METRICS:
     raise ValueError(
-        f'Unknown GLUE task {task!r}; expected one of {sorted(TASK_METRICS)}.')
-  results = {name: _METRIC_FNS[name](predictions, references)
-             for name in TASK_METRICS[task]}
+      f'Unknown GLUE task {task!r}; expected one of {sorted(TASK_METRICS)}.'
+    )
+  results = {
+    name: _METRIC_FNS[name](predictions, references) for name in TASK_METRICS[task]
+  }
   results['score'] = float(np.mean(list(results.values())))
   return results

@@ -56,8 +56,11 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
-SETTINGS = (('M_ARENA_MAX', _M_ARENA_MAX, 1), ('M_MMAP_MAX', _M_MMAP_MAX, 0),
-            ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1))
+SETTINGS = (
+  ('M_ARENA_MAX', _M_ARENA_MAX, 1),
+  ('M_MMAP_MAX', _M_MMAP_MAX, 0),
+  ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1),
+)
 
 
 def is_glibc() -> bool:
@@ -68,8 +71,11 @@ def is_glibc() -> bool:
 def backends_initialized() -> bool:
   """Whether JAX has already started its backends (and their thread pools)."""
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
   check = getattr(xla_bridge, 'backends_are_initialized', None)
-  return bool(check()) if check is not None else bool(getattr(xla_bridge, '_backends', {}))
+  return (
+    bool(check()) if check is not None else bool(getattr(xla_bridge, '_backends', {}))
+  )
 
 
 def accelerator_plugins() -> List[str]:
@@ -81,6 +87,7 @@ def accelerator_plugins() -> List[str]:
   names = [entry.name for entry in importlib.metadata.entry_points(group='jax_plugins')]
   try:
     import jax_plugins  # pylint: disable=g-import-not-at-top
+
     names += [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
   except ImportError:
     pass
@@ -110,11 +117,12 @@ MODES = ('auto', 'retain', 'retain_per_thread', 'system')
 
 # The `--host_malloc` flag's help, shared by the programs that define it.
 FLAG_HELP = (
-    "'retain_per_thread': keep freed host memory for the next step instead of "
-    "returning it to the OS (glibc malloc settings, see experiments/host_memory.py); "
-    "'retain': the same for blocks of any size, with one allocator arena for all "
-    "threads (faster steps for large models on CPU, slower for small ones); 'system': "
-    "glibc's defaults; 'auto': 'retain_per_thread' on the CPU backend, else 'system'.")
+  "'retain_per_thread': keep freed host memory for the next step instead of "
+  'returning it to the OS (glibc malloc settings, see experiments/host_memory.py); '
+  "'retain': the same for blocks of any size, with one allocator arena for all "
+  "threads (faster steps for large models on CPU, slower for small ones); 'system': "
+  "glibc's defaults; 'auto': 'retain_per_thread' on the CPU backend, else 'system'."
+)
 
 
 def retain_freed_host_memory(*, single_arena: bool = True) -> bool:
@@ -134,22 +142,28 @@ def retain_freed_host_memory(*, single_arena: bool = True) -> bool:
     OSError: glibc rejected one of the settings.
   """
   if not is_glibc():
-    logging.info('Not retaining freed host memory: the C library is %r, not glibc.',
-                 platform.libc_ver()[0] or 'unknown')
+    logging.info(
+      'Not retaining freed host memory: the C library is %r, not glibc.',
+      platform.libc_ver()[0] or 'unknown',
+    )
     return False
   if backends_initialized():
     logging.warning(
-        'retain_freed_host_memory() was called after JAX started its backends: threads '
-        'that already allocated keep their own arenas, which still unmap large blocks. '
-        'Call it before the first JAX computation.')
-  settings = [setting for setting in SETTINGS
-              if single_arena or setting[0] != 'M_ARENA_MAX']
+      'retain_freed_host_memory() was called after JAX started its backends: threads '
+      'that already allocated keep their own arenas, which still unmap large blocks. '
+      'Call it before the first JAX computation.'
+    )
+  settings = [
+    setting for setting in SETTINGS if single_arena or setting[0] != 'M_ARENA_MAX'
+  ]
   libc = ctypes.CDLL(None)
   for name, option, value in settings:
     if libc.mallopt(option, value) != 1:
       raise OSError(f'glibc mallopt({name}, {value}) failed.')
-  logging.info('Retaining freed host memory for reuse (glibc %s).', ', '.join(
-      f'{name}={value}' for name, _, value in settings))
+  logging.info(
+    'Retaining freed host memory for reuse (glibc %s).',
+    ', '.join(f'{name}={value}' for name, _, value in settings),
+  )
   return True
 
 

@@ -47,8 +47,9 @@ def image_shape(image: tf.Tensor) -> tf.Tensor:
   return tf.shape(image, out_type=tf.int32)
 
 
-def center_crop_window(shape: tf.Tensor,
-                       crop_fraction: float = CENTER_CROP_FRACTION) -> tf.Tensor:
+def center_crop_window(
+  shape: tf.Tensor, crop_fraction: float = CENTER_CROP_FRACTION
+) -> tf.Tensor:
   """The centered square window of side `int(crop_fraction * min(H, W))`.
 
   Args:
@@ -61,19 +62,22 @@ def center_crop_window(shape: tf.Tensor,
   if not 0.0 < crop_fraction <= 1.0:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop_fraction!r}.')
   height, width = shape[0], shape[1]
-  side = tf.cast(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32),
-                 tf.int32)
+  side = tf.cast(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
   side = tf.maximum(side, 1)
   offset_y = (height - side + 1) // 2
   offset_x = (width - side + 1) // 2
   return tf.stack([offset_y, offset_x, side, side])
 
 
-def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, *,
-                       min_object_covered: float = 0.1,
-                       aspect_ratio_range: Tuple[float, float] = (3 / 4, 4 / 3),
-                       area_range: Tuple[float, float] = (0.08, 1.0),
-                       max_attempts: int = 10) -> tf.Tensor:
+def random_crop_window(
+  shape: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  min_object_covered: float = 0.1,
+  aspect_ratio_range: Tuple[float, float] = (3 / 4, 4 / 3),
+  area_range: Tuple[float, float] = (0.08, 1.0),
+  max_attempts: int = 10,
+) -> tf.Tensor:
   """An Inception-style random crop window, or the center crop if sampling fails.
 
   Args:
@@ -89,10 +93,15 @@ def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, *,
   """
   whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.cast(shape, tf.int32), bounding_boxes=whole_image, seed=as_seed(seed),
-      min_object_covered=min_object_covered, aspect_ratio_range=aspect_ratio_range,
-      area_range=area_range, max_attempts=max_attempts,
-      use_image_if_no_bounding_boxes=True)
+    tf.cast(shape, tf.int32),
+    bounding_boxes=whole_image,
+    seed=as_seed(seed),
+    min_object_covered=min_object_covered,
+    aspect_ratio_range=aspect_ratio_range,
+    area_range=area_range,
+    max_attempts=max_attempts,
+    use_image_if_no_bounding_boxes=True,
+  )
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
   # Sampling returns the whole image when every attempt failed.
   failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))
@@ -121,8 +130,9 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def resize(image: tf.Tensor, size: int) -> tf.Tensor:
   """Bicubic resize of `[h, w, 3]` to float32 `[S, S, 3]`; overshoot is not clamped."""
-  return tf.image.resize(tf.cast(image, tf.float32), (size, size),
-                         method=tf.image.ResizeMethod.BICUBIC)
+  return tf.image.resize(
+    tf.cast(image, tf.float32), (size, size), method=tf.image.ResizeMethod.BICUBIC
+  )
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -153,10 +163,12 @@ def cutmix_box(height: int, width: int, seed: tf.Tensor, alpha: float = 1.0) -> 
   `lam ~ Beta(alpha, alpha)`; `alpha=1` (uniform `lam`) is the release's choice.
   """
   seeds = tf.random.experimental.stateless_split(as_seed(seed), num=3)
-  center_y = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=height,
-                                         dtype=tf.int32)
-  center_x = tf.random.stateless_uniform([], seed=seeds[2], minval=0, maxval=width,
-                                         dtype=tf.int32)
+  center_y = tf.random.stateless_uniform(
+    [], seed=seeds[0], minval=0, maxval=height, dtype=tf.int32
+  )
+  center_x = tf.random.stateless_uniform(
+    [], seed=seeds[2], minval=0, maxval=width, dtype=tf.int32
+  )
   lam = sample_beta(seeds[1], alpha)
   side_ratio = tf.sqrt(1.0 - lam)
   half_h = tf.cast(side_ratio * height, tf.int32) // 2
@@ -172,21 +184,30 @@ def box_mask(height: int, width: int, box: tf.Tensor) -> tf.Tensor:
   """float32 `[H, W, 1]`: 0 inside the half-open box `[y0, x0, y1, x1]`, 1 elsewhere."""
   rows = tf.range(height)[:, None]
   cols = tf.range(width)[None, :]
-  inside = ((rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3]))
+  inside = (rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3])
   return tf.cast(tf.logical_not(inside), tf.float32)[..., None]
 
 
-def _mixed_labels(label_a: tf.Tensor, label_b: tf.Tensor, weight_a: tf.Tensor,
-                  num_classes: int) -> tf.Tensor:
+def _mixed_labels(
+  label_a: tf.Tensor, label_b: tf.Tensor, weight_a: tf.Tensor, num_classes: int
+) -> tf.Tensor:
   """`weight_a * onehot(a) + (1 - weight_a) * onehot(b)`, float32 `[K]`."""
   weight_a = tf.cast(weight_a, tf.float32)
-  return (weight_a * tf.one_hot(label_a, num_classes, dtype=tf.float32)
-          + (1.0 - weight_a) * tf.one_hot(label_b, num_classes, dtype=tf.float32))
+  return weight_a * tf.one_hot(label_a, num_classes, dtype=tf.float32) + (
+    1.0 - weight_a
+  ) * tf.one_hot(label_b, num_classes, dtype=tf.float32)
 
 
-def mixup(image_a: tf.Tensor, image_b: tf.Tensor, label_a: tf.Tensor,
-          label_b: tf.Tensor, seed: tf.Tensor, *, alpha: float,
-          num_classes: int) -> Dict[str, tf.Tensor]:
+def mixup(
+  image_a: tf.Tensor,
+  image_b: tf.Tensor,
+  label_a: tf.Tensor,
+  label_b: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  alpha: float,
+  num_classes: int,
+) -> Dict[str, tf.Tensor]:
   """MixUp (Zhang et al. 2018) of two examples.
 
   Args:
@@ -202,13 +223,23 @@ def mixup(image_a: tf.Tensor, image_b: tf.Tensor, label_a: tf.Tensor,
   """
   lam = sample_beta(seed, alpha)
   images = lam * image_a + (1.0 - lam) * image_b
-  return {'images': images, 'labels': _mixed_labels(label_a, label_b, lam, num_classes),
-          'mix_weight': lam}
+  return {
+    'images': images,
+    'labels': _mixed_labels(label_a, label_b, lam, num_classes),
+    'mix_weight': lam,
+  }
 
 
-def cutmix(image_a: tf.Tensor, image_b: tf.Tensor, label_a: tf.Tensor,
-           label_b: tf.Tensor, seed: tf.Tensor, *, alpha: float = 1.0,
-           num_classes: int) -> Dict[str, tf.Tensor]:
+def cutmix(
+  image_a: tf.Tensor,
+  image_b: tf.Tensor,
+  label_a: tf.Tensor,
+  label_b: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  alpha: float = 1.0,
+  num_classes: int,
+) -> Dict[str, tf.Tensor]:
   """CutMix (Yun et al. 2019): pastes a box of `image_b` into `image_a`.
 
   The label weight of `label_b` is exactly the pasted fraction of the pixels, so the
@@ -219,13 +250,16 @@ def cutmix(image_a: tf.Tensor, image_b: tf.Tensor, label_a: tf.Tensor,
   """
   height, width = image_a.shape[0], image_a.shape[1]
   if height is None or width is None:
-    raise ValueError('cutmix needs statically known image sizes, got shape '
-                     f'{image_a.shape}.')
+    raise ValueError(
+      f'cutmix needs statically known image sizes, got shape {image_a.shape}.'
+    )
   box = cutmix_box(height, width, seed, alpha)
   mask = box_mask(height, width, box)
   images = mask * image_a + (1.0 - mask) * image_b
   pasted = tf.cast((box[2] - box[0]) * (box[3] - box[1]), tf.float32)
   weight_a = 1.0 - pasted / float(height * width)
-  return {'images': images,
-          'labels': _mixed_labels(label_a, label_b, weight_a, num_classes),
-          'mix_weight': weight_a}
+  return {
+    'images': images,
+    'labels': _mixed_labels(label_a, label_b, weight_a, num_classes),
+    'mix_weight': weight_a,
+  }

@@ -75,8 +75,9 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   num_classes = config.data.num_classes
   decoder_type = model_config.decoder_type
   if decoder_type not in DECODER_TYPES:
-    raise ValueError(f'model.decoder_type={decoder_type!r}; expected one of '
-                     f'{DECODER_TYPES}.')
+    raise ValueError(
+      f'model.decoder_type={decoder_type!r}; expected one of {DECODER_TYPES}.'
+    )
   preprocessor_kwargs = model_config.input_preprocessor.to_dict()
   encoder_kwargs = model_config.encoder.to_dict()
   decoder_kwargs = model_config.decoder.to_dict()
@@ -88,38 +89,45 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
     permutation = None
     if permute_inputs:
       permutation = input_permutation(
-          num_preprocessed_inputs(images.shape[-3:-1], preprocessor_kwargs),
-          permutation_seed)
+        num_preprocessed_inputs(images.shape[-3:-1], preprocessor_kwargs),
+        permutation_seed,
+      )
     preprocessor = io_processors.ImagePreprocessor(**preprocessor_kwargs)
     encoder = perceiver.PerceiverEncoder(**encoder_kwargs)
     if decoder_type == 'classification':
       decoder = perceiver.ClassificationDecoder(num_classes, **decoder_kwargs)
     else:
       decoder = perceiver.ProjectionDecoder(num_classes, **decoder_kwargs)
-    model = perceiver.Perceiver(encoder=encoder, decoder=decoder,
-                                input_preprocessor=preprocessor,
-                                input_permutation=permutation)
+    model = perceiver.Perceiver(
+      encoder=encoder,
+      decoder=decoder,
+      input_preprocessor=preprocessor,
+      input_permutation=permutation,
+    )
     return model(images, is_training=is_training)
 
   return hk.transform_with_state(forward)
 
 
-def count_parameters(config: ml_collections.ConfigDict,
-                     batch_shape: Sequence[int] = (1,)) -> Tuple[int, int]:
+def count_parameters(
+  config: ml_collections.ConfigDict, batch_shape: Sequence[int] = (1,)
+) -> Tuple[int, int]:
   """`(parameters, state entries)` of the model, from shapes only (no allocation)."""
   size = config.data.image_size
   batch = {'images': jax.ShapeDtypeStruct((*batch_shape, size, size, 3), np.float32)}
   model = build_model(config)
   params, state = jax.eval_shape(
-      lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), batch)
+    lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), batch
+  )
   count = lambda tree: int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
   return count(params), count(state)
 
 
 def train_loss(outputs, batch, config):
   """Smoothed softmax cross-entropy (hard or MixUp/CutMix labels) and top-1/5 accuracy."""
-  return losses.classification_loss(outputs, batch['labels'],
-                                    label_smoothing=config.training.label_smoothing)
+  return losses.classification_loss(
+    outputs, batch['labels'], label_smoothing=config.training.label_smoothing
+  )
 
 
 def eval_outputs(outputs, batch, config):

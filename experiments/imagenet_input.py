@@ -67,10 +67,11 @@ def _builder(config):
   if not builder.info.splits:
     data_dir_flag = f' --data_dir={data_dir}' if data_dir else ''
     raise FileNotFoundError(
-        f'TFDS dataset {config.data.tfds_name!r} is not prepared in '
-        f'{builder.data_dir!r}. Build it once from the manually downloaded archives '
-        f'(`python -m experiments.imagenet_prepare --manual_dir=DIR{data_dir_flag}`, '
-        'see the README), or smoke-test with --config.data.fake=True.')
+      f'TFDS dataset {config.data.tfds_name!r} is not prepared in '
+      f'{builder.data_dir!r}. Build it once from the manually downloaded archives '
+      f'(`python -m experiments.imagenet_prepare --manual_dir=DIR{data_dir_flag}`, '
+      'see the README), or smoke-test with --config.data.fake=True.'
+    )
   return builder
 
 
@@ -83,8 +84,10 @@ def split_range(split: str, split_infos) -> Tuple[str, int, int]:
   """
   instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(split_infos)
   if len(instructions) != 1:
-    raise ValueError(f'split={split!r} must select one contiguous range of one split; '
-                     'unions such as "train+validation" are not supported.')
+    raise ValueError(
+      f'split={split!r} must select one contiguous range of one split; '
+      'unions such as "train+validation" are not supported.'
+    )
   (instruction,) = instructions
   total = split_infos[instruction.splitname].num_examples
   start = instruction.from_ or 0
@@ -92,8 +95,9 @@ def split_range(split: str, split_infos) -> Tuple[str, int, int]:
   return instruction.splitname, start, end
 
 
-def host_range(start: int, end: int, process_index: int,
-               process_count: int) -> Tuple[int, int]:
+def host_range(
+  start: int, end: int, process_index: int, process_count: int
+) -> Tuple[int, int]:
   """This host's contiguous share of `[start, end)`; shares differ by at most one."""
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} must be in [0, {process_count}).')
@@ -115,56 +119,68 @@ def mock_examples(num: int, tfds_name: str = 'imagenet2012') -> Dict[str, np.nda
   """`num` examples from `tfds.testing.mock_data`: JPEG bytes of random images + labels."""
   if num < 1:
     raise ValueError(f'data.fake_num_examples must be >= 1, got {num!r}.')
-  with tfds.testing.mock_data(num_examples=num,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    ds = tfds.load(tfds_name, split='train',
-                   decoders={'image': tfds.decode.SkipDecoding()})
+  with tfds.testing.mock_data(num_examples=num, policy=tfds.testing.MockPolicy.USE_CODE):
+    ds = tfds.load(
+      tfds_name, split='train', decoders={'image': tfds.decode.SkipDecoding()}
+    )
     examples = list(ds.as_numpy_iterator())
-  return {'image': np.array([ex['image'] for ex in examples], dtype=object),
-          'label': np.array([ex['label'] for ex in examples], dtype=np.int32)}
+  return {
+    'image': np.array([ex['image'] for ex in examples], dtype=object),
+    'label': np.array([ex['label'] for ex in examples], dtype=np.int32),
+  }
 
 
-def host_source(split: str, *, config, process_index: int,
-                process_count: int) -> Tuple[tf.data.Dataset, int]:
+def host_source(
+  split: str, *, config, process_index: int, process_count: int
+) -> Tuple[tf.data.Dataset, int]:
   """This host's examples `{'image': JPEG bytes, 'label': int32}` (one pass, fixed
   order) and their number."""
   if config.data.fake:
     total = int(config.data.fake_num_examples)
     start, end = host_range(0, total, process_index, process_count)
-    ds = tf.data.Dataset.from_tensor_slices(
-        mock_examples(total, config.data.tfds_name))
+    ds = tf.data.Dataset.from_tensor_slices(mock_examples(total, config.data.tfds_name))
     return ds.skip(start).take(end - start), end - start
   builder = _builder(config)
   name, start, end = split_range(_tfds_split(split, config), builder.info.splits)
   start, end = host_range(start, end, process_index, process_count)
   instruction = tfds.core.ReadInstruction(name, from_=start, to=end, unit='abs')
-  ds = builder.as_dataset(split=instruction, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()},
-                          read_config=tfds.ReadConfig(try_autocache=False,
-                                                      skip_prefetch=True))
+  ds = builder.as_dataset(
+    split=instruction,
+    shuffle_files=False,
+    decoders={'image': tfds.decode.SkipDecoding()},
+    read_config=tfds.ReadConfig(try_autocache=False, skip_prefetch=True),
+  )
   ds = ds.map(lambda ex: {'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32)})
   return ds, end - start
 
 
-def preprocess_train(example: Dict[str, tf.Tensor], seed: tf.Tensor, *, image_size: int,
-                     randaugment_layers: int = 0,
-                     randaugment_magnitude: float = 0.0) -> Dict[str, tf.Tensor]:
+def preprocess_train(
+  example: Dict[str, tf.Tensor],
+  seed: tf.Tensor,
+  *,
+  image_size: int,
+  randaugment_layers: int = 0,
+  randaugment_magnitude: float = 0.0,
+) -> Dict[str, tf.Tensor]:
   """Random crop (decoding only the crop), flip, RandAugment, resize, normalise."""
   crop_seed, flip_seed, augment_seed = tf.unstack(
-      tf.random.experimental.stateless_split(image_augment.as_seed(seed), num=3))
+    tf.random.experimental.stateless_split(image_augment.as_seed(seed), num=3)
+  )
   image = example['image']
   window = image_augment.random_crop_window(image_augment.image_shape(image), crop_seed)
   image = image_augment.decode_and_crop(image, window)
   image = image_augment.random_flip(image, flip_seed)
   if randaugment_layers:
     image = imagenet_randaugment.rand_augment(
-        image, augment_seed, num_layers=randaugment_layers,
-        magnitude=randaugment_magnitude)
+      image, augment_seed, num_layers=randaugment_layers, magnitude=randaugment_magnitude
+    )
   image = image_augment.normalize(image_augment.resize(image, image_size))
   return {'images': image, 'labels': tf.cast(example['label'], tf.int32)}
 
 
-def preprocess_eval(example: Dict[str, tf.Tensor], *, image_size: int) -> Dict[str, tf.Tensor]:
+def preprocess_eval(
+  example: Dict[str, tf.Tensor], *, image_size: int
+) -> Dict[str, tf.Tensor]:
   """Center crop (decoding only the crop), resize, normalise."""
   image = example['image']
   window = image_augment.center_crop_window(image_augment.image_shape(image))
@@ -173,15 +189,28 @@ def preprocess_eval(example: Dict[str, tf.Tensor], *, image_size: int) -> Dict[s
   return {'images': image, 'labels': tf.cast(example['label'], tf.int32)}
 
 
-def _mix_pair(pair: Dict[str, tf.Tensor], *, num_classes: int, mixup_alpha: float,
-              cutmix: bool, cutmix_alpha: float) -> Dict[str, tf.Tensor]:
+def _mix_pair(
+  pair: Dict[str, tf.Tensor],
+  *,
+  num_classes: int,
+  mixup_alpha: float,
+  cutmix: bool,
+  cutmix_alpha: float,
+) -> Dict[str, tf.Tensor]:
   """Mixes a batch of two examples into one, with soft labels."""
-  args = (pair['images'][0], pair['images'][1], pair['labels'][0], pair['labels'][1],
-          pair['seed'][0])
-  do_mixup = functools.partial(image_augment.mixup, alpha=mixup_alpha,
-                               num_classes=num_classes)
-  do_cutmix = functools.partial(image_augment.cutmix, alpha=cutmix_alpha,
-                                num_classes=num_classes)
+  args = (
+    pair['images'][0],
+    pair['images'][1],
+    pair['labels'][0],
+    pair['labels'][1],
+    pair['seed'][0],
+  )
+  do_mixup = functools.partial(
+    image_augment.mixup, alpha=mixup_alpha, num_classes=num_classes
+  )
+  do_cutmix = functools.partial(
+    image_augment.cutmix, alpha=cutmix_alpha, num_classes=num_classes
+  )
   if mixup_alpha > 0 and cutmix:
     # The release mixes half of each batch with MixUp and half with CutMix.
     use_cutmix = tf.equal((pair['index'][0] // 2) % 2, 1)
@@ -193,8 +222,9 @@ def _mix_pair(pair: Dict[str, tf.Tensor], *, num_classes: int, mixup_alpha: floa
   return {'images': mixed['images'], 'labels': mixed['labels']}
 
 
-def _options(*, deterministic: bool, threadpool_size: int,
-             max_intra_op_parallelism: int) -> tf.data.Options:
+def _options(
+  *, deterministic: bool, threadpool_size: int, max_intra_op_parallelism: int
+) -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = deterministic
   if threadpool_size > 0:
@@ -207,13 +237,21 @@ def _options(*, deterministic: bool, threadpool_size: int,
 
 
 def _reshape_batch(batch: Dict[str, tf.Tensor], batch_dims: Sequence[int]):
-  return {k: tf.reshape(v, list(batch_dims) + v.shape[1:].as_list())
-          for k, v in batch.items()}
+  return {
+    k: tf.reshape(v, list(batch_dims) + v.shape[1:].as_list()) for k, v in batch.items()
+  }
 
 
-def build_train_dataset(source: tf.data.Dataset, *, num_source_examples: int,
-                        batch_dims: Sequence[int], data, seed: int,
-                        process_index: int = 0, start_step: int = 0) -> tf.data.Dataset:
+def build_train_dataset(
+  source: tf.data.Dataset,
+  *,
+  num_source_examples: int,
+  batch_dims: Sequence[int],
+  data,
+  seed: int,
+  process_index: int = 0,
+  start_step: int = 0,
+) -> tf.data.Dataset:
   """The infinite training stream over `source` (`{'image', 'label'}` examples).
 
   Epoch `e` visits the examples of `source` through a shuffle buffer seeded by
@@ -235,7 +273,9 @@ def build_train_dataset(source: tf.data.Dataset, *, num_source_examples: int,
   local_batch = int(np.prod(batch_dims))
   mixup_alpha = float(data.mixup_alpha)
   if mixup_alpha < 0:
-    raise ValueError(f'data.mixup_alpha must be >= 0 (0 disables MixUp), got {mixup_alpha}.')
+    raise ValueError(
+      f'data.mixup_alpha must be >= 0 (0 disables MixUp), got {mixup_alpha}.'
+    )
   if num_source_examples < 1:
     raise ValueError(f'the training split of host {process_index} has no examples.')
   mixing = mixup_alpha > 0 or data.cutmix
@@ -245,10 +285,12 @@ def build_train_dataset(source: tf.data.Dataset, *, num_source_examples: int,
 
   def one_epoch(epoch):
     epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-    shuffled = source.shuffle(shuffle_buffer, seed=epoch_seed[0],
-                              reshuffle_each_iteration=False)
+    shuffled = source.shuffle(
+      shuffle_buffer, seed=epoch_seed[0], reshuffle_each_iteration=False
+    )
     return shuffled.enumerate().map(
-        lambda position, ex: (epoch * num_source_examples + position, ex))
+      lambda position, ex: (epoch * num_source_examples + position, ex)
+    )
 
   consumed = start_step * local_batch * (2 if mixing else 1)
   start_epoch, offset = divmod(consumed, int(num_source_examples))
@@ -257,9 +299,13 @@ def build_train_dataset(source: tf.data.Dataset, *, num_source_examples: int,
   def preprocess(index, example):
     example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
     example_seed = tf.random.experimental.stateless_fold_in(example_seed, 1)
-    out = preprocess_train(example, example_seed, image_size=data.image_size,
-                           randaugment_layers=data.randaugment_layers,
-                           randaugment_magnitude=data.randaugment_magnitude)
+    out = preprocess_train(
+      example,
+      example_seed,
+      image_size=data.image_size,
+      randaugment_layers=data.randaugment_layers,
+      randaugment_magnitude=data.randaugment_magnitude,
+    )
     if mixing:
       out['seed'] = example_seed
       out['index'] = index
@@ -268,70 +314,116 @@ def build_train_dataset(source: tf.data.Dataset, *, num_source_examples: int,
   ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
   if mixing:
     ds = ds.batch(2, drop_remainder=True)
-    ds = ds.map(functools.partial(_mix_pair, num_classes=data.num_classes,
-                                  mixup_alpha=mixup_alpha, cutmix=data.cutmix,
-                                  cutmix_alpha=data.cutmix_alpha),
-                num_parallel_calls=AUTOTUNE)
+    ds = ds.map(
+      functools.partial(
+        _mix_pair,
+        num_classes=data.num_classes,
+        mixup_alpha=mixup_alpha,
+        cutmix=data.cutmix,
+        cutmix_alpha=data.cutmix_alpha,
+      ),
+      num_parallel_calls=AUTOTUNE,
+    )
   ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds.map(functools.partial(_reshape_batch, batch_dims=batch_dims))
-  ds = ds.with_options(_options(deterministic=data.deterministic,
-                                threadpool_size=data.threadpool_size,
-                                max_intra_op_parallelism=data.max_intra_op_parallelism))
+  ds = ds.with_options(
+    _options(
+      deterministic=data.deterministic,
+      threadpool_size=data.threadpool_size,
+      max_intra_op_parallelism=data.max_intra_op_parallelism,
+    )
+  )
   return ds.prefetch(AUTOTUNE)
 
 
-def build_eval_dataset(source: tf.data.Dataset, *, batch_dims: Sequence[int], data,
-                       num_batches: int) -> tf.data.Dataset:
+def build_eval_dataset(
+  source: tf.data.Dataset, *, batch_dims: Sequence[int], data, num_batches: int
+) -> tf.data.Dataset:
   """One pass over `source` in `num_batches` batches, padded and masked.
 
   `num_batches` must be at least `ceil(len(source) / prod(batch_dims))`; batches past
   the data are all padding (mask 0), so that every host runs the same number of steps.
   """
   local_batch = int(np.prod(batch_dims))
-  ds = source.map(functools.partial(preprocess_eval, image_size=data.image_size),
-                  num_parallel_calls=AUTOTUNE)
+  ds = source.map(
+    functools.partial(preprocess_eval, image_size=data.image_size),
+    num_parallel_calls=AUTOTUNE,
+  )
   ds = ds.map(lambda ex: dict(ex, mask=tf.constant(1.0, tf.float32)))
   ds = ds.batch(local_batch)
 
   def pad(batch):
     missing = local_batch - tf.shape(batch['mask'])[0]
-    return {k: tf.ensure_shape(
+    return {
+      k: tf.ensure_shape(
         tf.pad(v, [[0, missing]] + [[0, 0]] * (v.shape.rank - 1)),
-        [local_batch] + v.shape[1:].as_list()) for k, v in batch.items()}
+        [local_batch] + v.shape[1:].as_list(),
+      )
+      for k, v in batch.items()
+    }
 
   ds = ds.map(pad)
   padding = tf.data.Dataset.from_tensors(
-      {k: tf.zeros([local_batch] + spec.shape[1:].as_list(), spec.dtype)
-       for k, spec in ds.element_spec.items()}).repeat()
+    {
+      k: tf.zeros([local_batch] + spec.shape[1:].as_list(), spec.dtype)
+      for k, spec in ds.element_spec.items()
+    }
+  ).repeat()
   ds = ds.concatenate(padding).take(num_batches)
   ds = ds.map(functools.partial(_reshape_batch, batch_dims=batch_dims))
-  ds = ds.with_options(_options(deterministic=True, threadpool_size=data.threadpool_size,
-                                max_intra_op_parallelism=data.max_intra_op_parallelism))
+  ds = ds.with_options(
+    _options(
+      deterministic=True,
+      threadpool_size=data.threadpool_size,
+      max_intra_op_parallelism=data.max_intra_op_parallelism,
+    )
+  )
   return ds.prefetch(AUTOTUNE)
 
 
-def make_dataset(split: str, *, is_training: bool, batch_dims: Sequence[int], config,
-                 process_index: int = 0, process_count: int = 1,
-                 start_step: int = 0) -> tf.data.Dataset:
+def make_dataset(
+  split: str,
+  *,
+  is_training: bool,
+  batch_dims: Sequence[int],
+  config,
+  process_index: int = 0,
+  process_count: int = 1,
+  start_step: int = 0,
+) -> tf.data.Dataset:
   """The tf.data pipeline of `load` for host `process_index` of `process_count`."""
   if not batch_dims or any(int(d) < 1 for d in batch_dims):
     raise ValueError(f'batch_dims must be positive sizes, got {tuple(batch_dims)}.')
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
-  source, count = host_source(split, config=config, process_index=process_index,
-                              process_count=process_count)
+  source, count = host_source(
+    split, config=config, process_index=process_index, process_count=process_count
+  )
   if is_training:
-    return build_train_dataset(source, num_source_examples=count, batch_dims=batch_dims,
-                               data=config.data, seed=config.seed,
-                               process_index=process_index, start_step=start_step)
+    return build_train_dataset(
+      source,
+      num_source_examples=count,
+      batch_dims=batch_dims,
+      data=config.data,
+      seed=config.seed,
+      process_index=process_index,
+      start_step=start_step,
+    )
   global_batch = int(np.prod(batch_dims)) * process_count
   num_batches = max(1, math.ceil(num_examples(split, config) / global_batch))
-  return build_eval_dataset(source, batch_dims=batch_dims, data=config.data,
-                            num_batches=num_batches)
+  return build_eval_dataset(
+    source, batch_dims=batch_dims, data=config.data, num_batches=num_batches
+  )
 
 
-def load(split: str, *, is_training: bool, batch_dims: Sequence[int], config: Any,
-         start_step: int = 0) -> Iterator[Batch]:
+def load(
+  split: str,
+  *,
+  is_training: bool,
+  batch_dims: Sequence[int],
+  config: Any,
+  start_step: int = 0,
+) -> Iterator[Batch]:
   """NumPy batches of `split` for this host (see the module docstring).
 
   Args:
@@ -342,7 +434,13 @@ def load(split: str, *, is_training: bool, batch_dims: Sequence[int], config: An
     config: the experiment config (`config.data`, `config.seed`).
     start_step: training only: begin at the batch a fresh stream yields at this step.
   """
-  ds = make_dataset(split, is_training=is_training, batch_dims=batch_dims, config=config,
-                    process_index=jax.process_index(), process_count=jax.process_count(),
-                    start_step=start_step)
+  ds = make_dataset(
+    split,
+    is_training=is_training,
+    batch_dims=batch_dims,
+    config=config,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    start_step=start_step,
+  )
   return ds.as_numpy_iterator()

@@ -37,24 +37,29 @@ def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""
   namespace = types.SimpleNamespace(
-      mode=flags.DEFINE_enum('mode', 'both', ['train', 'eval', 'both'], 'Pipelines to time.'),
-      variant=flags.DEFINE_string('variant', 'io_fourier',
-          'configs/imagenet.py variant whose data settings are used.'),
-      batch_size=flags.DEFINE_integer('batch_size', 128, 'Host batch size.'),
-      num_batches=flags.DEFINE_integer('num_batches', 30, 'Timed batches (after warm-up).'),
-      warmup_batches=flags.DEFINE_integer('warmup_batches', 5, 'Untimed batches first.'),
-      num_images=flags.DEFINE_integer('num_images', 256, 'Distinct synthetic JPEGs.'),
-      height=flags.DEFINE_integer('height', 375, 'Synthetic JPEG height.'),
-      width=flags.DEFINE_integer('width', 500, 'Synthetic JPEG width.'),
-      quality=flags.DEFINE_integer('quality', 90, 'JPEG quality of the synthetic images.'),
-      threads=flags.DEFINE_integer('threads', 0,
-          'tf.data private threadpool size (0: TF default, all cores).'),
+    mode=flags.DEFINE_enum(
+      'mode', 'both', ['train', 'eval', 'both'], 'Pipelines to time.'
+    ),
+    variant=flags.DEFINE_string(
+      'variant', 'io_fourier', 'configs/imagenet.py variant whose data settings are used.'
+    ),
+    batch_size=flags.DEFINE_integer('batch_size', 128, 'Host batch size.'),
+    num_batches=flags.DEFINE_integer('num_batches', 30, 'Timed batches (after warm-up).'),
+    warmup_batches=flags.DEFINE_integer('warmup_batches', 5, 'Untimed batches first.'),
+    num_images=flags.DEFINE_integer('num_images', 256, 'Distinct synthetic JPEGs.'),
+    height=flags.DEFINE_integer('height', 375, 'Synthetic JPEG height.'),
+    width=flags.DEFINE_integer('width', 500, 'Synthetic JPEG width.'),
+    quality=flags.DEFINE_integer('quality', 90, 'JPEG quality of the synthetic images.'),
+    threads=flags.DEFINE_integer(
+      'threads', 0, 'tf.data private threadpool size (0: TF default, all cores).'
+    ),
   )
   return namespace
 
 
-def synthetic_jpegs(num: int, height: int, width: int, quality: int,
-                    seed: int = 0) -> Dict[str, np.ndarray]:
+def synthetic_jpegs(
+  num: int, height: int, width: int, quality: int, seed: int = 0
+) -> Dict[str, np.ndarray]:
   """`num` JPEGs of smooth random content (coarse noise upsampled, plus fine noise)."""
   rng = np.random.RandomState(seed)
   images, labels = [], []
@@ -86,8 +91,10 @@ def _time(ds: tf.data.Dataset, warmup: int, num: int) -> Tuple[float, float]:
 
 def _report(name: str, images: int, seconds: float, cpu_seconds: float) -> str:
   cpu_ms = 1000 * cpu_seconds / images
-  return (f'{name}: {images / seconds:.0f} images/s; {cpu_ms:.1f} CPU-ms per image '
-          f'(= {1000 / cpu_ms:.0f} images/s per busy core)')
+  return (
+    f'{name}: {images / seconds:.0f} images/s; {cpu_ms:.1f} CPU-ms per image '
+    f'(= {1000 / cpu_ms:.0f} images/s per busy core)'
+  )
 
 
 def main(argv, *, args: types.SimpleNamespace):
@@ -95,36 +102,49 @@ def main(argv, *, args: types.SimpleNamespace):
   config = imagenet_config.get_config(args.variant.value)
   data = config.data
   data.threadpool_size = args.threads.value
-  examples = synthetic_jpegs(args.num_images.value, args.height.value, args.width.value,
-                             args.quality.value)
+  examples = synthetic_jpegs(
+    args.num_images.value, args.height.value, args.width.value, args.quality.value
+  )
   mean_kb = np.mean([len(x) for x in examples['image']]) / 1024
   source = tf.data.Dataset.from_tensor_slices(examples)
   batch = args.batch_size.value
-  print(f'{os.cpu_count()} CPU cores visible. {args.num_images.value} synthetic '
-        f'{args.height.value}x{args.width.value} JPEGs ({mean_kb:.0f} KiB on average) -> '
-        f'{data.image_size}x{data.image_size}; host '
-        f'batch {batch}; tf.data threads: {args.threads.value or "default"}.')
+  print(
+    f'{os.cpu_count()} CPU cores visible. {args.num_images.value} synthetic '
+    f'{args.height.value}x{args.width.value} JPEGs ({mean_kb:.0f} KiB on average) -> '
+    f'{data.image_size}x{data.image_size}; host '
+    f'batch {batch}; tf.data threads: {args.threads.value or "default"}.'
+  )
 
   if args.mode.value in ('train', 'both'):
     ds = imagenet_input.build_train_dataset(
-        source, num_source_examples=args.num_images.value, batch_dims=[batch], data=data,
-        seed=0)
+      source,
+      num_source_examples=args.num_images.value,
+      batch_dims=[batch],
+      data=data,
+      seed=0,
+    )
     seconds, cpu_seconds = _time(ds, args.warmup_batches.value, args.num_batches.value)
     mixing = data.mixup_alpha > 0 or data.cutmix
-    name = (f'train ({args.variant.value}: RandAugment {data.randaugment_layers}x'
-            f'{data.randaugment_magnitude:g}, MixUp {data.mixup_alpha:g}, CutMix '
-            f'{data.cutmix}{"; 2 decoded crops per image" if mixing else ""})')
+    name = (
+      f'train ({args.variant.value}: RandAugment {data.randaugment_layers}x'
+      f'{data.randaugment_magnitude:g}, MixUp {data.mixup_alpha:g}, CutMix '
+      f'{data.cutmix}{"; 2 decoded crops per image" if mixing else ""})'
+    )
     print(_report(name, batch * args.num_batches.value, seconds, cpu_seconds))
 
   if args.mode.value in ('eval', 'both'):
     total = batch * (args.warmup_batches.value + args.num_batches.value)
     repeats = -(-total // args.num_images.value)
     ds = imagenet_input.build_eval_dataset(
-        source.repeat(repeats), batch_dims=[batch], data=data,
-        num_batches=args.warmup_batches.value + args.num_batches.value)
+      source.repeat(repeats),
+      batch_dims=[batch],
+      data=data,
+      num_batches=args.warmup_batches.value + args.num_batches.value,
+    )
     seconds, cpu_seconds = _time(ds, args.warmup_batches.value, args.num_batches.value)
-    print(_report('eval (center crop)', batch * args.num_batches.value, seconds,
-                  cpu_seconds))
+    print(
+      _report('eval (center crop)', batch * args.num_batches.value, seconds, cpu_seconds)
+    )
 
 
 if __name__ == '__main__':

@@ -26,11 +26,13 @@ def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags; called only when run as a program, so that
   importing this module never clashes with other programs' flags."""
   namespace = types.SimpleNamespace(
-      manual_dir=flags.DEFINE_string('manual_dir', None,
-          'Directory holding the ILSVRC2012 .tar archives.'),
-      data_dir=flags.DEFINE_string('data_dir', None,
-          'TFDS data directory to write (default: TFDS default).'),
-      name=flags.DEFINE_string('tfds_name', 'imagenet2012', 'TFDS dataset to build.'),
+    manual_dir=flags.DEFINE_string(
+      'manual_dir', None, 'Directory holding the ILSVRC2012 .tar archives.'
+    ),
+    data_dir=flags.DEFINE_string(
+      'data_dir', None, 'TFDS data directory to write (default: TFDS default).'
+    ),
+    name=flags.DEFINE_string('tfds_name', 'imagenet2012', 'TFDS dataset to build.'),
   )
   return namespace
 
@@ -40,26 +42,32 @@ ARCHIVES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
 def check_archives(manual_dir: str) -> None:
   """Raises FileNotFoundError naming every archive missing from `manual_dir`."""
-  missing = [name for name in ARCHIVES
-             if not os.path.isfile(os.path.join(manual_dir, name))]
+  missing = [
+    name for name in ARCHIVES if not os.path.isfile(os.path.join(manual_dir, name))
+  ]
   if missing:
     raise FileNotFoundError(
-        f'--manual_dir={manual_dir!r} lacks {missing}. Download them (after registering '
-        'at https://image-net.org/download-images) into that directory.')
+      f'--manual_dir={manual_dir!r} lacks {missing}. Download them (after registering '
+      'at https://image-net.org/download-images) into that directory.'
+    )
 
 
-def prepare(manual_dir: str, data_dir: Optional[str] = None,
-            tfds_name: str = 'imagenet2012') -> dict:
+def prepare(
+  manual_dir: str, data_dir: Optional[str] = None, tfds_name: str = 'imagenet2012'
+) -> dict:
   """Builds the dataset; returns `{split: num_examples}`."""
   check_archives(manual_dir)
   try:  # TFDS imports it lazily when building; fail before any work without it.
-    import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
+    import importlib_resources  # noqa: F401
   except ImportError as e:
-    raise ImportError('Building TFDS datasets needs the `importlib_resources` package: '
-                      'pip install importlib_resources') from e
+    raise ImportError(
+      'Building TFDS datasets needs the `importlib_resources` package: '
+      'pip install importlib_resources'
+    ) from e
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+  )
   return {str(name): info.num_examples for name, info in builder.info.splits.items()}
 
 
@@ -68,7 +76,9 @@ def main(argv, *, args: types.SimpleNamespace):
   if not args.manual_dir.value:
     raise app.UsageError('--manual_dir is required.')
   splits = prepare(args.manual_dir.value, args.data_dir.value, args.name.value)
-  print(f'Prepared {args.name.value}: ' + ', '.join(f'{k}: {v}' for k, v in splits.items()))
+  print(
+    f'Prepared {args.name.value}: ' + ', '.join(f'{k}: {v}' for k, v in splits.items())
+  )
 
 
 if __name__ == '__main__':

@@ -34,9 +34,24 @@ from experiments import image_augment
 
 MAX_LEVEL = 10.0
 FILL_VALUE = 128
-OP_NAMES = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize',
-            'Color', 'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY',
-            'TranslateX', 'TranslateY', 'Cutout', 'SolarizeAdd')
+OP_NAMES = (
+  'AutoContrast',
+  'Equalize',
+  'Invert',
+  'Rotate',
+  'Posterize',
+  'Solarize',
+  'Color',
+  'Contrast',
+  'Brightness',
+  'Sharpness',
+  'ShearX',
+  'ShearY',
+  'TranslateX',
+  'TranslateY',
+  'Cutout',
+  'SolarizeAdd',
+)
 _TRANSLATE_CONST = 100.0
 _CUTOUT_CONST = 40.0
 # ITU-R 601-2 luma weights, as PIL's `convert('L')`.
@@ -74,8 +89,9 @@ def autocontrast(image: tf.Tensor) -> tf.Tensor:
 def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
   """PIL's histogram equalisation of one uint8 `[H, W]` channel."""
   values = tf.cast(channel, tf.int32)
-  histogram = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256,
-                               dtype=tf.int32)
+  histogram = tf.math.bincount(
+    tf.reshape(values, [-1]), minlength=256, maxlength=256, dtype=tf.int32
+  )
   last_used = tf.reduce_max(tf.where(histogram > 0, tf.range(256), -1))
   step = (tf.reduce_sum(histogram) - histogram[last_used]) // 255
 
@@ -152,11 +168,12 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
   interior; border pixels keep their values, as in PIL.
   """
   x = tf.cast(image, tf.float32)
-  kernel = tf.constant([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13.0
+  kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
   kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])  # [3, 3, 3, 1]
   padded = tf.pad(x, [[1, 1], [1, 1], [0, 0]], mode='SYMMETRIC')[None]
-  smooth = tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1],
-                                  padding='VALID')[0]
+  smooth = tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1], padding='VALID')[
+    0
+  ]
   smooth = tf.round(tf.clip_by_value(smooth, 0.0, 255.0))
   height, width = tf.shape(x)[0], tf.shape(x)[1]
   rows = tf.range(height)[:, None, None]
@@ -174,9 +191,13 @@ def _projective_transform(image: tf.Tensor, transform: List) -> tf.Tensor:
   """
   transform = tf.cast(tf.stack(transform), tf.float32)[None]
   out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
-      fill_value=tf.constant(FILL_VALUE, tf.float32), interpolation='NEAREST',
-      fill_mode='CONSTANT')[0]
+    images=image[None],
+    transforms=transform,
+    output_shape=tf.shape(image)[:2],
+    fill_value=tf.constant(FILL_VALUE, tf.float32),
+    interpolation='NEAREST',
+    fill_mode='CONSTANT',
+  )[0]
   return tf.ensure_shape(out, image.shape)
 
 
@@ -190,27 +211,27 @@ def rotate(image: tf.Tensor, degrees) -> tf.Tensor:
   # input = R (output - centre) + centre.
   offset_x = center_x - cos * center_x + sin * center_y
   offset_y = center_y - sin * center_x - cos * center_y
-  return _projective_transform(image, [cos, -sin, offset_x, sin, cos, offset_y, 0., 0.])
+  return _projective_transform(image, [cos, -sin, offset_x, sin, cos, offset_y, 0.0, 0.0])
 
 
 def shear_x(image: tf.Tensor, level) -> tf.Tensor:
   """Output pixel (x, y) reads input (x + level * y, y)."""
-  return _projective_transform(image, [1., level, 0., 0., 1., 0., 0., 0.])
+  return _projective_transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def shear_y(image: tf.Tensor, level) -> tf.Tensor:
   """Output pixel (x, y) reads input (x, level * x + y)."""
-  return _projective_transform(image, [1., 0., 0., level, 1., 0., 0., 0.])
+  return _projective_transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_x(image: tf.Tensor, pixels) -> tf.Tensor:
   """Moves the content right by `pixels` (left when negative)."""
-  return _projective_transform(image, [1., 0., -pixels, 0., 1., 0., 0., 0.])
+  return _projective_transform(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_y(image: tf.Tensor, pixels) -> tf.Tensor:
   """Moves the content down by `pixels` (up when negative)."""
-  return _projective_transform(image, [1., 0., 0., 0., 1., -pixels, 0., 0.])
+  return _projective_transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0])
 
 
 def cutout(image: tf.Tensor, pad_size, center_y, center_x) -> tf.Tensor:
@@ -218,8 +239,12 @@ def cutout(image: tf.Tensor, pad_size, center_y, center_x) -> tf.Tensor:
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   rows = tf.range(height)[:, None, None]
   cols = tf.range(width)[None, :, None]
-  inside = ((rows >= center_y - pad_size) & (rows < center_y + pad_size)
-            & (cols >= center_x - pad_size) & (cols < center_x + pad_size))
+  inside = (
+    (rows >= center_y - pad_size)
+    & (rows < center_y + pad_size)
+    & (cols >= center_x - pad_size)
+    & (cols < center_x + pad_size)
+  )
   return tf.where(inside, tf.constant(FILL_VALUE, tf.uint8), image)
 
 
@@ -227,8 +252,9 @@ def _signed(value: float, negate: tf.Tensor) -> tf.Tensor:
   return tf.where(negate, -value, value)
 
 
-def _op_branches(image: tf.Tensor, magnitude: float,
-                 uniforms: tf.Tensor) -> List[Callable[[], tf.Tensor]]:
+def _op_branches(
+  image: tf.Tensor, magnitude: float, uniforms: tf.Tensor
+) -> List[Callable[[], tf.Tensor]]:
   """One zero-argument function per entry of `OP_NAMES`, at `magnitude`.
 
   `uniforms` holds 3 draws from U[0, 1): the sign of signed arguments and the cutout
@@ -241,29 +267,30 @@ def _op_branches(image: tf.Tensor, magnitude: float,
   center_x = tf.cast(uniforms[2] * tf.cast(width, tf.float32), tf.int32)
   enhance = level * 1.8 + 0.1
   branches = {
-      'AutoContrast': lambda: autocontrast(image),
-      'Equalize': lambda: equalize(image),
-      'Invert': lambda: invert(image),
-      'Rotate': lambda: rotate(image, _signed(level * 30.0, negate)),
-      'Posterize': lambda: posterize(image, int(level * 4)),
-      'Solarize': lambda: solarize(image, int(level * 256)),
-      'Color': lambda: color(image, enhance),
-      'Contrast': lambda: contrast(image, enhance),
-      'Brightness': lambda: brightness(image, enhance),
-      'Sharpness': lambda: sharpness(image, enhance),
-      'ShearX': lambda: shear_x(image, _signed(level * 0.3, negate)),
-      'ShearY': lambda: shear_y(image, _signed(level * 0.3, negate)),
-      'TranslateX': lambda: translate_x(image, _signed(level * _TRANSLATE_CONST, negate)),
-      'TranslateY': lambda: translate_y(image, _signed(level * _TRANSLATE_CONST, negate)),
-      'Cutout': lambda: cutout(image, int(level * _CUTOUT_CONST), center_y, center_x),
-      'SolarizeAdd': lambda: solarize_add(image, int(level * 110)),
+    'AutoContrast': lambda: autocontrast(image),
+    'Equalize': lambda: equalize(image),
+    'Invert': lambda: invert(image),
+    'Rotate': lambda: rotate(image, _signed(level * 30.0, negate)),
+    'Posterize': lambda: posterize(image, int(level * 4)),
+    'Solarize': lambda: solarize(image, int(level * 256)),
+    'Color': lambda: color(image, enhance),
+    'Contrast': lambda: contrast(image, enhance),
+    'Brightness': lambda: brightness(image, enhance),
+    'Sharpness': lambda: sharpness(image, enhance),
+    'ShearX': lambda: shear_x(image, _signed(level * 0.3, negate)),
+    'ShearY': lambda: shear_y(image, _signed(level * 0.3, negate)),
+    'TranslateX': lambda: translate_x(image, _signed(level * _TRANSLATE_CONST, negate)),
+    'TranslateY': lambda: translate_y(image, _signed(level * _TRANSLATE_CONST, negate)),
+    'Cutout': lambda: cutout(image, int(level * _CUTOUT_CONST), center_y, center_x),
+    'SolarizeAdd': lambda: solarize_add(image, int(level * 110)),
   }
   return [branches[name] for name in OP_NAMES]
 
 
 def _apply(image: tf.Tensor, op_index, magnitude: float, uniforms: tf.Tensor):
-  out = tf.switch_case(tf.cast(op_index, tf.int32),
-                       branch_fns=_op_branches(image, magnitude, uniforms))
+  out = tf.switch_case(
+    tf.cast(op_index, tf.int32), branch_fns=_op_branches(image, magnitude, uniforms)
+  )
   return tf.ensure_shape(out, image.shape)
 
 
@@ -273,8 +300,9 @@ def apply_op(image: tf.Tensor, op_index, magnitude: float, seed: tf.Tensor) -> t
   return _apply(image, op_index, magnitude, uniforms)
 
 
-def rand_augment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int,
-                 magnitude: float) -> tf.Tensor:
+def rand_augment(
+  image: tf.Tensor, seed: tf.Tensor, *, num_layers: int, magnitude: float
+) -> tf.Tensor:
   """Applies `num_layers` operations drawn uniformly from `OP_NAMES`, one after another.
 
   Args:
@@ -296,10 +324,12 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int,
   if num_layers == 0:
     return image
   # Per layer: the operation, then the arguments of `_op_branches`.
-  uniforms = tf.random.stateless_uniform([num_layers, 4],
-                                         seed=image_augment.as_seed(seed))
-  op_indices = tf.minimum(tf.cast(uniforms[:, 0] * len(OP_NAMES), tf.int32),
-                          len(OP_NAMES) - 1)
+  uniforms = tf.random.stateless_uniform(
+    [num_layers, 4], seed=image_augment.as_seed(seed)
+  )
+  op_indices = tf.minimum(
+    tf.cast(uniforms[:, 0] * len(OP_NAMES), tf.int32), len(OP_NAMES) - 1
+  )
   for layer in range(num_layers):
     image = _apply(image, op_indices[layer], float(magnitude), uniforms[layer, 1:])
   return image

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 
-def smoothed_targets(labels: jax.Array, num_classes: int,
-                     label_smoothing: float = 0.0) -> jax.Array:
+def smoothed_targets(
+  labels: jax.Array, num_classes: int, label_smoothing: float = 0.0
+) -> jax.Array:
   """Target distributions `[B, K]`: `(1 - s) * p + s / K`.
 
   Args:
@@ -34,8 +35,9 @@ def smoothed_targets(labels: jax.Array, num_classes: int,
   else:
     if labels.shape[-1] != num_classes:
       raise ValueError(
-          f'soft labels have {labels.shape[-1]} classes in shape {labels.shape}; '
-          f'expected num_classes={num_classes}.')
+        f'soft labels have {labels.shape[-1]} classes in shape {labels.shape}; '
+        f'expected num_classes={num_classes}.'
+      )
     targets = labels.astype(jnp.float32)
   if label_smoothing:
     total = jnp.sum(targets, axis=-1, keepdims=True)
@@ -43,8 +45,9 @@ def smoothed_targets(labels: jax.Array, num_classes: int,
   return targets
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
-                          label_smoothing: float = 0.0) -> jax.Array:
+def softmax_cross_entropy(
+  logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+) -> jax.Array:
   """Per-example cross-entropy `-sum_k t_k log softmax(logits)_k`, shape `[B]`.
 
   Args:
@@ -65,8 +68,9 @@ def hard_labels(labels: jax.Array) -> jax.Array:
   return jnp.argmax(labels, axis=-1)
 
 
-def topk_correct(logits: jax.Array, labels: jax.Array,
-                 ks: Sequence[int] = (1, 5)) -> Dict[str, jax.Array]:
+def topk_correct(
+  logits: jax.Array, labels: jax.Array, ks: Sequence[int] = (1, 5)
+) -> Dict[str, jax.Array]:
   """Per-example `top_{k}_acc` in {0., 1.}: is the label among the k highest logits.
 
   Mixed labels count their dominant class. Ties are broken towards lower class ids.
@@ -76,10 +80,13 @@ def topk_correct(logits: jax.Array, labels: jax.Array,
   metrics = {}
   for k in ks:
     if not 1 <= k <= num_classes:
-      raise ValueError(f'top-k accuracy with k={k} needs 1 <= k <= {num_classes} classes.')
+      raise ValueError(
+        f'top-k accuracy with k={k} needs 1 <= k <= {num_classes} classes.'
+      )
     _, top = jax.lax.top_k(logits, k)  # [B, k]
     metrics[f'top_{k}_acc'] = jnp.any(top == labels[..., None], axis=-1).astype(
-        jnp.float32)
+      jnp.float32
+    )
   return metrics
 
 
@@ -92,17 +99,19 @@ def masked_mean(values: jax.Array, mask: Optional[jax.Array] = None) -> jax.Arra
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def classification_loss(logits: jax.Array, labels: jax.Array, *,
-                        label_smoothing: float = 0.0,
-                        ks: Sequence[int] = (1, 5)
-                        ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+def classification_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  label_smoothing: float = 0.0,
+  ks: Sequence[int] = (1, 5),
+) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Mean smoothed cross-entropy and batch metrics, the `train_loss` of classifiers.
 
   Returns:
     `(loss, metrics)`: scalar loss and scalar `loss` (the smoothed loss), `top_{k}_acc`.
   """
-  loss = jnp.mean(softmax_cross_entropy(logits, labels,
-                                        label_smoothing=label_smoothing))
+  loss = jnp.mean(softmax_cross_entropy(logits, labels, label_smoothing=label_smoothing))
   metrics = {'loss': loss}
   ks = [k for k in ks if k <= logits.shape[-1]]
   for name, value in topk_correct(logits, labels, ks).items():
@@ -110,8 +119,9 @@ def classification_loss(logits: jax.Array, labels: jax.Array, *,
   return loss, metrics
 
 
-def classification_eval_outputs(logits: jax.Array, labels: jax.Array,
-                                ks: Sequence[int] = (1, 5)) -> Dict[str, jax.Array]:
+def classification_eval_outputs(
+  logits: jax.Array, labels: jax.Array, ks: Sequence[int] = (1, 5)
+) -> Dict[str, jax.Array]:
   """Per-example `loss` (unsmoothed cross-entropy) and `top_{k}_acc`, each `[B]`."""
   outputs = {'loss': softmax_cross_entropy(logits, labels)}
   ks = [k for k in ks if k <= logits.shape[-1]]

@@ -40,8 +40,9 @@ class MetricsWriter:
     jsonl_path: the JSON-lines file.
   """
 
-  def __init__(self, workdir: str, *, total_steps: int, batch_size: int,
-               tensorboard: bool = True):
+  def __init__(
+    self, workdir: str, *, total_steps: int, batch_size: int, tensorboard: bool = True
+  ):
     """Opens the outputs (host 0) and starts the speed clock.
 
     Args:
@@ -63,10 +64,12 @@ class MetricsWriter:
       if tensorboard:
         # TensorFlow is only imported for its summary writer.
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
         self._tf = tf
         self._summary_writer = tf.summary.create_file_writer(workdir)
         self._scalar_metadata = tf.compat.v1.SummaryMetadata(
-            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name='scalars'))
+          plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name='scalars')
+        )
 
   def start(self, step: int) -> None:
     """Marks `step` as the point speeds are measured from (call before training)."""
@@ -77,16 +80,20 @@ class MetricsWriter:
     with open(self.jsonl_path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 
-  def _write_summaries(self, prefix: str, step: int,
-                       metrics: Mapping[str, float]) -> None:
+  def _write_summaries(
+    self, prefix: str, step: int, metrics: Mapping[str, float]
+  ) -> None:
     if self._summary_writer is None:
       return
     tf = self._tf
     with self._summary_writer.as_default(step=step):
       for name, value in metrics.items():
         # What `tf.summary.scalar` writes, without needing the tensorboard package.
-        tf.summary.write(f'{prefix}/{name}', tf.constant(value, tf.float32),
-                         metadata=self._scalar_metadata)
+        tf.summary.write(
+          f'{prefix}/{name}',
+          tf.constant(value, tf.float32),
+          metadata=self._scalar_metadata,
+        )
     self._summary_writer.flush()
 
   def write_train(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -112,23 +119,26 @@ class MetricsWriter:
       line.append(f'{metrics["steps_per_sec"]:.2f} steps/s')
       line.append(f'{metrics["examples_per_sec"]:.0f} examples/s')
     line.append(f'ETA {_format_duration(eta)}')
-    extra = sorted(set(metrics) - {'loss', 'learning_rate', 'steps_per_sec',
-                                   'examples_per_sec'})
+    extra = sorted(
+      set(metrics) - {'loss', 'learning_rate', 'steps_per_sec', 'examples_per_sec'}
+    )
     line.extend(f'{k} {_format_value(metrics[k])}' for k in extra)
     logging.info('[train] %s', ', '.join(line))
     self._append_json({'step': step, 'split': 'train', **metrics})
     self._write_summaries('train', step, metrics)
 
-  def write_eval(self, step: int, metrics: Mapping[str, float], *,
-                 split_name: str) -> None:
+  def write_eval(
+    self, step: int, metrics: Mapping[str, float], *, split_name: str
+  ) -> None:
     """Logs evaluation `metrics` of the checkpoint at `step` on split `split_name`."""
     if not self._active:
       return
     metrics = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
     line = ', '.join(f'{k} {_format_value(v)}' for k, v in sorted(metrics.items()))
     logging.info('[eval %s] step %d: %s', split_name, step, line)
-    self._append_json({'step': step, 'split': 'eval', 'eval_split': split_name,
-                       **metrics})
+    self._append_json(
+      {'step': step, 'split': 'eval', 'eval_split': split_name, **metrics}
+    )
     self._write_summaries('eval', step, metrics)
 
   def pause(self) -> None:

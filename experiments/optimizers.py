@@ -60,9 +60,11 @@ def weight_decay_mask(params: Any, *, decay_pos_embs: bool = True) -> Any:
       parameter name, the ones before it the module path).
     decay_pos_embs: whether trainable position embeddings (`pos_embs`) are decayed.
   """
+
   def leaf_mask(path, _):
     names = _path_names(path)
     return decays('/'.join(names[:-1]), names[-1], decay_pos_embs=decay_pos_embs)
+
   return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 
@@ -71,8 +73,9 @@ def scaled_lr(value: float, batch_size: int, scale_by_batch: bool) -> float:
   return value * batch_size / 256 if scale_by_batch else value
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
-                           batch_size: int) -> optax.Schedule:
+def learning_rate_schedule(
+  config: ml_collections.ConfigDict, *, num_steps: int, batch_size: int
+) -> optax.Schedule:
   """The learning rate at each optimizer step, from `config` (= `config.optimizer`).
 
   Args:
@@ -88,20 +91,24 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
   end_value = scale(sched.end_value)
   if sched.type not in SCHEDULE_TYPES:
     raise ValueError(
-        f'optimizer.schedule.type={sched.type!r} is not one of {SCHEDULE_TYPES}.')
+      f'optimizer.schedule.type={sched.type!r} is not one of {SCHEDULE_TYPES}.'
+    )
   warmup_fraction = sched.get('warmup_fraction', 0.0) or 0.0
   if sched.type != 'warmup_cosine' and (sched.warmup_steps or warmup_fraction):
     raise ValueError(
-        f'optimizer.schedule.warmup_steps={sched.warmup_steps} / warmup_fraction='
-        f"{warmup_fraction} are only used by the 'warmup_cosine' schedule, not "
-        f'{sched.type!r}; set them to 0.')
+      f'optimizer.schedule.warmup_steps={sched.warmup_steps} / warmup_fraction='
+      f"{warmup_fraction} are only used by the 'warmup_cosine' schedule, not "
+      f'{sched.type!r}; set them to 0.'
+    )
   if sched.warmup_steps and warmup_fraction:
     raise ValueError(
-        f'Set only one of optimizer.schedule.warmup_steps={sched.warmup_steps} and '
-        f'optimizer.schedule.warmup_fraction={warmup_fraction}.')
+      f'Set only one of optimizer.schedule.warmup_steps={sched.warmup_steps} and '
+      f'optimizer.schedule.warmup_fraction={warmup_fraction}.'
+    )
   if not 0.0 <= warmup_fraction < 1.0:
     raise ValueError(
-        f'optimizer.schedule.warmup_fraction={warmup_fraction} must be in [0, 1).')
+      f'optimizer.schedule.warmup_fraction={warmup_fraction} must be in [0, 1).'
+    )
   warmup_steps = sched.warmup_steps or int(warmup_fraction * num_steps)
 
   if sched.type == 'constant':
@@ -109,32 +116,42 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
 
   if sched.type == 'constant_cosine':
     if not 0.0 <= sched.constant_fraction <= 1.0:
-      raise ValueError(f'optimizer.schedule.constant_fraction='
-                       f'{sched.constant_fraction} must be in [0, 1].')
+      raise ValueError(
+        f'optimizer.schedule.constant_fraction='
+        f'{sched.constant_fraction} must be in [0, 1].'
+      )
     constant_steps = int(sched.constant_fraction * num_steps)
     decay_steps = num_steps - constant_steps
     if decay_steps == 0:
       return optax.constant_schedule(peak)
     cosine = optax.cosine_decay_schedule(
-        init_value=peak, decay_steps=decay_steps,
-        alpha=end_value / peak if peak else 0.0)
-    return optax.join_schedules([optax.constant_schedule(peak), cosine],
-                                boundaries=[constant_steps])
+      init_value=peak, decay_steps=decay_steps, alpha=end_value / peak if peak else 0.0
+    )
+    return optax.join_schedules(
+      [optax.constant_schedule(peak), cosine], boundaries=[constant_steps]
+    )
 
   if sched.type == 'warmup_cosine':
     if not 0 <= warmup_steps < num_steps:
-      raise ValueError(f'optimizer.schedule.warmup_steps={warmup_steps} must be '
-                       f'in [0, num_steps={num_steps}).')
+      raise ValueError(
+        f'optimizer.schedule.warmup_steps={warmup_steps} must be '
+        f'in [0, num_steps={num_steps}).'
+      )
     return optax.warmup_cosine_decay_schedule(
-        init_value=scale(sched.init_value), peak_value=peak,
-        warmup_steps=warmup_steps, decay_steps=num_steps, end_value=end_value)
+      init_value=scale(sched.init_value),
+      peak_value=peak,
+      warmup_steps=warmup_steps,
+      decay_steps=num_steps,
+      end_value=end_value,
+    )
 
   # 'step': multiply by decay_rate at each boundary (fractions of training).
   boundaries = tuple(sched.decay_boundaries)
-  if list(boundaries) != sorted(boundaries) or any(
-      not 0.0 < b < 1.0 for b in boundaries):
-    raise ValueError(f'optimizer.schedule.decay_boundaries={boundaries} must be '
-                     'increasing fractions of training in (0, 1).')
+  if list(boundaries) != sorted(boundaries) or any(not 0.0 < b < 1.0 for b in boundaries):
+    raise ValueError(
+      f'optimizer.schedule.decay_boundaries={boundaries} must be '
+      'increasing fractions of training in (0, 1).'
+    )
   steps = [int(b * num_steps) for b in boundaries]
   scales = {}
   for s in steps:  # Boundaries that round to the same step compound.
@@ -142,8 +159,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, num_steps: int,
   return optax.piecewise_constant_schedule(init_value=peak, boundaries_and_scales=scales)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, *, num_steps: int,
-                   batch_size: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+  config: ml_collections.ConfigDict, *, num_steps: int, batch_size: int
+) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """Clipping + LAMB (or AdamW) with the masked weight decay and the schedule.
 
   The update is `adam_updates.clipped_adam`: `optax.chain(optax.clip_by_global_norm,
@@ -161,9 +179,16 @@ def make_optimizer(config: ml_collections.ConfigDict, *, num_steps: int,
     raise ValueError(f'optimizer.name={config.name!r} is not one of {OPTIMIZER_NAMES}.')
   schedule = learning_rate_schedule(config, num_steps=num_steps, batch_size=batch_size)
   mask: Callable[[Any], Any] = lambda params: weight_decay_mask(
-      params, decay_pos_embs=config.decay_pos_embs)
+    params, decay_pos_embs=config.decay_pos_embs
+  )
   optimizer = adam_updates.clipped_adam(
-      schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-      weight_decay=config.weight_decay, mask=mask, trust_ratio=config.name == 'lamb',
-      max_norm=config.max_norm if config.max_norm > 0 else None)
+    schedule,
+    b1=config.b1,
+    b2=config.b2,
+    eps=config.eps,
+    weight_decay=config.weight_decay,
+    mask=mask,
+    trust_ratio=config.name == 'lamb',
+    max_norm=config.max_norm if config.max_norm > 0 else None,
+  )
   return optimizer, schedule

@@ -41,19 +41,22 @@ def per_device_batch_size(global_batch_size: int, *, name: str = 'batch_size') -
     raise ValueError(f'{name}={global_batch_size} must be positive.')
   if global_batch_size % num_processes:
     raise ValueError(
-        f'{name}={global_batch_size} is not divisible by the number of hosts '
-        f'({num_processes}).')
+      f'{name}={global_batch_size} is not divisible by the number of hosts '
+      f'({num_processes}).'
+    )
   if global_batch_size % num_devices:
     raise ValueError(
-        f'{name}={global_batch_size} is not divisible by the number of devices '
-        f'({num_devices} = {num_processes} host(s) x {jax.local_device_count()} local).')
+      f'{name}={global_batch_size} is not divisible by the number of devices '
+      f'({num_devices} = {num_processes} host(s) x {jax.local_device_count()} local).'
+    )
   return global_batch_size // num_devices
 
 
-def local_batch_dims(global_batch_size: int, *, name: str = 'batch_size') -> Tuple[int, int]:
+def local_batch_dims(
+  global_batch_size: int, *, name: str = 'batch_size'
+) -> Tuple[int, int]:
   """`[D, b]`: the leading dims of every batch a host feeds to its devices."""
-  return (jax.local_device_count(),
-          per_device_batch_size(global_batch_size, name=name))
+  return (jax.local_device_count(), per_device_batch_size(global_batch_size, name=name))
 
 
 def cross_device_mean(tree: PyTree) -> PyTree:
@@ -83,11 +86,10 @@ def pmap_step(fn: Callable[..., Any], *, donate_state: bool) -> Callable[..., An
     donate_state: donate argument 0's buffers (the old state is dead after a train
       step; evaluation keeps it).
   """
-  return jax.pmap(fn, axis_name=AXIS_NAME,
-                  donate_argnums=(0,) if donate_state else ())
+  return jax.pmap(fn, axis_name=AXIS_NAME, donate_argnums=(0,) if donate_state else ())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pmapped_identity():
   return jax.pmap(lambda tree: tree, axis_name=AXIS_NAME)
 
@@ -118,12 +120,14 @@ def unreplicate(tree: PyTree) -> PyTree:
 
 def local_values(tree: PyTree) -> PyTree:
   """Host NumPy copy of a pmapped output's local part, shaped `[D, ...]`."""
+
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
       parts = [np.asarray(s.data) for s in shards]
       return np.concatenate(parts) if parts[0].ndim == x.ndim else np.stack(parts)
     return np.asarray(x)
+
   return jax.tree.map(fetch, tree)
 
 
@@ -131,16 +135,18 @@ def check_batch_dims(batch: PyTree, batch_dims: Sequence[int]) -> None:
   """Raises ValueError unless every leaf of `batch` starts with `batch_dims`."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
     shape = tuple(np.shape(leaf))
-    if shape[:len(batch_dims)] != tuple(batch_dims):
+    if shape[: len(batch_dims)] != tuple(batch_dims):
       raise ValueError(
-          f'batch leaf {jax.tree_util.keystr(path)} has shape {shape}; expected leading '
-          f'dims {tuple(batch_dims)} ([local_devices, per_device_batch]).')
+        f'batch leaf {jax.tree_util.keystr(path)} has shape {shape}; expected leading '
+        f'dims {tuple(batch_dims)} ([local_devices, per_device_batch]).'
+      )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _allgather_fn():
   # Imported lazily: multihost_utils is only needed on multi-host evaluation.
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return multihost_utils.process_allgather
 
 
@@ -155,4 +161,5 @@ def sync_hosts(name: str) -> None:
   """Blocks until every host reaches the barrier `name` (no-op on one host)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)

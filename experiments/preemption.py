@@ -26,8 +26,9 @@ class Preempted(Exception):
 
   def __init__(self, step: int, directory: str):
     super().__init__(
-        f'Preempted (SIGTERM): saved checkpoint {step} in {directory}; run the same '
-        'command again to resume.')
+      f'Preempted (SIGTERM): saved checkpoint {step} in {directory}; run the same '
+      'command again to resume.'
+    )
     self.step = step
 
 
@@ -47,8 +48,7 @@ class PreemptionWatch:
 
   def start(self) -> None:
     """Starts listening (installs the SIGTERM handler on a single host)."""
-    if (jax.process_count() == 1 and
-        threading.current_thread() is threading.main_thread()):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
       self._installed = True
 

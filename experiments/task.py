@@ -32,15 +32,22 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-REQUIRED_FUNCTIONS = ('build_model', 'load', 'num_examples', 'train_loss',
-                      'eval_outputs', 'summarize_eval')
+REQUIRED_FUNCTIONS = (
+  'build_model',
+  'load',
+  'num_examples',
+  'train_loss',
+  'eval_outputs',
+  'summarize_eval',
+)
 
 
 def load_task(name: str) -> types.ModuleType:
   """Imports the task module `name` and checks it defines the contract's functions."""
   if not name:
-    raise ValueError('config.task is empty; set it to a task module such as '
-                     '"experiments.digits".')
+    raise ValueError(
+      'config.task is empty; set it to a task module such as "experiments.digits".'
+    )
   try:
     module = importlib.import_module(name)
   except ModuleNotFoundError as e:
@@ -59,22 +66,37 @@ def num_train_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -
     return max(1, math.ceil(training.num_epochs * num_examples / training.batch_size))
   if training.num_steps is None or training.num_steps <= 0:
     raise ValueError(
-        f'training.num_steps={training.num_steps} and training.num_epochs='
-        f'{training.num_epochs}: set one of them to a positive value.')
+      f'training.num_steps={training.num_steps} and training.num_epochs='
+      f'{training.num_epochs}: set one of them to a positive value.'
+    )
   return training.num_steps
 
 
-def train_iterator(task: types.ModuleType, config: ml_collections.ConfigDict, *,
-                   batch_dims: Sequence[int], start_step: int) -> Iterator[dict]:
+def train_iterator(
+  task: types.ModuleType,
+  config: ml_collections.ConfigDict,
+  *,
+  batch_dims: Sequence[int],
+  start_step: int,
+) -> Iterator[dict]:
   """The task's training iterator positioned at `start_step`."""
   params = inspect.signature(task.load).parameters
   if 'start_step' in params:
-    return task.load('train', is_training=True, batch_dims=batch_dims, config=config,
-                     start_step=start_step)
+    return task.load(
+      'train',
+      is_training=True,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
   iterator = task.load('train', is_training=True, batch_dims=batch_dims, config=config)
   if start_step:
-    logging.warning('Task %s has no load(start_step=...); skipping %d batches to '
-                    'resume the data order.', config.task, start_step)
+    logging.warning(
+      'Task %s has no load(start_step=...); skipping %d batches to '
+      'resume the data order.',
+      config.task,
+      start_step,
+    )
     for _ in range(start_step):
       next(iterator)
   return iterator

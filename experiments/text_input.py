@@ -54,6 +54,7 @@ HELDOUT_SPLITS = ('validation', 'test', 'eval', 'heldout')
 def _open(path: str, mode: str = 'rb'):
   if '://' in path:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     return tf.io.gfile.GFile(path, mode)
   return open(path, mode)
 
@@ -75,6 +76,7 @@ def expand_file_patterns(files) -> List[str]:
   for pattern in patterns:
     if '://' in pattern:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
       matches = tf.io.gfile.glob(pattern)
     else:
       matches = glob_lib.glob(os.path.expanduser(pattern), recursive=True)
@@ -88,8 +90,7 @@ def expand_file_patterns(files) -> List[str]:
 def file_format_of(path: str, file_format: str = 'auto') -> str:
   """'text' or 'jsonl' for `path`; 'auto' decides by the file name's suffix."""
   if file_format not in FILE_FORMATS:
-    raise ValueError(
-        f'file_format must be one of {FILE_FORMATS}, got {file_format!r}.')
+    raise ValueError(f'file_format must be one of {FILE_FORMATS}, got {file_format!r}.')
   if file_format != 'auto':
     return file_format
   return 'jsonl' if path.lower().endswith(_JSONL_SUFFIXES) else 'text'
@@ -127,22 +128,25 @@ def _jsonl_documents(f, path: str, text_field: str) -> Iterator[bytes]:
       raise ValueError(f'{path}:{line_number} is not valid JSON: {e}') from e
     if not isinstance(record, dict) or text_field not in record:
       raise ValueError(
-          f'{path}:{line_number} has no field {text_field!r} (set '
-          'config.data.text_field to the field holding the text).')
+        f'{path}:{line_number} has no field {text_field!r} (set '
+        'config.data.text_field to the field holding the text).'
+      )
     text = record[text_field]
     if not isinstance(text, str):
-      raise ValueError(f'{path}:{line_number} field {text_field!r} holds a '
-                       f'{type(text).__name__}, expected a string.')
+      raise ValueError(
+        f'{path}:{line_number} field {text_field!r} holds a '
+        f'{type(text).__name__}, expected a string.'
+      )
     if text.strip():
       yield text.encode('utf-8')
 
 
 def iter_file_documents(
-    paths: Sequence[str],
-    *,
-    file_format: str = 'auto',
-    text_field: str = 'text',
-    document_unit: str = 'paragraph',
+  paths: Sequence[str],
+  *,
+  file_format: str = 'auto',
+  text_field: str = 'text',
+  document_unit: str = 'paragraph',
 ) -> Iterator[bytes]:
   """Yields the non-empty documents of `paths` as UTF-8 bytes, in file order.
 
@@ -155,8 +159,9 @@ def iter_file_documents(
       separated by blank lines), 'line' or 'file'.
   """
   if document_unit not in DOCUMENT_UNITS:
-    raise ValueError(f'document_unit must be one of {DOCUMENT_UNITS}, got '
-                     f'{document_unit!r}.')
+    raise ValueError(
+      f'document_unit must be one of {DOCUMENT_UNITS}, got {document_unit!r}.'
+    )
   for path in paths:
     fmt = file_format_of(path, file_format)
     with _open(path) as f:
@@ -178,16 +183,18 @@ def is_heldout_split(split: str) -> bool:
     return False
   if split in HELDOUT_SPLITS:
     return True
-  raise ValueError(f'Local text files have splits "train" and the held-out '
-                   f'{HELDOUT_SPLITS}; got split={split!r}.')
+  raise ValueError(
+    f'Local text files have splits "train" and the held-out '
+    f'{HELDOUT_SPLITS}; got split={split!r}.'
+  )
 
 
-def split_documents(documents: Iterable[bytes], split: str,
-                    heldout_fraction: float) -> Iterator[bytes]:
+def split_documents(
+  documents: Iterable[bytes], split: str, heldout_fraction: float
+) -> Iterator[bytes]:
   """Keeps the documents of `split` (held-out ones have `heldout_value < f`)."""
   if not 0.0 < heldout_fraction < 1.0:
-    raise ValueError(
-        f'heldout_fraction must be in (0, 1), got {heldout_fraction}.')
+    raise ValueError(f'heldout_fraction must be in (0, 1), got {heldout_fraction}.')
   heldout = is_heldout_split(split)
   for document in documents:
     if (heldout_value(document) < heldout_fraction) == heldout:
@@ -227,10 +234,10 @@ def encode_document(document) -> np.ndarray:
 
 
 def pack_documents(
-    documents: Iterable,
-    seq_len: int,
-    *,
-    packing: str = 'pack',
+  documents: Iterable,
+  seq_len: int,
+  *,
+  packing: str = 'pack',
 ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
   """Cuts encoded documents into fixed-length sequences.
 
@@ -256,7 +263,7 @@ def pack_documents(
     return np.pad(ids, (0, seq_len - n), constant_values=PAD_ID), mask
 
   full_mask = np.ones([seq_len], np.int32)
-  pending = []       # encoded pieces not yet emitted (pack mode)
+  pending = []  # encoded pieces not yet emitted (pack mode)
   pending_len = 0
   for document in documents:
     if not document:
@@ -264,7 +271,7 @@ def pack_documents(
     ids = encode_document(document)
     if packing == 'pad':
       for start in range(0, ids.shape[0], seq_len):
-        chunk = ids[start:start + seq_len]
+        chunk = ids[start : start + seq_len]
         if chunk.shape[0] == seq_len:
           yield chunk, full_mask.copy()
         else:
@@ -277,8 +284,8 @@ def pack_documents(
     stream = np.concatenate(pending)
     num_full = stream.shape[0] // seq_len
     for i in range(num_full):
-      yield stream[i * seq_len:(i + 1) * seq_len], full_mask.copy()
-    rest = stream[num_full * seq_len:]
+      yield stream[i * seq_len : (i + 1) * seq_len], full_mask.copy()
+    rest = stream[num_full * seq_len :]
     pending, pending_len = ([rest], rest.shape[0]) if rest.size else ([], 0)
   if pending_len:
     yield padded(np.concatenate(pending))
@@ -302,13 +309,14 @@ def unpack_sequences(ids: np.ndarray, input_mask: np.ndarray) -> List[bytes]:
     documents.append((piece - NUM_RESERVED).astype(np.uint8).tobytes())
     start = end + 1
   if start < stream.shape[0]:
-    raise ValueError(f'{stream.shape[0] - start} ids after the last EOS: the '
-                     'sequences do not end at a document boundary.')
+    raise ValueError(
+      f'{stream.shape[0] - start} ids after the last EOS: the '
+      'sequences do not end at a document boundary.'
+    )
   return documents
 
 
-def count_sequences(documents: Iterable, seq_len: int, *,
-                    packing: str = 'pack') -> int:
+def count_sequences(documents: Iterable, seq_len: int, *, packing: str = 'pack') -> int:
   """Number of sequences `pack_documents` produces, from document lengths only."""
   if packing not in PACKING_MODES:
     raise ValueError(f'packing must be one of {PACKING_MODES}, got {packing!r}.')
@@ -317,8 +325,7 @@ def count_sequences(documents: Iterable, seq_len: int, *,
   for document in documents:
     if not document:
       continue
-    n = len(document.encode('utf-8') if isinstance(document, str)
-            else document) + 1
+    n = len(document.encode('utf-8') if isinstance(document, str) else document) + 1
     if packing == 'pad':
       count += -(-n // seq_len)
     else:
@@ -330,17 +337,17 @@ def count_sequences(documents: Iterable, seq_len: int, *,
 
 
 def tfds_documents(
-    names: Sequence[str],
-    splits: Sequence[str],
-    *,
-    weights: Optional[Sequence[float]] = None,
-    is_training: bool,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    seed: int = 0,
-    text_key: str = 'text',
-    shuffle_buffer_size: int = 10_000,
-    data_dir: Optional[str] = None,
+  names: Sequence[str],
+  splits: Sequence[str],
+  *,
+  weights: Optional[Sequence[float]] = None,
+  is_training: bool,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  seed: int = 0,
+  text_key: str = 'text',
+  shuffle_buffer_size: int = 10_000,
+  data_dir: Optional[str] = None,
 ) -> Iterator[bytes]:
   """Yields text documents (UTF-8 bytes) from one or more TFDS datasets.
 
@@ -368,20 +375,28 @@ def tfds_documents(
   if not names:
     raise ValueError('config.data.tfds_names names no dataset.')
   if len(splits) != len(names):
-    raise ValueError(f'Need one split per TFDS dataset: {len(names)} names '
-                     f'{names} but {len(splits)} splits {splits}.')
+    raise ValueError(
+      f'Need one split per TFDS dataset: {len(names)} names '
+      f'{names} but {len(splits)} splits {splits}.'
+    )
   if weights is None or len(weights) == 0:
     weights = [1.0] * len(names)
   weights = [float(w) for w in weights]
   if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
-    raise ValueError(f'config.data.weights={weights} must hold one non-negative '
-                     f'weight per dataset {names}, with a positive sum.')
+    raise ValueError(
+      f'config.data.weights={weights} must hold one non-negative '
+      f'weight per dataset {names}, with a positive sum.'
+    )
   datasets = []
   for i, (name, split) in enumerate(zip(names, splits)):
     host_split = tfds.even_splits(split, n=shard_count)[shard_index]
     ds = tfds.load(
-        name, split=host_split, data_dir=data_dir, shuffle_files=is_training,
-        read_config=tfds.ReadConfig(shuffle_seed=seed + i))
+      name,
+      split=host_split,
+      data_dir=data_dir,
+      shuffle_files=is_training,
+      read_config=tfds.ReadConfig(shuffle_seed=seed + i),
+    )
     ds = ds.map(lambda ex: ex[text_key], num_parallel_calls=tf.data.AUTOTUNE)
     if is_training:
       ds = ds.repeat().shuffle(shuffle_buffer_size, seed=seed + i)
@@ -389,7 +404,8 @@ def tfds_documents(
   if is_training and len(datasets) > 1:
     total = sum(weights)
     mixed = tf.data.Dataset.sample_from_datasets(
-        datasets, weights=[w / total for w in weights], seed=seed)
+      datasets, weights=[w / total for w in weights], seed=seed
+    )
   else:
     mixed = datasets[0]
     for ds in datasets[1:]:
@@ -401,11 +417,12 @@ def tfds_documents(
 # ----------------------------------------------------------------- fake documents
 
 _FAKE_WORDS = (
-    'the of and to in is was for that with as on by at from his her an which '
-    'are were be this had not but they have one their it all new first its after '
-    'two who also has been other more than into time years when used city people '
-    'world school river music house water light stone garden window morning '
-    'perceiver attention latent bytes model language question answer').split()
+  'the of and to in is was for that with as on by at from his her an which '
+  'are were be this had not but they have one their it all new first its after '
+  'two who also has been other more than into time years when used city people '
+  'world school river music house water light stone garden window morning '
+  'perceiver attention latent bytes model language question answer'
+).split()
 
 
 def fake_documents(seed: int, count: int) -> List[bytes]:

@@ -39,11 +39,15 @@ WHITESPACE_BYTES = (9, 10, 11, 12, 13, 32)
 def _check_probabilities(mask_rate, mask_token_prob, random_token_prob):
   if not 0.0 <= mask_rate <= 1.0:
     raise ValueError(f'mask_rate must be in [0, 1], got {mask_rate}.')
-  if mask_token_prob < 0 or random_token_prob < 0 or (
-      mask_token_prob + random_token_prob > 1.0):
+  if (
+    mask_token_prob < 0
+    or random_token_prob < 0
+    or (mask_token_prob + random_token_prob > 1.0)
+  ):
     raise ValueError(
-        'mask_token_prob and random_token_prob must be non-negative with a sum'
-        f' of at most 1, got {mask_token_prob} and {random_token_prob}.')
+      'mask_token_prob and random_token_prob must be non-negative with a sum'
+      f' of at most 1, got {mask_token_prob} and {random_token_prob}.'
+    )
 
 
 def word_units(ids: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -62,22 +66,21 @@ def word_units(ids: tf.Tensor) -> Dict[str, tf.Tensor]:
   is_text = ids >= NUM_RESERVED
   whitespace = tf.constant(WHITESPACE_BYTES, tf.int32) + NUM_RESERVED
   is_space = tf.reduce_any(ids[..., None] == whitespace, axis=-1)
-  boundary = tf.ones_like(is_text[..., :1])                   # [..., 1]
+  boundary = tf.ones_like(is_text[..., :1])  # [..., 1]
   prev_special = tf.concat([boundary, ~is_text[..., :-1]], axis=-1)
   prev_space = tf.concat([~boundary, is_space[..., :-1]], axis=-1)
   unit_start = is_text & (prev_special | (is_space & ~prev_space))
-  unit_id = tf.maximum(
-      tf.cumsum(tf.cast(unit_start, tf.int32), axis=-1) - 1, 0)
+  unit_id = tf.maximum(tf.cumsum(tf.cast(unit_start, tf.int32), axis=-1) - 1, 0)
   return dict(is_text=is_text, unit_start=unit_start, unit_id=unit_id)
 
 
 def whole_word_mask(
-    ids: tf.Tensor,
-    seed: tf.Tensor,
-    *,
-    mask_rate: float = 0.15,
-    mask_token_prob: float = 0.8,
-    random_token_prob: float = 0.1,
+  ids: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  mask_rate: float = 0.15,
+  mask_token_prob: float = 0.8,
+  random_token_prob: float = 0.1,
 ) -> Dict[str, tf.Tensor]:
   """Masks whole word units of byte-id sequences.
 
@@ -109,16 +112,20 @@ def whole_word_mask(
   mode_draw = per_unit(tf.random.stateless_uniform(shape, mode_seed))
   selected = units['is_text'] & (select_draw < mask_rate)
   use_mask = selected & (mode_draw < mask_token_prob)
-  use_random = selected & (mode_draw >= mask_token_prob) & (
-      mode_draw < mask_token_prob + random_token_prob)
+  use_random = (
+    selected
+    & (mode_draw >= mask_token_prob)
+    & (mode_draw < mask_token_prob + random_token_prob)
+  )
   random_bytes = tf.random.stateless_uniform(
-      shape, byte_seed, minval=NUM_RESERVED, maxval=VOCAB_SIZE, dtype=tf.int32)
-  inputs = tf.where(use_mask, tf.constant(MASK_ID, tf.int32),
-                    tf.where(use_random, random_bytes, ids))
+    shape, byte_seed, minval=NUM_RESERVED, maxval=VOCAB_SIZE, dtype=tf.int32
+  )
+  inputs = tf.where(
+    use_mask, tf.constant(MASK_ID, tf.int32), tf.where(use_random, random_bytes, ids)
+  )
   return dict(inputs=inputs, weights=tf.cast(selected, tf.float32))
 
 
 def example_seed(base_seed: int, index: tf.Tensor) -> tf.Tensor:
   """A stateless seed `[2]` for example number `index` of a stream."""
-  return tf.stack([tf.constant(base_seed, tf.int64),
-                   tf.cast(index, tf.int64)])
+  return tf.stack([tf.constant(base_seed, tf.int64), tf.cast(index, tf.int64)])

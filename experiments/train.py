@@ -35,23 +35,33 @@ from ml_collections import config_flags
 from experiments import host_memory
 from experiments import preemption
 from experiments import trainer
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/digits.py[:variant].',
-    lock_config=True)
+  'config',
+  None,
+  'Experiment config file, e.g. configs/digits.py[:variant].',
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Directory for checkpoints, metrics and the exported params.')
+  'workdir', None, 'Directory for checkpoints, metrics and the exported params.'
+)
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', trainer.MODES, 'What to run.')
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
-    'coordinator_address', None,
-    'host:port of process 0, for multi-host runs (jax.distributed.initialize).')
+  'coordinator_address',
+  None,
+  'host:port of process 0, for multi-host runs (jax.distributed.initialize).',
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Number of hosts (processes) in a multi-host run.')
+  'num_processes', None, 'Number of hosts (processes) in a multi-host run.'
+)
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'Index of this host in [0, num_processes).')
-_HOST_MALLOC = flags.DEFINE_enum('host_malloc', 'auto', host_memory.MODES,
-                                 host_memory.FLAG_HELP)
+  'process_id', None, 'Index of this host in [0, num_processes).'
+)
+_HOST_MALLOC = flags.DEFINE_enum(
+  'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
+)
 
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -61,24 +71,37 @@ PREEMPTED_EXIT_CODE = 143
 
 def _maybe_initialize_distributed() -> None:
   """Connects to the other hosts when multi-host flags are given."""
-  given = {name: flag.value for name, flag in (
+  given = {
+    name: flag.value
+    for name, flag in (
       ('coordinator_address', _COORDINATOR_ADDRESS),
-      ('num_processes', _NUM_PROCESSES), ('process_id', _PROCESS_ID))
-           if flag.value is not None}
+      ('num_processes', _NUM_PROCESSES),
+      ('process_id', _PROCESS_ID),
+    )
+    if flag.value is not None
+  }
   if not given:
     return
   if 'coordinator_address' not in given:
     raise app.UsageError(
-        f'--coordinator_address is required with {", ".join(sorted(given))}.')
+      f'--coordinator_address is required with {", ".join(sorted(given))}.'
+    )
   if _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value < 1:
     raise app.UsageError(f'--num_processes={_NUM_PROCESSES.value} must be >= 1.')
-  if (_PROCESS_ID.value is not None and _NUM_PROCESSES.value is not None and
-      not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value):
-    raise app.UsageError(f'--process_id={_PROCESS_ID.value} must be in '
-                         f'[0, --num_processes={_NUM_PROCESSES.value}).')
-  jax.distributed.initialize(coordinator_address=_COORDINATOR_ADDRESS.value,
-                             num_processes=_NUM_PROCESSES.value,
-                             process_id=_PROCESS_ID.value)
+  if (
+    _PROCESS_ID.value is not None
+    and _NUM_PROCESSES.value is not None
+    and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value
+  ):
+    raise app.UsageError(
+      f'--process_id={_PROCESS_ID.value} must be in '
+      f'[0, --num_processes={_NUM_PROCESSES.value}).'
+    )
+  jax.distributed.initialize(
+    coordinator_address=_COORDINATOR_ADDRESS.value,
+    num_processes=_NUM_PROCESSES.value,
+    process_id=_PROCESS_ID.value,
+  )
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -88,7 +111,8 @@ class _QuietLibraries(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or not any(
-        part in record.pathname for part in self._PATH_PARTS)
+      part in record.pathname for part in self._PATH_PARTS
+    )
 
 
 def main(argv):
@@ -98,9 +122,15 @@ def main(argv):
   # Before JAX starts its backend: the malloc settings must reach XLA's threads.
   logging.info('Host malloc: %s.', host_memory.configure(_HOST_MALLOC.value))
   _maybe_initialize_distributed()
-  logging.info('JAX %s: process %d of %d, %d local / %d global device(s) (%s).',
-               jax.__version__, jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count(), jax.default_backend())
+  logging.info(
+    'JAX %s: process %d of %d, %d local / %d global device(s) (%s).',
+    jax.__version__,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.default_backend(),
+  )
   logging.info('Config:\n%s', _CONFIG.value)
   try:
     trainer.run(_CONFIG.value, _WORKDIR.value, _MODE.value)

@@ -57,6 +57,7 @@ class Steps(NamedTuple):
     p_train_step: pmapped `train_state.train_step` (donates the state).
     p_eval_step: pmapped `train_state.eval_step`.
   """
+
   num_steps: int
   model: hk.TransformedWithState
   optimizer: optax.GradientTransformation
@@ -69,8 +70,12 @@ class Steps(NamedTuple):
 # notebook, a test) reuses the compiled functions instead of recompiling.
 _STEPS_CACHE: Dict[Any, Steps] = {}
 # Fields that do not change any compiled function.
-_HOST_ONLY_FIELDS = ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps',
-                     'keep_checkpoints')
+_HOST_ONLY_FIELDS = (
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'eval_every_steps',
+  'keep_checkpoints',
+)
 
 
 def _steps_cache_key(config: ml_collections.ConfigDict, task: types.ModuleType):
@@ -79,9 +84,14 @@ def _steps_cache_key(config: ml_collections.ConfigDict, task: types.ModuleType):
   for name in _HOST_ONLY_FIELDS:
     fields.get('training', {}).pop(name, None)
   epochs_based = config.training.num_epochs is not None and config.training.num_epochs > 0
-  return (json.dumps(fields, sort_keys=True, default=repr), task.build_model,
-          task.train_loss, task.eval_outputs,
-          task.num_examples if epochs_based else None, jax.local_device_count())
+  return (
+    json.dumps(fields, sort_keys=True, default=repr),
+    task.build_model,
+    task.train_loss,
+    task.eval_outputs,
+    task.num_examples if epochs_based else None,
+    jax.local_device_count(),
+  )
 
 
 def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> Steps:
@@ -91,19 +101,26 @@ def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> St
     num_steps = task_lib.num_train_steps(config, task)
     model = task.build_model(config)
     optimizer, schedule = optimizers.make_optimizer(
-        config.optimizer, num_steps=num_steps, batch_size=config.training.batch_size)
+      config.optimizer, num_steps=num_steps, batch_size=config.training.batch_size
+    )
     loss_fn = functools.partial(_with_config, fn=task.train_loss, config=config)
     outputs_fn = functools.partial(_with_config, fn=task.eval_outputs, config=config)
     _STEPS_CACHE[key] = Steps(
-        num_steps=num_steps, model=model, optimizer=optimizer, schedule=schedule,
-        p_train_step=parallel.pmap_step(
-            functools.partial(train_state_lib.train_step, model=model,
-                              optimizer=optimizer, loss_fn=loss_fn),
-            donate_state=True),
-        p_eval_step=parallel.pmap_step(
-            functools.partial(train_state_lib.eval_step, model=model,
-                              outputs_fn=outputs_fn),
-            donate_state=False))
+      num_steps=num_steps,
+      model=model,
+      optimizer=optimizer,
+      schedule=schedule,
+      p_train_step=parallel.pmap_step(
+        functools.partial(
+          train_state_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
+        ),
+        donate_state=True,
+      ),
+      p_eval_step=parallel.pmap_step(
+        functools.partial(train_state_lib.eval_step, model=model, outputs_fn=outputs_fn),
+        donate_state=False,
+      ),
+    )
   return _STEPS_CACHE[key]
 
 
@@ -128,8 +145,9 @@ class _MeanAccumulator:
 class Evaluator:
   """Evaluates a replicated train state on every example of a split exactly once."""
 
-  def __init__(self, task: types.ModuleType, config: ml_collections.ConfigDict,
-               rng: jax.Array):
+  def __init__(
+    self, task: types.ModuleType, config: ml_collections.ConfigDict, rng: jax.Array
+  ):
     """Prepares evaluation.
 
     Args:
@@ -142,8 +160,9 @@ class Evaluator:
     self._rng = parallel.replicate(rng)
     self._p_eval_step = build_steps(config, task).p_eval_step
 
-  def __call__(self, p_state: train_state_lib.TrainState,
-               split: Optional[str] = None) -> Dict[str, float]:
+  def __call__(
+    self, p_state: train_state_lib.TrainState, split: Optional[str] = None
+  ) -> Dict[str, float]:
     """Summarised metrics of `p_state` (replicated) on `split` (default: config's).
 
     Raises:
@@ -158,29 +177,37 @@ class Evaluator:
 
     outputs = []
     template = None
-    for index, batch in enumerate(task.load(split, is_training=False,
-                                            batch_dims=batch_dims, config=config)):
+    for index, batch in enumerate(
+      task.load(split, is_training=False, batch_dims=batch_dims, config=config)
+    ):
       if index >= num_batches:
         raise ValueError(
-            f'task {config.task} yields more than ceil({num_examples} / '
-            f'{global_batch}) = {num_batches} evaluation batches for split {split!r}.')
+          f'task {config.task} yields more than ceil({num_examples} / '
+          f'{global_batch}) = {num_batches} evaluation batches for split {split!r}.'
+        )
       if 'mask' not in batch:
-        raise ValueError(f'evaluation batches of task {config.task} have no "mask" '
-                         f'entry (keys: {sorted(batch)}).')
+        raise ValueError(
+          f'evaluation batches of task {config.task} have no "mask" '
+          f'entry (keys: {sorted(batch)}).'
+        )
       parallel.check_batch_dims(batch, batch_dims)
       template = batch
       outputs.append(self._p_eval_step(p_state, batch, self._rng))
     if template is None:
-      raise ValueError(f'task {config.task} yielded no evaluation batch for split '
-                       f'{split!r} on host {jax.process_index()}.')
+      raise ValueError(
+        f'task {config.task} yielded no evaluation batch for split '
+        f'{split!r} on host {jax.process_index()}.'
+      )
     # Hosts with fewer batches run all-padding ones so that every host runs the
     # same number of steps.
     while len(outputs) < num_batches:
-      outputs.append(self._p_eval_step(p_state, task_lib.padding_batch(template),
-                                       self._rng))
+      outputs.append(
+        self._p_eval_step(p_state, task_lib.padding_batch(template), self._rng)
+      )
 
-    local = jax.tree.map(lambda *xs: np.concatenate(xs),
-                         *[parallel.local_values(o) for o in outputs])
+    local = jax.tree.map(
+      lambda *xs: np.concatenate(xs), *[parallel.local_values(o) for o in outputs]
+    )
     # [num_batches * D, b, ...] -> [num_batches * D * b, ...]
     local = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), local)
     gathered = parallel.gather_from_hosts(local)  # [P, N_local, ...]
@@ -188,8 +215,9 @@ class Evaluator:
     real = gathered.pop('mask') > 0.5
     if int(real.sum()) != num_examples:
       raise ValueError(
-          f'evaluation of split {split!r} covered {int(real.sum())} examples; '
-          f'task {config.task} reports num_examples={num_examples}.')
+        f'evaluation of split {split!r} covered {int(real.sum())} examples; '
+        f'task {config.task} reports num_examples={num_examples}.'
+      )
     per_example = {k: v[real] for k, v in gathered.items()}
     summary = dict(task.summarize_eval(per_example, config))
     summary['num_examples'] = num_examples
@@ -209,8 +237,9 @@ def _count_params(params: Any) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *,
-          evaluate: bool = False) -> train_state_lib.TrainState:
+def train(
+  config: ml_collections.ConfigDict, workdir: str, *, evaluate: bool = False
+) -> train_state_lib.TrainState:
   """Trains (resuming from the latest checkpoint in `workdir`) and exports the result.
 
   Args:
@@ -230,37 +259,53 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   steps = build_steps(config, task)
   num_steps, schedule = steps.num_steps, steps.schedule
   training = config.training
-  batch_dims = parallel.local_batch_dims(training.batch_size,
-                                         name='training.batch_size')
+  batch_dims = parallel.local_batch_dims(training.batch_size, name='training.batch_size')
   init_rng, train_rng, eval_rng = _rngs(config)
 
   checkpointer = checkpointing.Checkpointer(workdir, keep=training.keep_checkpoints)
   start_step = checkpointer.latest_step() or 0
-  train_iter = task_lib.train_iterator(task, config, batch_dims=batch_dims,
-                                       start_step=min(start_step, num_steps))
+  train_iter = task_lib.train_iterator(
+    task, config, batch_dims=batch_dims, start_step=min(start_step, num_steps)
+  )
   batch = next(train_iter)
   parallel.check_batch_dims(batch, batch_dims)
   if start_step:
-    host_state = checkpointer.restore(train_state_lib.abstract_train_state(
-        steps.model, steps.optimizer, _first_device(batch)), start_step)
+    host_state = checkpointer.restore(
+      train_state_lib.abstract_train_state(
+        steps.model, steps.optimizer, _first_device(batch)
+      ),
+      start_step,
+    )
     logging.info('Resumed from checkpoint %d in %s.', start_step, checkpointer.directory)
   else:
-    host_state = train_state_lib.init_train_state(steps.model, steps.optimizer,
-                                                  _first_device(batch), init_rng)
+    host_state = train_state_lib.init_train_state(
+      steps.model, steps.optimizer, _first_device(batch), init_rng
+    )
   if int(host_state.step) != start_step:
-    raise ValueError(f'checkpoint {start_step} holds a state at step '
-                     f'{int(host_state.step)}.')
+    raise ValueError(
+      f'checkpoint {start_step} holds a state at step {int(host_state.step)}.'
+    )
   if start_step > num_steps:
-    logging.warning('The latest checkpoint (step %d) is past training.num_steps=%d; '
-                    'nothing to train.', start_step, num_steps)
+    logging.warning(
+      'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to train.',
+      start_step,
+      num_steps,
+    )
   logging.info(
-      'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
-      'device(s) (per-device batch %d).', config.task, _count_params(host_state.params),
-      num_steps, training.batch_size, jax.process_count(), jax.local_device_count(),
-      batch_dims[1])
+    'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
+    'device(s) (per-device batch %d).',
+    config.task,
+    _count_params(host_state.params),
+    num_steps,
+    training.batch_size,
+    jax.process_count(),
+    jax.local_device_count(),
+    batch_dims[1],
+  )
 
-  writer = metrics_writer_lib.MetricsWriter(workdir, total_steps=num_steps,
-                                            batch_size=training.batch_size)
+  writer = metrics_writer_lib.MetricsWriter(
+    workdir, total_steps=num_steps, batch_size=training.batch_size
+  )
   evaluator = Evaluator(task, config, eval_rng) if evaluate else None
   p_train_step = steps.p_train_step
   p_state = parallel.replicate(host_state)
@@ -275,10 +320,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     if metrics.pop('finite') < 1.0:
       checkpointer.wait()
       raise NonFiniteError(
-          f'Non-finite loss or gradient at step {step} (loss={metrics.get("loss")}, '
-          f'grad_norm={metrics.get("grad_norm")}); training stopped. The latest '
-          f'good checkpoint is step {checkpointer.latest_step()} in '
-          f'{checkpointer.directory}.')
+        f'Non-finite loss or gradient at step {step} (loss={metrics.get("loss")}, '
+        f'grad_norm={metrics.get("grad_norm")}); training stopped. The latest '
+        f'good checkpoint is step {checkpointer.latest_step()} in '
+        f'{checkpointer.directory}.'
+      )
     accumulator.add(metrics)
 
   step = start_step
@@ -306,8 +352,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       is_last = step == num_steps
       log_now = is_last or step % training.log_every_steps == 0
       save_now = not is_last and step % training.checkpoint_every_steps == 0
-      eval_now = (evaluate and not is_last and training.eval_every_steps > 0
-                  and step % training.eval_every_steps == 0)
+      eval_now = (
+        evaluate
+        and not is_last
+        and training.eval_every_steps > 0
+        and step % training.eval_every_steps == 0
+      )
       if (log_now or save_now or eval_now) and pending is not None:
         check(pending)
         pending = None
@@ -337,8 +387,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     checkpointer.wait()
     checkpointing.export_npz(workdir, host_state.params, host_state.state)
     if evaluate:
-      writer.write_eval(int(host_state.step), evaluator(p_state),
-                        split_name=config.evaluation.split)
+      writer.write_eval(
+        int(host_state.step), evaluator(p_state), split_name=config.evaluation.split
+      )
   finally:
     watch.stop()
     # Finishes saves already started (all of them hold finite states).
@@ -347,27 +398,39 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   return host_state
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: Optional[int] = None) -> Dict[str, float]:
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
+) -> Dict[str, float]:
   """Evaluates checkpoint `step` (default: latest) of `workdir` on the config's split."""
   task = task_lib.load_task(config.task)
   steps = build_steps(config, task)
   _, _, eval_rng = _rngs(config)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.training.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(
+    workdir, keep=config.training.keep_checkpoints
+  )
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(
-        f'no checkpoint in {checkpointer.directory}; train first (--mode=train).')
-  batch_dims = parallel.local_batch_dims(config.evaluation.batch_size,
-                                         name='evaluation.batch_size')
-  batch = next(iter(task.load(config.evaluation.split, is_training=False,
-                              batch_dims=batch_dims, config=config)))
+      f'no checkpoint in {checkpointer.directory}; train first (--mode=train).'
+    )
+  batch_dims = parallel.local_batch_dims(
+    config.evaluation.batch_size, name='evaluation.batch_size'
+  )
+  batch = next(
+    iter(
+      task.load(
+        config.evaluation.split, is_training=False, batch_dims=batch_dims, config=config
+      )
+    )
+  )
   batch = {k: v for k, v in _first_device(batch).items() if k != 'mask'}
   host_state = checkpointer.restore(
-      train_state_lib.abstract_train_state(steps.model, steps.optimizer, batch), step)
+    train_state_lib.abstract_train_state(steps.model, steps.optimizer, batch), step
+  )
   checkpointer.close()
   metrics = Evaluator(task, config, eval_rng)(parallel.replicate(host_state))
-  writer = metrics_writer_lib.MetricsWriter(workdir, total_steps=int(host_state.step),
-                                            batch_size=config.evaluation.batch_size)
+  writer = metrics_writer_lib.MetricsWriter(
+    workdir, total_steps=int(host_state.step), batch_size=config.evaluation.batch_size
+  )
   writer.write_eval(int(host_state.step), metrics, split_name=config.evaluation.split)
   writer.close()
   return metrics

@@ -36,7 +36,7 @@ def _dropout(rate, x):
   if rate == 0.0:
     return x
   if key is None:
-    raise ValueError(f"Dropout with rate {rate} needs an RNG key: pass `rng` to apply.")
+    raise ValueError(f'Dropout with rate {rate} needs an RNG key: pass `rng` to apply.')
   return hk.dropout(key, rate, x)
 
 
@@ -53,10 +53,14 @@ class PositionwiseLinear(hk.Linear):
   given.
   """
 
-  def __init__(self, output_size, with_bias=True, w_init=None, b_init=None,
-               name=None):
-    super().__init__(output_size=output_size, with_bias=with_bias, w_init=w_init,
-                     b_init=b_init, name=name or "linear")
+  def __init__(self, output_size, with_bias=True, w_init=None, b_init=None, name=None):
+    super().__init__(
+      output_size=output_size,
+      with_bias=with_bias,
+      w_init=w_init,
+      b_init=b_init,
+      name=name or 'linear',
+    )
 
   def __call__(self, inputs, *, precision=None):
     if inputs.ndim <= 2:
@@ -70,21 +74,22 @@ class PositionwiseLinear(hk.Linear):
     inputs of `input_size` channels and `dtype` would, without applying them."""
     w_init = self.w_init
     if w_init is None:
-      w_init = hk.initializers.TruncatedNormal(stddev=1. / np.sqrt(input_size))
-    w = hk.get_parameter("w", [input_size, self.output_size], dtype, init=w_init)
+      w_init = hk.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(input_size))
+    w = hk.get_parameter('w', [input_size, self.output_size], dtype, init=w_init)
     b = None
     if self.with_bias:
-      b = hk.get_parameter("b", [self.output_size], dtype, init=self.b_init)
+      b = hk.get_parameter('b', [self.output_size], dtype, init=self.b_init)
     return w, b
 
 
 def conv_1d(output_channels, init_scale=1.0, with_bias=True, name=None):
   """A per-position linear layer (a 1x1 convolution), VarianceScaling-initialised."""
   return PositionwiseLinear(
-      output_size=output_channels,
-      with_bias=with_bias,
-      w_init=hk.initializers.VarianceScaling(init_scale),
-      name=name)
+    output_size=output_channels,
+    with_bias=with_bias,
+    w_init=hk.initializers.VarianceScaling(init_scale),
+    name=name,
+  )
 
 
 def layer_norm(x, name=None):
@@ -98,7 +103,7 @@ def layer_norm(x, name=None):
   return module(x)
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 def compute_dtype_from(value):
@@ -110,12 +115,13 @@ def compute_dtype_from(value):
     return None
   name = value if isinstance(value, str) else jnp.dtype(value).name
   if name not in COMPUTE_DTYPES:
-    raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES} (or None), got "
-                     f"{value!r}.")
+    raise ValueError(
+      f'compute_dtype must be one of {COMPUTE_DTYPES} (or None), got {value!r}.'
+    )
   return jnp.dtype(name)
 
 
-REMAT_POLICIES = ("full", "dots", "dots_no_batch")
+REMAT_POLICIES = ('full', 'dots', 'dots_no_batch')
 
 
 def rematerializer(remat, policy=None):
@@ -130,18 +136,19 @@ def rematerializer(remat, policy=None):
       the outputs of products without batch dimensions, i.e. projections and MLPs but
       not the attention products (`dots_with_no_batch_dims_saveable`).
   """
-  if policy is None or policy in ("", "full"):
+  if policy is None or policy in ('', 'full'):
     saver = None
-  elif policy == "dots":
+  elif policy == 'dots':
     saver = jax.checkpoint_policies.dots_saveable
-  elif policy == "dots_no_batch":
+  elif policy == 'dots_no_batch':
     saver = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
   else:
-    raise ValueError(f"remat_policy must be one of {REMAT_POLICIES} (or None), got "
-                     f"{policy!r}.")
+    raise ValueError(
+      f'remat_policy must be one of {REMAT_POLICIES} (or None), got {policy!r}.'
+    )
   if not remat:
     if saver is not None:
-      raise ValueError(f"remat_policy={policy!r} needs remat=True.")
+      raise ValueError(f'remat_policy={policy!r} needs remat=True.')
     return lambda fn: fn
   return lambda fn: hk.remat(fn, policy=saver)
 
@@ -168,8 +175,10 @@ def compute_dtype_scope(compute_dtype):
 
   def cast_for_compute(next_getter, value, context):
     value = next_getter(value)
-    if (jnp.issubdtype(value.dtype, jnp.floating)
-        and "layer_norm" not in context.module_name):
+    if (
+      jnp.issubdtype(value.dtype, jnp.floating)
+      and 'layer_norm' not in context.module_name
+    ):
       value = value.astype(compute_dtype)
     return value
 
@@ -181,18 +190,21 @@ def make_cross_attention_mask(query_mask, kv_mask):
   """Outer product of a query mask `[B, T]` and a key/value mask `[B, S]` -> `[B, T, S]`."""
   if query_mask.ndim != 2 or kv_mask.ndim != 2:
     raise ValueError(
-        "make_cross_attention_mask expects query_mask [B, T] and kv_mask [B, S]; got "
-        f"shapes {tuple(query_mask.shape)} and {tuple(kv_mask.shape)}.")
+      'make_cross_attention_mask expects query_mask [B, T] and kv_mask [B, S]; got '
+      f'shapes {tuple(query_mask.shape)} and {tuple(kv_mask.shape)}.'
+    )
   if query_mask.shape[0] != kv_mask.shape[0]:
     raise ValueError(
-        f"query_mask batch {query_mask.shape[0]} != kv_mask batch {kv_mask.shape[0]}.")
+      f'query_mask batch {query_mask.shape[0]} != kv_mask batch {kv_mask.shape[0]}.'
+    )
   return jax.vmap(jnp.outer)(query_mask, kv_mask)
 
 
 def _check_divisible(channels, num_heads, arg_name):
   if channels % num_heads != 0:
     raise ValueError(
-        f"{arg_name} ({channels}) must be divisible by num_heads ({num_heads}).")
+      f'{arg_name} ({channels}) must be divisible by num_heads ({num_heads}).'
+    )
 
 
 class Attention(hk.Module):
@@ -215,15 +227,26 @@ class Attention(hk.Module):
     key_chunk_size: likewise for blocks of keys (online softmax).
   """
 
-  def __init__(self, num_heads=8, init_scale=1.0, with_final_bias=True,
-               final_init_scale_multiplier=1., dropout_prob=0.0, qk_channels=None,
-               v_channels=None, output_channels=None, name=None, *,
-               query_chunk_size=None, key_chunk_size=None):
+  def __init__(
+    self,
+    num_heads=8,
+    init_scale=1.0,
+    with_final_bias=True,
+    final_init_scale_multiplier=1.0,
+    dropout_prob=0.0,
+    qk_channels=None,
+    v_channels=None,
+    output_channels=None,
+    name=None,
+    *,
+    query_chunk_size=None,
+    key_chunk_size=None,
+  ):
     super().__init__(name=name)
-    self._query_chunk_size = check_chunk_size(query_chunk_size, "query_chunk_size")
-    self._key_chunk_size = check_chunk_size(key_chunk_size, "key_chunk_size")
+    self._query_chunk_size = check_chunk_size(query_chunk_size, 'query_chunk_size')
+    self._key_chunk_size = check_chunk_size(key_chunk_size, 'key_chunk_size')
     if num_heads < 1:
-      raise ValueError(f"num_heads must be >= 1, got {num_heads!r}.")
+      raise ValueError(f'num_heads must be >= 1, got {num_heads!r}.')
     self._num_heads = num_heads
     self._init_scale = init_scale
     self._with_final_bias = with_final_bias
@@ -237,13 +260,14 @@ class Attention(hk.Module):
     """Attends from `inputs_q` `[B, T, Cq]` to `inputs_kv` `[B, S, Ckv]` -> `[B, T, Cout]`."""
     if inputs_q.ndim != 3 or inputs_kv.ndim != 3:
       raise ValueError(
-          "Attention expects inputs_q [B, T, C] and inputs_kv [B, S, C]; got shapes "
-          f"{tuple(inputs_q.shape)} and {tuple(inputs_kv.shape)}.")
+        'Attention expects inputs_q [B, T, C] and inputs_kv [B, S, C]; got shapes '
+        f'{tuple(inputs_q.shape)} and {tuple(inputs_kv.shape)}.'
+      )
     qk_channels = self._qk_channels or inputs_q.shape[-1]
     v_channels = self._v_channels or qk_channels
     output_channels = self._output_channels or v_channels
-    _check_divisible(qk_channels, self._num_heads, "qk_channels")
-    _check_divisible(v_channels, self._num_heads, "v_channels")
+    _check_divisible(qk_channels, self._num_heads, 'qk_channels')
+    _check_divisible(v_channels, self._num_heads, 'v_channels')
     heads = self._num_heads
 
     batch, q_time, _ = inputs_q.shape
@@ -257,23 +281,34 @@ class Attention(hk.Module):
     def project(layer, head_channels):
       """The layer's `Projection` where folding it in is cheaper, else its output."""
       if not chunked and factorization_saves_work(
-          num_queries=q_time, num_keys=kv_time, input_channels=kv_channels,
-          num_heads=heads, head_channels=head_channels):
+        num_queries=q_time,
+        num_keys=kv_time,
+        input_channels=kv_channels,
+        num_heads=heads,
+        head_channels=head_channels,
+      ):
         return Projection(*layer.parameters(kv_channels, inputs_kv.dtype))
       return jnp.reshape(layer(inputs_kv), [batch, kv_time, heads, head_channels])
 
     k = project(k_layer, qk_channels // heads)  # [B, S, H, Dqk] or a Projection.
     v = project(v_layer, v_channels // heads)  # [B, S, H, Dv] or a Projection.
     if isinstance(k, Projection) or isinstance(v, Projection):
-      result = factorized_attend(q, inputs_kv, k, v, dropout_prob=self._dropout_prob,
-                                 attention_mask=attention_mask)
+      result = factorized_attend(
+        q, inputs_kv, k, v, dropout_prob=self._dropout_prob, attention_mask=attention_mask
+      )
     else:
-      result = attend(q, k, v, dropout_prob=self._dropout_prob,
-                      attention_mask=attention_mask,
-                      query_chunk_size=self._query_chunk_size,
-                      key_chunk_size=self._key_chunk_size)
-    return conv_1d(output_channels, with_bias=self._with_final_bias,
-                   init_scale=self._final_init_scale)(result)
+      result = attend(
+        q,
+        k,
+        v,
+        dropout_prob=self._dropout_prob,
+        attention_mask=attention_mask,
+        query_chunk_size=self._query_chunk_size,
+        key_chunk_size=self._key_chunk_size,
+      )
+    return conv_1d(
+      output_channels, with_bias=self._with_final_bias, init_scale=self._final_init_scale
+    )(result)
 
 
 class MLP(hk.Module):
@@ -286,7 +321,7 @@ class MLP(hk.Module):
     name: module name.
   """
 
-  def __init__(self, widening_factor=4, dropout_prob=0.0, init_scale=1., name=None):
+  def __init__(self, widening_factor=4, dropout_prob=0.0, init_scale=1.0, name=None):
     super().__init__(name=name)
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
@@ -319,13 +354,23 @@ class SelfAttention(hk.Module):
     query_chunk_size, key_chunk_size: attention chunking, see `Attention`.
   """
 
-  def __init__(self, widening_factor=4, dropout_prob=0.0, dropout_attn_prob=0.0,
-               num_heads=8, att_init_scale=1.0, dense_init_scale=1.0,
-               qk_channels=None, v_channels=None, name=None, *,
-               query_chunk_size=None, key_chunk_size=None):
+  def __init__(
+    self,
+    widening_factor=4,
+    dropout_prob=0.0,
+    dropout_attn_prob=0.0,
+    num_heads=8,
+    att_init_scale=1.0,
+    dense_init_scale=1.0,
+    qk_channels=None,
+    v_channels=None,
+    name=None,
+    *,
+    query_chunk_size=None,
+    key_chunk_size=None,
+  ):
     super().__init__(name=name)
-    self._chunks = dict(query_chunk_size=query_chunk_size,
-                        key_chunk_size=key_chunk_size)
+    self._chunks = dict(query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size)
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
     self._dropout_attn_prob = dropout_attn_prob
@@ -342,19 +387,23 @@ class SelfAttention(hk.Module):
     x = inputs
     qkv_inputs = layer_norm(inputs)
     attention = Attention(
-        num_heads=self._num_heads,
-        init_scale=self._att_init_scale,
-        qk_channels=self._qk_channels,
-        v_channels=self._v_channels,
-        dropout_prob=dropout_attn_prob,
-        **self._chunks)(qkv_inputs, qkv_inputs, attention_mask=attention_mask)
+      num_heads=self._num_heads,
+      init_scale=self._att_init_scale,
+      qk_channels=self._qk_channels,
+      v_channels=self._v_channels,
+      dropout_prob=dropout_attn_prob,
+      **self._chunks,
+    )(qkv_inputs, qkv_inputs, attention_mask=attention_mask)
     x = x + _dropout(dropout_prob, attention)
-    x = x + MLP(widening_factor=self._widening_factor, dropout_prob=dropout_prob,
-                init_scale=self._dense_init_scale)(layer_norm(x), is_training=is_training)
+    x = x + MLP(
+      widening_factor=self._widening_factor,
+      dropout_prob=dropout_prob,
+      init_scale=self._dense_init_scale,
+    )(layer_norm(x), is_training=is_training)
     return x
 
 
-CROSS_ATTENTION_SHAPES = ("q", "kv")
+CROSS_ATTENTION_SHAPES = ('q', 'kv')
 
 
 class CrossAttention(hk.Module):
@@ -378,17 +427,30 @@ class CrossAttention(hk.Module):
     query_chunk_size, key_chunk_size: attention chunking, see `Attention`.
   """
 
-  def __init__(self, widening_factor=1, dropout_prob=0.0, dropout_attn_prob=0.0,
-               num_heads=8, att_init_scale=1.0, dense_init_scale=1.0,
-               shape_for_attn="kv", use_query_residual=True, qk_channels=None,
-               v_channels=None, name=None, *, query_chunk_size=None,
-               key_chunk_size=None):
+  def __init__(
+    self,
+    widening_factor=1,
+    dropout_prob=0.0,
+    dropout_attn_prob=0.0,
+    num_heads=8,
+    att_init_scale=1.0,
+    dense_init_scale=1.0,
+    shape_for_attn='kv',
+    use_query_residual=True,
+    qk_channels=None,
+    v_channels=None,
+    name=None,
+    *,
+    query_chunk_size=None,
+    key_chunk_size=None,
+  ):
     super().__init__(name=name)
-    self._chunks = dict(query_chunk_size=query_chunk_size,
-                        key_chunk_size=key_chunk_size)
+    self._chunks = dict(query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size)
     if shape_for_attn not in CROSS_ATTENTION_SHAPES:
-      raise ValueError(f"Unknown shape_for_attn {shape_for_attn!r}; expected one of "
-                       f"{CROSS_ATTENTION_SHAPES}.")
+      raise ValueError(
+        f'Unknown shape_for_attn {shape_for_attn!r}; expected one of '
+        f'{CROSS_ATTENTION_SHAPES}.'
+      )
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
     self._dropout_attn_prob = dropout_attn_prob
@@ -405,7 +467,7 @@ class CrossAttention(hk.Module):
     dropout_attn_prob = self._dropout_attn_prob if is_training else 0.0
 
     output_channels = inputs_q.shape[-1]
-    if self._shape_for_attn == "q":
+    if self._shape_for_attn == 'q':
       qk_channels = inputs_q.shape[-1]
     else:
       qk_channels = inputs_kv.shape[-1]
@@ -414,16 +476,19 @@ class CrossAttention(hk.Module):
     v_channels = self._v_channels
 
     attention = Attention(
-        num_heads=self._num_heads,
-        init_scale=self._att_init_scale,
-        dropout_prob=dropout_attn_prob,
-        qk_channels=qk_channels,
-        v_channels=v_channels,
-        output_channels=output_channels,
-        **self._chunks)(layer_norm(inputs_q), layer_norm(inputs_kv),
-                        attention_mask=attention_mask)
+      num_heads=self._num_heads,
+      init_scale=self._att_init_scale,
+      dropout_prob=dropout_attn_prob,
+      qk_channels=qk_channels,
+      v_channels=v_channels,
+      output_channels=output_channels,
+      **self._chunks,
+    )(layer_norm(inputs_q), layer_norm(inputs_kv), attention_mask=attention_mask)
     attention = _dropout(dropout_prob, attention)
     x = inputs_q + attention if self._use_query_residual else attention
-    x = x + MLP(widening_factor=self._widening_factor, dropout_prob=dropout_prob,
-                init_scale=self._dense_init_scale)(layer_norm(x), is_training=is_training)
+    x = x + MLP(
+      widening_factor=self._widening_factor,
+      dropout_prob=dropout_prob,
+      init_scale=self._dense_init_scale,
+    )(layer_norm(x), is_training=is_training)
     return x

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 from perceiver import positional_inputs
 
 
-def _check_rank3(inputs, arg_name="inputs"):
+def _check_rank3(inputs, arg_name='inputs'):
   if inputs.ndim != 3:
-    raise ValueError(
-        f"{arg_name} must have shape [B, N, D], got {tuple(inputs.shape)}.")
+    raise ValueError(f'{arg_name} must have shape [B, N, D], got {tuple(inputs.shape)}.')
 
 
 class OneHotPreprocessor(hk.Module):
@@ -35,13 +34,13 @@ class OneHotPreprocessor(hk.Module):
   def __init__(self, name: Optional[str] = None):
     super().__init__(name=name)
 
-  def __call__(self, inputs, *, is_training: bool, pos=None,
-               network_input_is_1d: bool = True):
+  def __call__(
+    self, inputs, *, is_training: bool, pos=None, network_input_is_1d: bool = True
+  ):
     """Returns `(inputs[:, None], None, inputs[:, None])` for `[B, C]` inputs."""
     del is_training, pos, network_input_is_1d  # Unused: a uniform interface.
     if inputs.ndim != 2:
-      raise ValueError(
-          f"inputs must have shape [B, C], got {tuple(inputs.shape)}.")
+      raise ValueError(f'inputs must have shape [B, C], got {tuple(inputs.shape)}.')
     inputs = inputs[:, None, :]
     # No position encoding: the inputs with and without it are the same.
     return inputs, None, inputs
@@ -68,8 +67,7 @@ class ClassificationPostprocessor(hk.Module):
 
   def __init__(self, num_classes: int, name: Optional[str] = None):
     super().__init__(name=name)
-    self._num_classes = positional_inputs.check_positive_int(
-        num_classes, "num_classes")
+    self._num_classes = positional_inputs.check_positive_int(num_classes, 'num_classes')
 
   def __call__(self, inputs, *, is_training: bool, pos=None, modality_sizes=None):
     del is_training, pos, modality_sizes  # Unused: a uniform interface.
@@ -88,8 +86,7 @@ class ProjectionPostprocessor(hk.Module):
 
   def __init__(self, num_outputs: int, name: Optional[str] = None):
     super().__init__(name=name)
-    self._num_outputs = positional_inputs.check_positive_int(
-        num_outputs, "num_outputs")
+    self._num_outputs = positional_inputs.check_positive_int(num_outputs, 'num_outputs')
 
   def __call__(self, inputs, *, is_training: bool, pos=None, modality_sizes=None):
     del is_training, pos, modality_sizes  # Unused: a uniform interface.
@@ -106,12 +103,13 @@ class EmbeddingDecoder(hk.Module):
     name: module name.
   """
 
-  def __init__(self, embedding_matrix, name: str = "embedding_decoder"):
+  def __init__(self, embedding_matrix, name: str = 'embedding_decoder'):
     super().__init__(name=name)
     if embedding_matrix.ndim != 2:
       raise ValueError(
-          "embedding_matrix must have shape [vocab_size, d_model], got "
-          f"{tuple(embedding_matrix.shape)}.")
+        'embedding_matrix must have shape [vocab_size, d_model], got '
+        f'{tuple(embedding_matrix.shape)}.'
+      )
     self._embedding_matrix = embedding_matrix
     self._vocab_size, self._d_model = embedding_matrix.shape
 
@@ -119,11 +117,12 @@ class EmbeddingDecoder(hk.Module):
     """Maps `[B, L, D]` embeddings to `[B, L, V]` logits."""
     if embeddings.ndim != 3 or embeddings.shape[-1] != self._d_model:
       raise ValueError(
-          f"embeddings must have shape [B, L, {self._d_model}] (d_model of the "
-          f"embedding matrix), got {tuple(embeddings.shape)}.")
+        f'embeddings must have shape [B, L, {self._d_model}] (d_model of the '
+        f'embedding matrix), got {tuple(embeddings.shape)}.'
+      )
     batch_size, seq_len, _ = embeddings.shape
     flat = jnp.reshape(embeddings, (-1, self._d_model))  # [B*L, D]
     logits = jnp.matmul(flat, jnp.transpose(self._embedding_matrix))  # [B*L, V]
-    bias = hk.get_parameter("bias", shape=[self._vocab_size], init=jnp.zeros)
+    bias = hk.get_parameter('bias', shape=[self._vocab_size], init=jnp.zeros)
     logits = logits + bias
     return jnp.reshape(logits, (batch_size, seq_len, self._vocab_size))

@@ -20,21 +20,22 @@ class BytesTokenizer:
     """Decodes ids to text, dropping reserved ids; invalid UTF-8 becomes U+FFFD."""
     inputs = np.asarray(inputs)
     if inputs.size and not np.issubdtype(inputs.dtype, np.integer):
-      raise ValueError(f"inputs must be integer ids, got dtype {inputs.dtype}.")
+      raise ValueError(f'inputs must be integer ids, got dtype {inputs.dtype}.')
     inputs = inputs.reshape(-1)
     if inputs.size and inputs.max() >= self.vocab_size:
-      raise ValueError(f"inputs contain id {int(inputs.max())} >= vocab_size "
-                       f"{self.vocab_size}.")
+      raise ValueError(
+        f'inputs contain id {int(inputs.max())} >= vocab_size {self.vocab_size}.'
+      )
     inputs_no_special = inputs[inputs >= self._num_reserved_tokens]
     decoded = (inputs_no_special - self._num_reserved_tokens).astype(np.uint8).tobytes()
-    return decoded.decode("utf-8", errors="replace")
+    return decoded.decode('utf-8', errors='replace')
 
   def to_int(self, inputs: Union[str, bytes]) -> np.ndarray:
     """Encodes text (str, as UTF-8) or bytes to int32 ids `[len(bytes)]`."""
     if isinstance(inputs, str):
-      inputs = inputs.encode("utf-8")
+      inputs = inputs.encode('utf-8')
     if not isinstance(inputs, (bytes, bytearray)):
-      raise ValueError(f"inputs must be str or bytes, got {type(inputs).__name__}.")
+      raise ValueError(f'inputs must be str or bytes, got {type(inputs).__name__}.')
     encoded = np.frombuffer(bytes(inputs), np.uint8).astype(np.int32)
     return encoded + self._num_reserved_tokens
 

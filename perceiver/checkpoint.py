@@ -23,9 +23,9 @@ import numpy as np
 
 Params = Dict[str, Dict[str, np.ndarray]]
 
-_FORMAT_KEY = "__perceiver_npz__"
+_FORMAT_KEY = '__perceiver_npz__'
 _FORMAT_VERSION = 1
-_COLLECTIONS = ("params", "state")
+_COLLECTIONS = ('params', 'state')
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -38,49 +38,52 @@ def _mapping_to_dict(data=None):
     return {}
   if not isinstance(data, Mapping):
     raise UnsafeCheckpointError(
-        f"Expected a mapping inside a Haiku FlatMapping, got {type(data).__name__}.")
+      f'Expected a mapping inside a Haiku FlatMapping, got {type(data).__name__}.'
+    )
   return dict(data)
 
 
 def _numpy_global(name):
   import numpy  # pylint: disable=import-outside-toplevel,reimported
-  if name == "_reconstruct":
+
+  if name == '_reconstruct':
     try:
       from numpy._core.multiarray import _reconstruct  # pylint: disable=g-import-not-at-top
     except ImportError:
       from numpy.core.multiarray import _reconstruct  # pylint: disable=g-import-not-at-top
     return _reconstruct
-  if name == "scalar":
+  if name == 'scalar':
     try:
       from numpy._core.multiarray import scalar  # pylint: disable=g-import-not-at-top
     except ImportError:
       from numpy.core.multiarray import scalar  # pylint: disable=g-import-not-at-top
     return scalar
-  return {"ndarray": numpy.ndarray, "dtype": numpy.dtype}[name]
+  return {'ndarray': numpy.ndarray, 'dtype': numpy.dtype}[name]
 
 
-def _latin1_encode(text, encoding="latin1", errors="strict"):
+def _latin1_encode(text, encoding='latin1', errors='strict'):
   """Stand-in for `_codecs.encode`, which protocol-2 pickles use to store bytes."""
-  if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+  if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
     raise UnsafeCheckpointError(
-        f"Refusing _codecs.encode with encoding {encoding!r}: only latin1 is allowed.")
-  return text.encode("latin1", errors)
+      f'Refusing _codecs.encode with encoding {encoding!r}: only latin1 is allowed.'
+    )
+  return text.encode('latin1', errors)
 
 
 # (module, name) -> factory returning the object to use. Nothing else is importable.
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy.core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy._core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
-    ("_codecs", "encode"): lambda: _latin1_encode,
-    ("haiku._src.data_structures", "FlatMapping"): lambda: _mapping_to_dict,
-    ("haiku._src.data_structures", "FlatMap"): lambda: _mapping_to_dict,
-    ("haiku._src.data_structures", "frozendict"): lambda: _mapping_to_dict,
-    ("haiku.data_structures", "FlatMapping"): lambda: _mapping_to_dict,
+  ('numpy.core.multiarray', '_reconstruct'): lambda: _numpy_global('_reconstruct'),
+  ('numpy._core.multiarray', '_reconstruct'): lambda: _numpy_global('_reconstruct'),
+  ('numpy.core.multiarray', 'scalar'): lambda: _numpy_global('scalar'),
+  ('numpy._core.multiarray', 'scalar'): lambda: _numpy_global('scalar'),
+  ('numpy', 'ndarray'): lambda: np.ndarray,
+  ('numpy', 'dtype'): lambda: np.dtype,
+  ('collections', 'OrderedDict'): lambda: collections.OrderedDict,
+  ('_codecs', 'encode'): lambda: _latin1_encode,
+  ('haiku._src.data_structures', 'FlatMapping'): lambda: _mapping_to_dict,
+  ('haiku._src.data_structures', 'FlatMap'): lambda: _mapping_to_dict,
+  ('haiku._src.data_structures', 'frozendict'): lambda: _mapping_to_dict,
+  ('haiku.data_structures', 'FlatMapping'): lambda: _mapping_to_dict,
 }
 
 
@@ -91,29 +94,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
     factory = _ALLOWED_GLOBALS.get((module, name))
     if factory is None:
       raise UnsafeCheckpointError(
-          f"Refusing to load {module}.{name}: checkpoint files may contain only nested "
-          "mappings of NumPy arrays. The file is not an official Perceiver checkpoint, "
-          "or it contains code; nothing from it was run.")
+        f'Refusing to load {module}.{name}: checkpoint files may contain only nested '
+        'mappings of NumPy arrays. The file is not an official Perceiver checkpoint, '
+        'or it contains code; nothing from it was run.'
+      )
     return factory()
 
   def persistent_load(self, pid):
     raise UnsafeCheckpointError(
-        f"Refusing persistent id {pid!r}: not allowed in checkpoint files.")
+      f'Refusing persistent id {pid!r}: not allowed in checkpoint files.'
+    )
 
 
-def _to_plain(obj, path="<root>"):
+def _to_plain(obj, path='<root>'):
   """Converts loaded containers to dicts of NumPy arrays, checking every leaf."""
   if isinstance(obj, Mapping):
-    return {str(k): _to_plain(v, f"{path}/{k}") for k, v in obj.items()}
+    return {str(k): _to_plain(v, f'{path}/{k}') for k, v in obj.items()}
   if isinstance(obj, np.ndarray):
     if obj.dtype == object:
-      raise UnsafeCheckpointError(f"Array at {path} has dtype object; refused.")
+      raise UnsafeCheckpointError(f'Array at {path} has dtype object; refused.')
     return obj
   if isinstance(obj, (np.generic, int, float, bool)):
     return np.asarray(obj)
   raise UnsafeCheckpointError(
-      f"Unexpected {type(obj).__name__} at {path}: checkpoint files may contain only "
-      "nested mappings of NumPy arrays.")
+    f'Unexpected {type(obj).__name__} at {path}: checkpoint files may contain only '
+    'nested mappings of NumPy arrays.'
+  )
 
 
 def safe_unpickle(data: bytes) -> Any:
@@ -137,24 +143,25 @@ def load_official_checkpoint(path: str) -> Dict[str, Any]:
       NumPy arrays (the offending type is named; nothing from the file is executed).
     ValueError: if the file is not a pickle of a mapping.
   """
-  with open(path, "rb") as f:
+  with open(path, 'rb') as f:
     data = f.read()
   try:
     obj = safe_unpickle(data)
   except UnsafeCheckpointError:
     raise
   except Exception as e:  # Truncated or not a pickle at all.
-    raise ValueError(f"{path!r} is not a readable checkpoint pickle: {e}") from e
+    raise ValueError(f'{path!r} is not a readable checkpoint pickle: {e}') from e
   if not isinstance(obj, Mapping):
-    raise ValueError(f"{path!r} holds a {type(obj).__name__}, expected a mapping of "
-                     "parameters.")
+    raise ValueError(
+      f'{path!r} holds a {type(obj).__name__}, expected a mapping of parameters.'
+    )
   return _to_plain(obj)
 
 
 def split_params_and_state(checkpoint: Mapping[str, Any]) -> Tuple[Params, Params]:
   """`{'params': p, 'state': s}` -> `(p, s)`; a bare params mapping -> `(it, {})`."""
-  if set(checkpoint.keys()) <= {"params", "state"} and "params" in checkpoint:
-    return dict(checkpoint["params"]), dict(checkpoint.get("state", {}))
+  if set(checkpoint.keys()) <= {'params', 'state'} and 'params' in checkpoint:
+    return dict(checkpoint['params']), dict(checkpoint.get('state', {}))
   return dict(checkpoint), {}
 
 
@@ -162,10 +169,12 @@ def _flatten(collection: str, tree: Optional[Mapping[str, Mapping[str, Any]]]):
   flat = {}
   for module, entries in (tree or {}).items():
     if not isinstance(entries, Mapping):
-      raise ValueError(f"{collection} must map module names to mappings of arrays; "
-                       f"{module!r} maps to a {type(entries).__name__}.")
+      raise ValueError(
+        f'{collection} must map module names to mappings of arrays; '
+        f'{module!r} maps to a {type(entries).__name__}.'
+      )
     for name, value in entries.items():
-      flat[f"{collection}/{module}/{name}"] = np.asarray(value)
+      flat[f'{collection}/{module}/{name}'] = np.asarray(value)
   return flat
 
 
@@ -177,22 +186,23 @@ def save_npz(path: str, params, state=None) -> None:
     params: `{module path: {name: array}}` (a Haiku params mapping).
     state: optional Haiku state mapping of the same form.
   """
-  flat = {**_flatten("params", params), **_flatten("state", state)}
+  flat = {**_flatten('params', params), **_flatten('state', state)}
   dtypes = {}
   arrays = {}
   for key, value in flat.items():
     dtypes[key] = value.dtype.name
-    if value.dtype.kind == "V" or value.dtype.name == "bfloat16":
+    if value.dtype.kind == 'V' or value.dtype.name == 'bfloat16':
       # np.savez cannot describe extension dtypes such as bfloat16: store the raw bits.
-      value = value.view(np.dtype(f"u{value.dtype.itemsize}"))
+      value = value.view(np.dtype(f'u{value.dtype.itemsize}'))
     arrays[key] = value
   arrays[_FORMAT_KEY] = np.frombuffer(
-      json.dumps({"version": _FORMAT_VERSION, "dtypes": dtypes}).encode(), np.uint8)
+    json.dumps({'version': _FORMAT_VERSION, 'dtypes': dtypes}).encode(), np.uint8
+  )
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp.npz')
   try:
-    with os.fdopen(fd, "wb") as f:
+    with os.fdopen(fd, 'wb') as f:
       np.savez(f, **arrays)
     os.replace(tmp, path)
   except BaseException:
@@ -206,34 +216,36 @@ def load_npz(path: str) -> Tuple[Params, Params]:
   try:
     archive = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path!r} is not a readable .npz parameter file: {e}") from e
+    raise ValueError(f'{path!r} is not a readable .npz parameter file: {e}') from e
   with archive:
     if _FORMAT_KEY not in archive.files:
-      raise ValueError(f"{path!r} is not a Perceiver parameter file (no "
-                       f"{_FORMAT_KEY} entry).")
+      raise ValueError(
+        f'{path!r} is not a Perceiver parameter file (no {_FORMAT_KEY} entry).'
+      )
     meta = json.loads(archive[_FORMAT_KEY].tobytes().decode())
-    dtypes = meta.get("dtypes", {})
+    dtypes = meta.get('dtypes', {})
     trees = {c: {} for c in _COLLECTIONS}
     for key in archive.files:
       if key == _FORMAT_KEY:
         continue
-      collection, rest = key.split("/", 1)
-      module, name = rest.rsplit("/", 1)
+      collection, rest = key.split('/', 1)
+      module, name = rest.rsplit('/', 1)
       if collection not in trees:
-        raise ValueError(f"{path!r} has an entry {key!r} outside {_COLLECTIONS}.")
+        raise ValueError(f'{path!r} has an entry {key!r} outside {_COLLECTIONS}.')
       value = archive[key]
       dtype_name = dtypes.get(key, value.dtype.name)
       if dtype_name != value.dtype.name:
         import ml_dtypes  # pylint: disable=import-outside-toplevel
+
         value = value.view(np.dtype(getattr(ml_dtypes, dtype_name)))
       trees[collection].setdefault(module, {})[name] = value
-  return trees["params"], trees["state"]
+  return trees['params'], trees['state']
 
 
 def load_params(path: str) -> Tuple[Params, Params]:
   """Loads `(params, state)` from this project's `.npz` or an official pickle file."""
-  with open(path, "rb") as f:
+  with open(path, 'rb') as f:
     magic = f.read(4)
-  if magic.startswith(b"PK"):  # .npz files are zip archives.
+  if magic.startswith(b'PK'):  # .npz files are zip archives.
     return load_npz(path)
   return split_params_and_state(load_official_checkpoint(path))

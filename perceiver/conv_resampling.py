@@ -21,8 +21,8 @@ import jax.numpy as jnp
 def _check_rank(inputs, rank, layout, module):
   if inputs.ndim != rank:
     raise ValueError(
-        f"{module} expects inputs of rank {rank} {layout}, got shape "
-        f"{tuple(inputs.shape)}.")
+      f'{module} expects inputs of rank {rank} {layout}, got shape {tuple(inputs.shape)}.'
+    )
 
 
 class Conv2DDownsample(hk.Module):
@@ -41,43 +41,52 @@ class Conv2DDownsample(hk.Module):
     name: module name.
   """
 
-  def __init__(self, num_layers: int = 1, num_channels: int = 64,
-               use_batchnorm: bool = True,
-               bn_config: Optional[Mapping[str, float]] = None,
-               name: Optional[str] = None):
+  def __init__(
+    self,
+    num_layers: int = 1,
+    num_channels: int = 64,
+    use_batchnorm: bool = True,
+    bn_config: Optional[Mapping[str, float]] = None,
+    name: Optional[str] = None,
+  ):
     super().__init__(name=name)
     if int(num_layers) < 0:
-      raise ValueError(f"num_layers must be >= 0, got {num_layers!r}.")
+      raise ValueError(f'num_layers must be >= 0, got {num_layers!r}.')
     self._num_layers = int(num_layers)
     self._use_batchnorm = use_batchnorm
     bn_config = dict(bn_config or {})
-    bn_config.setdefault("decay_rate", 0.9)
-    bn_config.setdefault("eps", 1e-5)
-    bn_config.setdefault("create_scale", True)
-    bn_config.setdefault("create_offset", True)
+    bn_config.setdefault('decay_rate', 0.9)
+    bn_config.setdefault('eps', 1e-5)
+    bn_config.setdefault('create_scale', True)
+    bn_config.setdefault('create_offset', True)
     # Created here (not in __call__): their paths are `<this module>/~/conv...`.
     self.layers = []
     for _ in range(self._num_layers):
-      conv = hk.Conv2D(output_channels=num_channels, kernel_shape=7, stride=2,
-                       with_bias=False, padding="SAME", name="conv")
-      batchnorm = (hk.BatchNorm(name="batchnorm", **bn_config)
-                   if use_batchnorm else None)
+      conv = hk.Conv2D(
+        output_channels=num_channels,
+        kernel_shape=7,
+        stride=2,
+        with_bias=False,
+        padding='SAME',
+        name='conv',
+      )
+      batchnorm = hk.BatchNorm(name='batchnorm', **bn_config) if use_batchnorm else None
       self.layers.append(dict(conv=conv, batchnorm=batchnorm))
 
-  def __call__(self, inputs, *, is_training: bool,
-               test_local_stats: bool = False):
+  def __call__(self, inputs, *, is_training: bool, test_local_stats: bool = False):
     """Applies the layers to `[B, H, W, C]` images (BatchNorm in training mode
     when `is_training`, using batch statistics at test time if
     `test_local_stats`)."""
-    _check_rank(inputs, 4, "[B, H, W, C]", type(self).__name__)
+    _check_rank(inputs, 4, '[B, H, W, C]', type(self).__name__)
     out = inputs
     for layer in self.layers:
-      out = layer["conv"](out)
-      if layer["batchnorm"] is not None:
-        out = layer["batchnorm"](out, is_training, test_local_stats)
+      out = layer['conv'](out)
+      if layer['batchnorm'] is not None:
+        out = layer['batchnorm'](out, is_training, test_local_stats)
       out = jax.nn.relu(out)
-      out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
-                        padding="SAME")
+      out = hk.max_pool(
+        out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME'
+      )
     return out
 
 
@@ -95,19 +104,28 @@ class Conv2DUpsample(hk.Module):
   def __init__(self, n_outputs: int, name: Optional[str] = None):
     super().__init__(name=name)
     if int(n_outputs) < 1:
-      raise ValueError(f"n_outputs must be >= 1, got {n_outputs!r}.")
+      raise ValueError(f'n_outputs must be >= 1, got {n_outputs!r}.')
     self.transp_conv1 = hk.Conv2DTranspose(
-        output_channels=n_outputs * 2, kernel_shape=4, stride=2, with_bias=True,
-        padding="SAME", name="transp_conv_1")
+      output_channels=n_outputs * 2,
+      kernel_shape=4,
+      stride=2,
+      with_bias=True,
+      padding='SAME',
+      name='transp_conv_1',
+    )
     self.transp_conv2 = hk.Conv2DTranspose(
-        output_channels=n_outputs, kernel_shape=4, stride=2, with_bias=True,
-        padding="SAME", name="transp_conv_2")
+      output_channels=n_outputs,
+      kernel_shape=4,
+      stride=2,
+      with_bias=True,
+      padding='SAME',
+      name='transp_conv_2',
+    )
 
-  def __call__(self, inputs, *, is_training: bool,
-               test_local_stats: bool = False):
+  def __call__(self, inputs, *, is_training: bool, test_local_stats: bool = False):
     """Upsamples `[B, H, W, C]` to `[B, 4H, 4W, D]` (`is_training` is unused)."""
     del is_training, test_local_stats  # No batch statistics or dropout here.
-    _check_rank(inputs, 4, "[B, H, W, C]", type(self).__name__)
+    _check_rank(inputs, 4, '[B, H, W, C]', type(self).__name__)
     out = self.transp_conv1(inputs)
     out = jax.nn.relu(out)
     return self.transp_conv2(out)
@@ -130,15 +148,22 @@ class Conv3DUpsample(hk.Module):
     name: module name.
   """
 
-  def __init__(self, n_outputs: int, n_time_upsamples: int = 2,
-               n_space_upsamples: int = 4, name: Optional[str] = None):
+  def __init__(
+    self,
+    n_outputs: int,
+    n_time_upsamples: int = 2,
+    n_space_upsamples: int = 4,
+    name: Optional[str] = None,
+  ):
     super().__init__(name=name)
     if int(n_outputs) < 1:
-      raise ValueError(f"n_outputs must be >= 1, got {n_outputs!r}.")
-    for arg_name, value in (("n_time_upsamples", n_time_upsamples),
-                            ("n_space_upsamples", n_space_upsamples)):
+      raise ValueError(f'n_outputs must be >= 1, got {n_outputs!r}.')
+    for arg_name, value in (
+      ('n_time_upsamples', n_time_upsamples),
+      ('n_space_upsamples', n_space_upsamples),
+    ):
       if int(value) < 0:
-        raise ValueError(f"{arg_name} must be >= 0, got {value!r}.")
+        raise ValueError(f'{arg_name} must be >= 0, got {value!r}.')
     self._n_outputs = int(n_outputs)
     self._n_time_upsamples = int(n_time_upsamples)
     self._n_space_upsamples = int(n_space_upsamples)
@@ -146,16 +171,18 @@ class Conv3DUpsample(hk.Module):
   def __call__(self, x, *, is_training: bool):
     """Upsamples `[B, T, H, W, C]` videos (`is_training` is unused)."""
     del is_training  # No batch statistics or dropout here.
-    _check_rank(x, 5, "[B, T, H, W, C]", type(self).__name__)
+    _check_rank(x, 5, '[B, T, H, W, C]', type(self).__name__)
     n_upsamples = max(self._n_time_upsamples, self._n_space_upsamples)
     for i in range(n_upsamples):
       time_stride = 2 if i < self._n_time_upsamples else 1
       space_stride = 2 if i < self._n_space_upsamples else 1
       channels = self._n_outputs * 2 ** (n_upsamples - 1 - i)
       x = hk.Conv3DTranspose(
-          output_channels=channels, kernel_shape=[4, 4, 4],
-          stride=[time_stride, space_stride, space_stride],
-          name=f"conv3d_transpose_{i}")(x)
+        output_channels=channels,
+        kernel_shape=[4, 4, 4],
+        stride=[time_stride, space_stride, space_stride],
+        name=f'conv3d_transpose_{i}',
+      )(x)
       if i != n_upsamples - 1:
         x = jax.nn.relu(x)
     return x

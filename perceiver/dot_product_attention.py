@@ -65,7 +65,7 @@ def _scaled_queries(q, scale):
 
 def _masked_logits(q, k, attention_mask, scale):
   """Scaled, masked logits `[B, H, T, S]` of queries `[B, H, T, D]`, keys `[B, H, S, D]`."""
-  attention = jnp.einsum("bhtd,bhsd->bhts", _scaled_queries(q, scale), k)
+  attention = jnp.einsum('bhtd,bhsd->bhts', _scaled_queries(q, scale), k)
   return _mask_logits(_scaled_logits(attention, scale), attention_mask)
 
 
@@ -100,12 +100,13 @@ def _dense_attend(q, k, v, dropout_prob, attention_mask, scale):
   attention of a 256 x 512 latent array (8 heads) about 2.5x faster forward in this
   layout than with the products contracting across the `[B, T, H, D]` layout.
   """
-  attention = _masked_logits(_to_heads_first(q), _to_heads_first(k), attention_mask,
-                             scale)
+  attention = _masked_logits(
+    _to_heads_first(q), _to_heads_first(k), attention_mask, scale
+  )
   normalized = _softmax(attention).astype(v.dtype)
   if dropout_prob > 0:
     normalized = hk.dropout(hk.next_rng_key(), dropout_prob, normalized)
-  summed = jnp.einsum("bhts,bhsd->bhtd", normalized, _to_heads_first(v))
+  summed = jnp.einsum('bhts,bhsd->bhtd', normalized, _to_heads_first(v))
   return _to_heads_first(summed)  # [B, T, H, Dv]
 
 
@@ -171,21 +172,25 @@ def _key_chunked_attend(q, k, v, attention_mask, scale, key_chunk_size):
     k_chunk, v_chunk, mask_chunk = chunk
     if shared_mask is not None:
       mask_chunk = shared_mask if mask_chunk is None else mask_chunk & shared_mask
-    logits = _masked_logits(q_heads_first, _to_heads_first(k_chunk), mask_chunk,
-                            scale)  # [B, H, T, chunk]
+    logits = _masked_logits(
+      q_heads_first, _to_heads_first(k_chunk), mask_chunk, scale
+    )  # [B, H, T, chunk]
     new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
     correction = jnp.exp(running_max - new_max)  # [B, H, T]
     weights = jnp.exp(logits - new_max[..., None])
     running_sum = running_sum * correction + jnp.sum(weights, axis=-1)
-    update = jnp.einsum("bhtT,bThd->bhtd", weights.astype(v.dtype), v_chunk)
+    update = jnp.einsum('bhtT,bThd->bhtd', weights.astype(v.dtype), v_chunk)
     acc = acc * correction[..., None].astype(acc_dtype) + update.astype(acc_dtype)
     return (new_max, running_sum, acc), None
 
-  init = (jnp.full((batch, heads, q_len), -large_k, stat_dtype),
-          jnp.zeros((batch, heads, q_len), stat_dtype),
-          jnp.zeros((batch, heads, q_len, v_dim), acc_dtype))
+  init = (
+    jnp.full((batch, heads, q_len), -large_k, stat_dtype),
+    jnp.zeros((batch, heads, q_len), stat_dtype),
+    jnp.zeros((batch, heads, q_len, v_dim), acc_dtype),
+  )
   (_, running_sum, acc), _ = jax.lax.scan(
-      jax.checkpoint(step, prevent_cse=False), init, (k_chunks, v_chunks, mask_chunks))
+    jax.checkpoint(step, prevent_cse=False), init, (k_chunks, v_chunks, mask_chunks)
+  )
   out = acc / running_sum[..., None].astype(acc_dtype)  # [B, H, T, Dv]
   return jnp.swapaxes(out, 1, 2).astype(v.dtype)  # [B, T, H, Dv]
 
@@ -206,8 +211,9 @@ def _query_chunked_attend(attend_fn, q, attention_mask, query_chunk_size):
   else:  # No mask, or one shared by every query.
     chunk_fn = lambda q_chunk: attend_fn(q_chunk, attention_mask)
     xs = q_chunks
-  out = jax.lax.map(jax.checkpoint(chunk_fn, prevent_cse=False),
-                    xs)  # [num_chunks, B, chunk, H, Dv]
+  out = jax.lax.map(
+    jax.checkpoint(chunk_fn, prevent_cse=False), xs
+  )  # [num_chunks, B, chunk, H, Dv]
   out = jnp.moveaxis(out, 0, 1)
   out = jnp.reshape(out, (batch, padded) + out.shape[3:])
   return out[:, :q_len]
@@ -218,23 +224,37 @@ def check_chunk_size(value, name):
   if value is None or value == 0:
     return None
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"{name} must be a positive int (or None / 0 for no chunking), "
-                     f"got {value!r}.")
+    raise ValueError(
+      f'{name} must be a positive int (or None / 0 for no chunking), got {value!r}.'
+    )
   return value
 
 
 def _check_mask(attention_mask, batch, q_len, kv_len):
   if attention_mask is None:
     return
-  if (attention_mask.ndim != 3 or attention_mask.shape[0] != batch or
-      attention_mask.shape[1] not in (1, q_len) or
-      attention_mask.shape[2] not in (1, kv_len)):
-    raise ValueError(f"attention_mask must have shape {(batch, q_len, kv_len)} [B, T, S] "
-                     f"(T or S may be 1), got {tuple(attention_mask.shape)}.")
+  if (
+    attention_mask.ndim != 3
+    or attention_mask.shape[0] != batch
+    or attention_mask.shape[1] not in (1, q_len)
+    or attention_mask.shape[2] not in (1, kv_len)
+  ):
+    raise ValueError(
+      f'attention_mask must have shape {(batch, q_len, kv_len)} [B, T, S] '
+      f'(T or S may be 1), got {tuple(attention_mask.shape)}.'
+    )
 
 
-def attend(q, k, v, dropout_prob=0.0, attention_mask=None, *, query_chunk_size=None,
-           key_chunk_size=None):
+def attend(
+  q,
+  k,
+  v,
+  dropout_prob=0.0,
+  attention_mask=None,
+  *,
+  query_chunk_size=None,
+  key_chunk_size=None,
+):
   """Multi-head scaled dot-product attention.
 
   Logits are `q.k / sqrt(Dqk)`; masked logits are set to -1e30 (-1e4 in float16)
@@ -262,25 +282,27 @@ def attend(q, k, v, dropout_prob=0.0, attention_mask=None, *, query_chunk_size=N
   """
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
     raise ValueError(
-        "attend expects q, k, v of rank 4 [B, T, H, D]; got shapes "
-        f"q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}.")
+      'attend expects q, k, v of rank 4 [B, T, H, D]; got shapes '
+      f'q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}.'
+    )
   batch, q_indices, num_heads, q_head_dim = q.shape
   if k.shape[:1] + k.shape[2:] != (batch, num_heads, q_head_dim):
-    raise ValueError(f"k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}.")
+    raise ValueError(f'k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}.')
   if v.shape[:3] != k.shape[:3]:
-    raise ValueError(f"v shape {tuple(v.shape)} does not match k shape {tuple(k.shape)}.")
+    raise ValueError(f'v shape {tuple(v.shape)} does not match k shape {tuple(k.shape)}.')
   _check_mask(attention_mask, batch, q_indices, k.shape[1])
-  query_chunk_size = check_chunk_size(query_chunk_size, "query_chunk_size")
-  key_chunk_size = check_chunk_size(key_chunk_size, "key_chunk_size")
+  query_chunk_size = check_chunk_size(query_chunk_size, 'query_chunk_size')
+  key_chunk_size = check_chunk_size(key_chunk_size, 'key_chunk_size')
   if query_chunk_size is not None and query_chunk_size >= q_indices:
     query_chunk_size = None
   if key_chunk_size is not None and key_chunk_size >= k.shape[1]:
     key_chunk_size = None
   if dropout_prob > 0 and (query_chunk_size or key_chunk_size):
     raise ValueError(
-        f"Chunked attention (query_chunk_size={query_chunk_size}, key_chunk_size="
-        f"{key_chunk_size}) does not support attention dropout (dropout_prob="
-        f"{dropout_prob}).")
+      f'Chunked attention (query_chunk_size={query_chunk_size}, key_chunk_size='
+      f'{key_chunk_size}) does not support attention dropout (dropout_prob='
+      f'{dropout_prob}).'
+    )
   scale = 1.0 / math.sqrt(q_head_dim)
 
   if key_chunk_size is not None:
@@ -312,12 +334,14 @@ class Projection(NamedTuple):
     w: `[C, H * D]` weights.
     b: `[H * D]` bias, or None.
   """
+
   w: jax.Array
   b: Optional[jax.Array]
 
 
-def factorization_saves_work(*, num_queries, num_keys, input_channels, num_heads,
-                             head_channels):
+def factorization_saves_work(
+  *, num_queries, num_keys, input_channels, num_heads, head_channels
+):
   """Whether folding a key (or value) projection into the attention takes fewer FLOPs.
 
   Projecting S inputs of C channels to H heads of D channels and contracting them with
@@ -327,15 +351,22 @@ def factorization_saves_work(*, num_queries, num_keys, input_channels, num_heads
   queries (e.g. a classification decoder's single query against N latents).
   """
   direct = num_keys * input_channels * num_heads * head_channels + (
-      num_heads * num_queries * num_keys * head_channels)
+    num_heads * num_queries * num_keys * head_channels
+  )
   folded = num_queries * num_heads * head_channels * input_channels + (
-      num_heads * num_queries * num_keys * input_channels)
+    num_heads * num_queries * num_keys * input_channels
+  )
   return folded < direct
 
 
-def factorized_attend(q, inputs_kv, keys: Union[jax.Array, Projection],
-                      values: Union[jax.Array, Projection], dropout_prob=0.0,
-                      attention_mask=None):
+def factorized_attend(
+  q,
+  inputs_kv,
+  keys: Union[jax.Array, Projection],
+  values: Union[jax.Array, Projection],
+  dropout_prob=0.0,
+  attention_mask=None,
+):
   """`attend` to keys and values that may still be projections of `inputs_kv`.
 
   For a key `Projection`, the logits are computed as `(q w_k^T) . x + q . b_k`: the
@@ -360,28 +391,32 @@ def factorized_attend(q, inputs_kv, keys: Union[jax.Array, Projection],
   """
   if q.ndim != 4 or inputs_kv.ndim != 3:
     raise ValueError(
-        "factorized_attend expects q [B, T, H, D] and inputs_kv [B, S, C]; got shapes "
-        f"q={tuple(q.shape)}, inputs_kv={tuple(inputs_kv.shape)}.")
+      'factorized_attend expects q [B, T, H, D] and inputs_kv [B, S, C]; got shapes '
+      f'q={tuple(q.shape)}, inputs_kv={tuple(inputs_kv.shape)}.'
+    )
   batch, q_len, heads, qk_dim = q.shape
   kv_len, channels = inputs_kv.shape[1:]
-  _check_projection(keys, "keys", (batch, kv_len, heads, qk_dim), channels,
-                    heads * qk_dim)
-  v_dim = (values.w.shape[-1] if isinstance(values, Projection)
-           else values.shape[-1] * heads) // heads
-  _check_projection(values, "values", (batch, kv_len, heads, v_dim), channels,
-                    heads * v_dim)
+  _check_projection(
+    keys, 'keys', (batch, kv_len, heads, qk_dim), channels, heads * qk_dim
+  )
+  v_dim = (
+    values.w.shape[-1] if isinstance(values, Projection) else values.shape[-1] * heads
+  ) // heads
+  _check_projection(
+    values, 'values', (batch, kv_len, heads, v_dim), channels, heads * v_dim
+  )
   _check_mask(attention_mask, batch, q_len, kv_len)
   scale = 1.0 / math.sqrt(qk_dim)
   q_heads = _scaled_queries(_to_heads_first(q), scale)  # [B, H, T, Dqk]
   if isinstance(keys, Projection):
     w_k = jnp.reshape(keys.w, (channels, heads, qk_dim))
-    q_inputs = jnp.einsum("bhtd,chd->bhtc", q_heads, w_k)  # [B, H, T, C]
-    attention = jnp.einsum("bhtc,bsc->bhts", q_inputs, inputs_kv)
+    q_inputs = jnp.einsum('bhtd,chd->bhtc', q_heads, w_k)  # [B, H, T, C]
+    attention = jnp.einsum('bhtc,bsc->bhts', q_inputs, inputs_kv)
     if keys.b is not None:
       b_k = jnp.reshape(keys.b, (heads, qk_dim))
-      attention += jnp.einsum("bhtd,hd->bht", q_heads, b_k)[..., None]
+      attention += jnp.einsum('bhtd,hd->bht', q_heads, b_k)[..., None]
   else:
-    attention = jnp.einsum("bhtd,bhsd->bhts", q_heads, _to_heads_first(keys))
+    attention = jnp.einsum('bhtd,bhsd->bhts', q_heads, _to_heads_first(keys))
   attention = _mask_logits(_scaled_logits(attention, scale), attention_mask)
   weights = _softmax(attention).astype(inputs_kv.dtype)  # [B, H, T, S]
   if dropout_prob > 0:
@@ -389,8 +424,8 @@ def factorized_attend(q, inputs_kv, keys: Union[jax.Array, Projection],
 
   if isinstance(values, Projection):
     w_v = jnp.reshape(values.w, (channels, heads, v_dim))
-    pooled = jnp.einsum("bhts,bsc->bhtc", weights, inputs_kv)  # [B, H, T, C]
-    summed = jnp.einsum("bhtc,chd->bthd", pooled, w_v)  # [B, T, H, Dv]
+    pooled = jnp.einsum('bhts,bsc->bhtc', weights, inputs_kv)  # [B, H, T, C]
+    summed = jnp.einsum('bhtc,chd->bthd', pooled, w_v)  # [B, T, H, Dv]
     if values.b is not None:
       b_v = jnp.reshape(values.b, (heads, v_dim))
       if dropout_prob > 0:  # Dropped weights no longer sum to one.
@@ -400,7 +435,8 @@ def factorized_attend(q, inputs_kv, keys: Union[jax.Array, Projection],
         summed += b_v
   else:
     summed = _to_heads_first(
-        jnp.einsum("bhts,bhsd->bhtd", weights, _to_heads_first(values)))
+      jnp.einsum('bhts,bhsd->bhtd', weights, _to_heads_first(values))
+    )
   return _merge_heads(summed, attention_mask)
 
 
@@ -408,11 +444,14 @@ def _check_projection(value, name, shape, channels, width):
   """Checks a projected `[B, S, H, D]` array or a `Projection` from C channels."""
   if isinstance(value, Projection):
     if value.w.shape != (channels, width) or (
-        value.b is not None and value.b.shape != (width,)):
+      value.b is not None and value.b.shape != (width,)
+    ):
       raise ValueError(
-          f"{name} projection must have w [{channels}, {width}] and b [{width}]; got "
-          f"w {tuple(value.w.shape)}, b "
-          f"{None if value.b is None else tuple(value.b.shape)}.")
+        f'{name} projection must have w [{channels}, {width}] and b [{width}]; got '
+        f'w {tuple(value.w.shape)}, b '
+        f'{None if value.b is None else tuple(value.b.shape)}.'
+      )
   elif tuple(value.shape) != shape:
-    raise ValueError(f"{name} must have shape {shape} [B, S, H, D]; got "
-                     f"{tuple(value.shape)}.")
+    raise ValueError(
+      f'{name} must have shape {shape} [B, S, H, D]; got {tuple(value.shape)}.'
+    )

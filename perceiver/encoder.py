@@ -20,7 +20,7 @@ from perceiver.attention import compute_dtype_from
 from perceiver.attention import compute_dtype_scope
 from perceiver.attention import rematerializer
 
-CROSS_ATTEND_PLACEMENTS = ("start", "interleaved")
+CROSS_ATTEND_PLACEMENTS = ('start', 'interleaved')
 
 
 def cross_attend_schedule(num_cross_attends, num_blocks, placement):
@@ -37,27 +37,31 @@ def cross_attend_schedule(num_cross_attends, num_blocks, placement):
     `num_blocks` is 0).
   """
   if num_cross_attends < 1:
-    raise ValueError(f"num_cross_attends must be >= 1, got {num_cross_attends!r}.")
+    raise ValueError(f'num_cross_attends must be >= 1, got {num_cross_attends!r}.')
   if placement not in CROSS_ATTEND_PLACEMENTS:
-    raise ValueError(f"Unknown cross_attend_placement {placement!r}; expected one of "
-                     f"{CROSS_ATTEND_PLACEMENTS}.")
+    raise ValueError(
+      f'Unknown cross_attend_placement {placement!r}; expected one of '
+      f'{CROSS_ATTEND_PLACEMENTS}.'
+    )
   if num_blocks == 0:
     return [num_cross_attends]
   counts = [0] * num_blocks
-  if placement == "start":
+  if placement == 'start':
     counts[0] = num_cross_attends
     return counts
   if num_cross_attends > num_blocks:
     raise ValueError(
-        f"cross_attend_placement='interleaved' needs num_cross_attends "
-        f"({num_cross_attends}) <= num_blocks ({num_blocks}).")
+      f"cross_attend_placement='interleaved' needs num_cross_attends "
+      f'({num_cross_attends}) <= num_blocks ({num_blocks}).'
+    )
   for i in range(num_cross_attends):
     counts[(i * num_blocks) // num_cross_attends] += 1
   return counts
 
 
-def group_repeats(ops: Sequence[Any],
-                  max_period: int = 2) -> List[Tuple[Tuple[Any, ...], int]]:
+def group_repeats(
+  ops: Sequence[Any], max_period: int = 2
+) -> List[Tuple[Tuple[Any, ...], int]]:
   """Run-length groups of a sequence: `[(unit, repeats), ...]` concatenating to `ops`.
 
   A unit is 1 to `max_period` consecutive items; at each position the unit covering the
@@ -70,16 +74,17 @@ def group_repeats(ops: Sequence[Any],
   while i < len(ops):
     best_period, best_repeats = 1, 1
     for period in range(1, max_period + 1):
-      unit = ops[i:i + period]
+      unit = ops[i : i + period]
       if len(unit) < period:
         break
       repeats = 1
       while i + (repeats + 1) * period <= len(ops) and all(
-          a is b for a, b in zip(ops[i + repeats * period:], unit)):
+        a is b for a, b in zip(ops[i + repeats * period :], unit)
+      ):
         repeats += 1
       if period * repeats > best_period * best_repeats and repeats > 1:
         best_period, best_repeats = period, repeats
-    groups.append((tuple(ops[i:i + best_period]), best_repeats))
+    groups.append((tuple(ops[i : i + best_period]), best_repeats))
     i += best_period * best_repeats
   return groups
 
@@ -146,57 +151,85 @@ class PerceiverEncoder(hk.Module):
       Ignored with `unroll_shared_layers=True`.
   """
 
-  def __init__(self, num_self_attends_per_block=6, num_blocks=8, z_index_dim=512,
-               num_z_channels=1024, qk_channels=None, v_channels=None,
-               num_cross_attend_heads=1, num_self_attend_heads=8,
-               cross_attend_widening_factor=1, self_attend_widening_factor=1,
-               dropout_prob=0.0, z_pos_enc_init_scale=0.02,
-               cross_attention_shape_for_attn="kv", use_query_residual=True,
-               name="perceiver_encoder", *, num_cross_attends=1,
-               cross_attend_placement="start", share_cross_attend_weights=True,
-               share_self_attend_weights=True, unroll_shared_layers=False,
-               compute_dtype=None, remat=False, attention_query_chunk_size=None,
-               attention_key_chunk_size=None, scan_layers=False, remat_policy=None):
+  def __init__(
+    self,
+    num_self_attends_per_block=6,
+    num_blocks=8,
+    z_index_dim=512,
+    num_z_channels=1024,
+    qk_channels=None,
+    v_channels=None,
+    num_cross_attend_heads=1,
+    num_self_attend_heads=8,
+    cross_attend_widening_factor=1,
+    self_attend_widening_factor=1,
+    dropout_prob=0.0,
+    z_pos_enc_init_scale=0.02,
+    cross_attention_shape_for_attn='kv',
+    use_query_residual=True,
+    name='perceiver_encoder',
+    *,
+    num_cross_attends=1,
+    cross_attend_placement='start',
+    share_cross_attend_weights=True,
+    share_self_attend_weights=True,
+    unroll_shared_layers=False,
+    compute_dtype=None,
+    remat=False,
+    attention_query_chunk_size=None,
+    attention_key_chunk_size=None,
+    scan_layers=False,
+    remat_policy=None,
+  ):
     super().__init__(name=name)
     self._scan_layers = bool(scan_layers)
     self._compute_dtype = compute_dtype_from(compute_dtype)
     self._remat = rematerializer(remat, remat_policy)
     self._unroll_shared_layers = bool(unroll_shared_layers)
-    chunks = dict(query_chunk_size=attention_query_chunk_size or None,
-                  key_chunk_size=attention_key_chunk_size or None)
+    chunks = dict(
+      query_chunk_size=attention_query_chunk_size or None,
+      key_chunk_size=attention_key_chunk_size or None,
+    )
     if num_z_channels % num_self_attend_heads != 0:
-      raise ValueError(f"num_z_channels ({num_z_channels}) must be divisible by "
-                       f"num_self_attend_heads ({num_self_attend_heads}).")
+      raise ValueError(
+        f'num_z_channels ({num_z_channels}) must be divisible by '
+        f'num_self_attend_heads ({num_self_attend_heads}).'
+      )
     if num_z_channels % num_cross_attend_heads != 0:
-      raise ValueError(f"num_z_channels ({num_z_channels}) must be divisible by "
-                       f"num_cross_attend_heads ({num_cross_attend_heads}).")
+      raise ValueError(
+        f'num_z_channels ({num_z_channels}) must be divisible by '
+        f'num_cross_attend_heads ({num_cross_attend_heads}).'
+      )
     if num_blocks < 0:
-      raise ValueError(f"num_blocks must be >= 0, got {num_blocks!r}.")
+      raise ValueError(f'num_blocks must be >= 0, got {num_blocks!r}.')
     if num_self_attends_per_block < 0:
       raise ValueError(
-          f"num_self_attends_per_block must be >= 0, got {num_self_attends_per_block!r}.")
+        f'num_self_attends_per_block must be >= 0, got {num_self_attends_per_block!r}.'
+      )
     # Validates num_cross_attends and cross_attend_placement.
-    self._schedule = cross_attend_schedule(num_cross_attends, num_blocks,
-                                           cross_attend_placement)
+    self._schedule = cross_attend_schedule(
+      num_cross_attends, num_blocks, cross_attend_placement
+    )
     # The official Perceiver wrapper reads this to tell preprocessors to flatten.
     self._input_is_1d = True
     self._num_blocks = num_blocks
     self._num_cross_attends = num_cross_attends
 
     self.z_pos_enc = position_encoding.TrainablePositionEncoding(
-        index_dim=z_index_dim, num_channels=num_z_channels,
-        init_scale=z_pos_enc_init_scale)
+      index_dim=z_index_dim, num_channels=num_z_channels, init_scale=z_pos_enc_init_scale
+    )
 
     def make_cross_attend():
       return CrossAttention(
-          dropout_prob=dropout_prob,
-          num_heads=num_cross_attend_heads,
-          widening_factor=cross_attend_widening_factor,
-          shape_for_attn=cross_attention_shape_for_attn,
-          qk_channels=qk_channels,
-          v_channels=v_channels,
-          use_query_residual=use_query_residual,
-          **chunks)
+        dropout_prob=dropout_prob,
+        num_heads=num_cross_attend_heads,
+        widening_factor=cross_attend_widening_factor,
+        shape_for_attn=cross_attention_shape_for_attn,
+        qk_channels=qk_channels,
+        v_channels=v_channels,
+        use_query_residual=use_query_residual,
+        **chunks,
+      )
 
     # The first cross-attend keeps the official name and attribute.
     self.cross_attend = make_cross_attend()
@@ -209,10 +242,17 @@ class PerceiverEncoder(hk.Module):
         self.cross_attends += [make_cross_attend() for _ in range(num_cross_attends - 1)]
 
     def make_block():
-      return [SelfAttention(num_heads=num_self_attend_heads, dropout_prob=dropout_prob,
-                            qk_channels=qk_channels, v_channels=v_channels,
-                            widening_factor=self_attend_widening_factor, **chunks)
-              for _ in range(num_self_attends_per_block)]
+      return [
+        SelfAttention(
+          num_heads=num_self_attend_heads,
+          dropout_prob=dropout_prob,
+          qk_channels=qk_channels,
+          v_channels=v_channels,
+          widening_factor=self_attend_widening_factor,
+          **chunks,
+        )
+        for _ in range(num_self_attends_per_block)
+      ]
 
     # The first block keeps the official attribute name.
     self.self_attends = make_block()
@@ -235,13 +275,17 @@ class PerceiverEncoder(hk.Module):
       input_mask: optional `[B, M]` mask, nonzero for inputs to attend to.
     """
     if inputs.ndim != 3:
-      raise ValueError(f"PerceiverEncoder expects inputs of shape [B, M, C], got "
-                       f"shape {tuple(inputs.shape)}.")
+      raise ValueError(
+        f'PerceiverEncoder expects inputs of shape [B, M, C], got '
+        f'shape {tuple(inputs.shape)}.'
+      )
     attention_mask = None
     if input_mask is not None:
       if tuple(input_mask.shape) != tuple(inputs.shape[:2]):
-        raise ValueError(f"input_mask must have shape {tuple(inputs.shape[:2])} [B, M], "
-                         f"got {tuple(input_mask.shape)}.")
+        raise ValueError(
+          f'input_mask must have shape {tuple(inputs.shape[:2])} [B, M], '
+          f'got {tuple(input_mask.shape)}.'
+        )
       # Every latent sees the same inputs: one [B, 1, M] row, broadcast over latents.
       attention_mask = input_mask[:, None, :]
 
@@ -252,21 +296,32 @@ class PerceiverEncoder(hk.Module):
 
     def layer_fn(layer):
       """`z -> z` for one cross-attend module or one block (a list of self-attends)."""
-      if (isinstance(layer, list) and len(layer) > 1 and self._scan_layers
-          and not self._unroll_shared_layers and not hk.running_init()):
+      if (
+        isinstance(layer, list)
+        and len(layer) > 1
+        and self._scan_layers
+        and not self._unroll_shared_layers
+        and not hk.running_init()
+      ):
         return self._scanned_block(layer, is_training=is_training)
       if isinstance(layer, list):
-        fns = [self._remat(
-            lambda z, sa=sa: sa(z, is_training=is_training)) for sa in layer]
+        fns = [
+          self._remat(lambda z, sa=sa: sa(z, is_training=is_training)) for sa in layer
+        ]
       else:
-        fns = [self._remat(
-            lambda z: layer(z, inputs, is_training=is_training,
-                            attention_mask=attention_mask))]
+        fns = [
+          self._remat(
+            lambda z: layer(
+              z, inputs, is_training=is_training, attention_mask=attention_mask
+            )
+          )
+        ]
 
       def apply(z):
         for fn in fns:
           z = fn(z)
         return z
+
       return apply
 
     with compute_dtype_scope(self._compute_dtype):
@@ -296,30 +351,35 @@ class PerceiverEncoder(hk.Module):
     `layers[0]` with a getter that hands it layer l's values, sliced from `[L, ...]`
     stacks of the layers' parameters. Parameter names and values are unchanged.
     """
-    first = layers[0].module_name + "/"
+    first = layers[0].module_name + '/'
     per_layer = []
     for layer in layers:
-      prefix = layer.module_name + "/"
-      per_layer.append({name[len(prefix):]: value
-                        for name, value in layer.params_dict().items()})
+      prefix = layer.module_name + '/'
+      per_layer.append(
+        {name[len(prefix) :]: value for name, value in layer.params_dict().items()}
+      )
     for layer, params in zip(layers[1:], per_layer[1:]):
       if params.keys() != per_layer[0].keys():
         missing = sorted(per_layer[0].keys() ^ params.keys())
         raise ValueError(
-            f"scan_layers: the parameters of {layer.module_name} do not match those of "
-            f"{layers[0].module_name}; differing: {missing}.")
-    stacked = {name: jnp.stack([params[name] for params in per_layer])  # [L, ...]
-               for name in per_layer[0]}
+          f'scan_layers: the parameters of {layer.module_name} do not match those of '
+          f'{layers[0].module_name}; differing: {missing}.'
+        )
+    stacked = {
+      name: jnp.stack([params[name] for params in per_layer])  # [L, ...]
+      for name in per_layer[0]
+    }
 
     def step(z, layer_params):
       def getter(next_getter, value, context):
         if context.full_name.startswith(first):
-          value = layer_params.get(context.full_name[len(first):], value)
+          value = layer_params.get(context.full_name[len(first) :], value)
         return next_getter(value)
 
       def apply(z):
         with hk.custom_getter(getter):
           return layers[0](z, is_training=is_training)
+
       return self._remat(apply)(z), None
 
     return lambda z: hk.scan(step, z, stacked)[0]

@@ -16,11 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 # The official module exposes these as attributes (`perceiver.position_encoding`).
-from perceiver import io_processors  # pylint: disable=unused-import
-from perceiver import position_encoding  # pylint: disable=unused-import
+from perceiver.attention import MLP
 from perceiver.attention import Attention
 from perceiver.attention import CrossAttention
-from perceiver.attention import MLP
 from perceiver.attention import SelfAttention
 from perceiver.attention import attend
 from perceiver.attention import conv_1d
@@ -36,11 +34,23 @@ from perceiver.decoders import ProjectionDecoder
 from perceiver.encoder import PerceiverEncoder
 
 __all__ = [
-    "AbstractPerceiverDecoder", "Attention", "BasicDecoder",
-    "BasicVideoAutoencodingDecoder", "ClassificationDecoder", "CrossAttention",
-    "FlowDecoder", "MLP", "MultimodalDecoder", "Perceiver", "PerceiverEncoder",
-    "ProjectionDecoder", "SelfAttention", "attend", "conv_1d", "layer_norm",
-    "make_cross_attention_mask",
+  'AbstractPerceiverDecoder',
+  'Attention',
+  'BasicDecoder',
+  'BasicVideoAutoencodingDecoder',
+  'ClassificationDecoder',
+  'CrossAttention',
+  'FlowDecoder',
+  'MLP',
+  'MultimodalDecoder',
+  'Perceiver',
+  'PerceiverEncoder',
+  'ProjectionDecoder',
+  'SelfAttention',
+  'attend',
+  'conv_1d',
+  'layer_norm',
+  'make_cross_attention_mask',
 ]
 
 
@@ -62,8 +72,16 @@ class Perceiver(hk.Module):
       are built from the unpermuted inputs.
   """
 
-  def __init__(self, encoder, decoder, input_preprocessor=None,
-               output_postprocessor=None, name="perceiver", *, input_permutation=None):
+  def __init__(
+    self,
+    encoder,
+    decoder,
+    input_preprocessor=None,
+    output_postprocessor=None,
+    name='perceiver',
+    *,
+    input_permutation=None,
+  ):
     super().__init__(name=name)
     self._input_preprocessor = input_preprocessor
     self._output_postprocessor = output_postprocessor
@@ -73,12 +91,22 @@ class Perceiver(hk.Module):
     if input_permutation is not None:
       perm = np.asarray(input_permutation)
       if perm.ndim != 1 or not np.array_equal(np.sort(perm), np.arange(perm.size)):
-        raise ValueError("input_permutation must be a permutation of range(M), got an "
-                         f"array of shape {perm.shape}.")
+        raise ValueError(
+          'input_permutation must be a permutation of range(M), got an '
+          f'array of shape {perm.shape}.'
+        )
       self._input_permutation = perm
 
-  def __call__(self, inputs, *, is_training, subsampled_output_points=None, pos=None,
-               input_mask=None, query_mask=None):
+  def __call__(
+    self,
+    inputs,
+    *,
+    is_training,
+    subsampled_output_points=None,
+    pos=None,
+    input_mask=None,
+    query_mask=None,
+  ):
     """Runs the model.
 
     Args:
@@ -94,36 +122,43 @@ class Perceiver(hk.Module):
       The decoder (or postprocessor) outputs.
     """
     if self._input_preprocessor:
-      network_input_is_1d = getattr(self._encoder, "_input_is_1d", True)
+      network_input_is_1d = getattr(self._encoder, '_input_is_1d', True)
       inputs, modality_sizes, inputs_without_pos = self._input_preprocessor(
-          inputs, pos=pos, is_training=is_training,
-          network_input_is_1d=network_input_is_1d)
+        inputs, pos=pos, is_training=is_training, network_input_is_1d=network_input_is_1d
+      )
     else:
       modality_sizes = None
       inputs_without_pos = None
 
     encoder_query = self._encoder.latents(inputs)
     decoder_query = self._decoder.decoder_query(
-        inputs, modality_sizes, inputs_without_pos,
-        subsampled_points=subsampled_output_points)
+      inputs,
+      modality_sizes,
+      inputs_without_pos,
+      subsampled_points=subsampled_output_points,
+    )
 
     if self._input_permutation is not None:
       if inputs.shape[1] != self._input_permutation.size:
         raise ValueError(
-            f"input_permutation has {self._input_permutation.size} entries but the "
-            f"preprocessed inputs have {inputs.shape[1]} elements.")
+          f'input_permutation has {self._input_permutation.size} entries but the '
+          f'preprocessed inputs have {inputs.shape[1]} elements.'
+        )
       inputs = jnp.take(inputs, self._input_permutation, axis=1)
       if input_mask is not None:
         input_mask = jnp.take(input_mask, self._input_permutation, axis=1)
 
-    z = self._encoder(inputs, encoder_query, is_training=is_training,
-                      input_mask=input_mask)
+    z = self._encoder(
+      inputs, encoder_query, is_training=is_training, input_mask=input_mask
+    )
     _, output_modality_sizes = self._decoder.output_shape(inputs)
     output_modality_sizes = output_modality_sizes or modality_sizes
 
-    outputs = self._decoder(decoder_query, z, is_training=is_training,
-                            query_mask=query_mask)
+    outputs = self._decoder(
+      decoder_query, z, is_training=is_training, query_mask=query_mask
+    )
     if self._output_postprocessor:
-      outputs = self._output_postprocessor(outputs, is_training=is_training,
-                                           modality_sizes=output_modality_sizes)
+      outputs = self._output_postprocessor(
+        outputs, is_training=is_training, modality_sizes=output_modality_sizes
+      )
     return outputs

@@ -39,23 +39,29 @@ class PointCloudPreprocessor(hk.Module):
     name: module name.
   """
 
-  def __init__(self, num_bands: int,
-               max_resolution: Union[int, Sequence[int]],
-               coord_range: Sequence[Tuple[float, float]] = ((-1.0, 1.0),) * 3,
-               concat_pos: bool = True, sine_only: bool = False,
-               concat_or_add_pos: str = "concat", name: Optional[str] = None):
+  def __init__(
+    self,
+    num_bands: int,
+    max_resolution: Union[int, Sequence[int]],
+    coord_range: Sequence[Tuple[float, float]] = ((-1.0, 1.0),) * 3,
+    concat_pos: bool = True,
+    sine_only: bool = False,
+    concat_or_add_pos: str = 'concat',
+    name: Optional[str] = None,
+  ):
     super().__init__(name=name)
-    self._num_bands = positional_inputs.check_positive_int(num_bands, "num_bands")
+    self._num_bands = positional_inputs.check_positive_int(num_bands, 'num_bands')
     try:
       ranges = tuple((float(lo), float(hi)) for lo, hi in coord_range)
     except (TypeError, ValueError) as e:
       raise ValueError(
-          "coord_range must be a sequence of (low, high) pairs, got "
-          f"{coord_range!r}.") from e
+        f'coord_range must be a sequence of (low, high) pairs, got {coord_range!r}.'
+      ) from e
     if not ranges or any(not lo < hi for lo, hi in ranges):
       raise ValueError(
-          "coord_range must be a non-empty sequence of (low, high) pairs with "
-          f"low < high, got {coord_range!r}.")
+        'coord_range must be a non-empty sequence of (low, high) pairs with '
+        f'low < high, got {coord_range!r}.'
+      )
     self._coord_range = ranges
     num_dims = len(ranges)
     if np.ndim(max_resolution) == 0:
@@ -63,13 +69,13 @@ class PointCloudPreprocessor(hk.Module):
     max_resolution = tuple(float(r) for r in np.ravel(max_resolution))
     if len(max_resolution) != num_dims or any(r <= 0 for r in max_resolution):
       raise ValueError(
-          f"max_resolution must be a positive number or {num_dims} positive numbers "
-          f"(one per coordinate of coord_range), got {max_resolution!r}.")
+        f'max_resolution must be a positive number or {num_dims} positive numbers '
+        f'(one per coordinate of coord_range), got {max_resolution!r}.'
+      )
     self._max_resolution = max_resolution
     self._concat_pos = concat_pos
     self._sine_only = sine_only
-    self._concat_or_add_pos = positional_inputs.check_concat_or_add_pos(
-        concat_or_add_pos)
+    self._concat_or_add_pos = positional_inputs.check_concat_or_add_pos(concat_or_add_pos)
 
   def normalize(self, points):
     """Maps `[..., d]` coordinates from `coord_range` to [-1, 1] (no clipping)."""
@@ -77,8 +83,9 @@ class PointCloudPreprocessor(hk.Module):
     high = jnp.asarray([hi for _, hi in self._coord_range], jnp.float32)
     return 2.0 * (points - low) / (high - low) - 1.0
 
-  def __call__(self, inputs, *, is_training: bool, pos=None,
-               network_input_is_1d: bool = True):
+  def __call__(
+    self, inputs, *, is_training: bool, pos=None, network_input_is_1d: bool = True
+  ):
     """Preprocesses point clouds.
 
     Args:
@@ -94,20 +101,26 @@ class PointCloudPreprocessor(hk.Module):
     del is_training, network_input_is_1d  # Unused: a uniform interface.
     if pos is not None:
       raise ValueError(
-          "PointCloudPreprocessor encodes the point coordinates themselves; pos "
-          f"must be None, got an array of shape {tuple(jnp.shape(pos))}.")
+        'PointCloudPreprocessor encodes the point coordinates themselves; pos '
+        f'must be None, got an array of shape {tuple(jnp.shape(pos))}.'
+      )
     num_dims = len(self._coord_range)
     if inputs.ndim != 3 or inputs.shape[-1] != num_dims:
       raise ValueError(
-          f"inputs must have shape [B, N, {num_dims}] (one coordinate per entry of "
-          f"coord_range), got {tuple(inputs.shape)}.")
+        f'inputs must have shape [B, N, {num_dims}] (one coordinate per entry of '
+        f'coord_range), got {tuple(inputs.shape)}.'
+      )
     batch_size, num_points, _ = inputs.shape
     coords = self.normalize(jnp.asarray(inputs, jnp.float32))
     features = position_encoding.generate_fourier_features(
-        jnp.reshape(coords, (-1, num_dims)), num_bands=self._num_bands,
-        max_resolution=self._max_resolution, concat_pos=self._concat_pos,
-        sine_only=self._sine_only)
+      jnp.reshape(coords, (-1, num_dims)),
+      num_bands=self._num_bands,
+      max_resolution=self._max_resolution,
+      concat_pos=self._concat_pos,
+      sine_only=self._sine_only,
+    )
     features = jnp.reshape(features, (batch_size, num_points, -1))  # [B, N, P]
     inputs_with_pos = positional_inputs.combine_with_position_encoding(
-        inputs, features, self._concat_or_add_pos)
+      inputs, features, self._concat_or_add_pos
+    )
     return inputs_with_pos, None, inputs

@@ -18,22 +18,25 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _as_index_dims(index_dims, arg_name="index_dims") -> Tuple[int, ...]:
+def _as_index_dims(index_dims, arg_name='index_dims') -> Tuple[int, ...]:
   if isinstance(index_dims, (int, np.integer)):
     index_dims = (int(index_dims),)
   try:
     dims = tuple(int(d) for d in index_dims)
   except TypeError as e:
     raise ValueError(
-        f"{arg_name} must be a sequence of positive ints, got {index_dims!r}.") from e
+      f'{arg_name} must be a sequence of positive ints, got {index_dims!r}.'
+    ) from e
   if not dims or any(d <= 0 for d in dims):
     raise ValueError(
-        f"{arg_name} must be a non-empty sequence of positive ints, got {index_dims!r}.")
+      f'{arg_name} must be a non-empty sequence of positive ints, got {index_dims!r}.'
+    )
   return dims
 
 
-def generate_fourier_features(pos, num_bands, max_resolution=(224, 224),
-                              concat_pos=True, sine_only=False):
+def generate_fourier_features(
+  pos, num_bands, max_resolution=(224, 224), concat_pos=True, sine_only=False
+):
   """Fourier features of positions in [-1, 1].
 
   For each of the d dimensions, `num_bands` frequencies are spaced linearly from 1 to
@@ -53,27 +56,33 @@ def generate_fourier_features(pos, num_bands, max_resolution=(224, 224),
     `concat_pos`).
   """
   if pos.ndim != 2:
-    raise ValueError(f"pos must have shape [N, d], got shape {tuple(pos.shape)}.")
+    raise ValueError(f'pos must have shape [N, d], got shape {tuple(pos.shape)}.')
   if len(max_resolution) != pos.shape[-1]:
     raise ValueError(
-        f"max_resolution={tuple(max_resolution)} must have one entry per position "
-        f"dimension ({pos.shape[-1]}).")
+      f'max_resolution={tuple(max_resolution)} must have one entry per position '
+      f'dimension ({pos.shape[-1]}).'
+    )
   if int(num_bands) < 1:
-    raise ValueError(f"num_bands must be >= 1, got {num_bands!r}.")
+    raise ValueError(f'num_bands must be >= 1, got {num_bands!r}.')
   min_freq = 1.0
   # [d, K]
-  freq_bands = jnp.stack([
+  freq_bands = jnp.stack(
+    [
       jnp.linspace(min_freq, res / 2, num=num_bands, endpoint=True)
-      for res in max_resolution], axis=0)
+      for res in max_resolution
+    ],
+    axis=0,
+  )
   per_pos_features = pos[:, :, None] * freq_bands[None, :, :]  # [N, d, K]
   per_pos_features = jnp.reshape(
-      per_pos_features, [-1, int(np.prod(per_pos_features.shape[1:]))])
+    per_pos_features, [-1, int(np.prod(per_pos_features.shape[1:]))]
+  )
   if sine_only:
     per_pos_features = jnp.sin(jnp.pi * per_pos_features)
   else:
     per_pos_features = jnp.concatenate(
-        [jnp.sin(jnp.pi * per_pos_features), jnp.cos(jnp.pi * per_pos_features)],
-        axis=-1)
+      [jnp.sin(jnp.pi * per_pos_features), jnp.cos(jnp.pi * per_pos_features)], axis=-1
+    )
   if concat_pos:
     per_pos_features = jnp.concatenate([pos, per_pos_features], axis=-1)
   return per_pos_features
@@ -98,11 +107,16 @@ def build_linear_positions(index_dims, output_range=(-1.0, 1.0)):
   index_dims = _as_index_dims(index_dims)
 
   def _linspace(n_xels_per_dim):
-    return jnp.linspace(output_range[0], output_range[1], num=n_xels_per_dim,
-                        endpoint=True, dtype=jnp.float32)
+    return jnp.linspace(
+      output_range[0],
+      output_range[1],
+      num=n_xels_per_dim,
+      endpoint=True,
+      dtype=jnp.float32,
+    )
 
   dim_ranges = [_linspace(n) for n in index_dims]
-  array_index_grid = jnp.meshgrid(*dim_ranges, indexing="ij")
+  array_index_grid = jnp.meshgrid(*dim_ranges, indexing='ij')
   return jnp.stack(array_index_grid, axis=-1)
 
 
@@ -116,8 +130,9 @@ def _check_or_build_spatial_positions(pos, index_dims, batch_size):
     return pos
   if pos.shape[-1] != len(index_dims):
     raise ValueError(
-        f"pos must have {len(index_dims)} coordinates in its last axis to match "
-        f"index_dims={tuple(index_dims)}, got shape {tuple(pos.shape)}.")
+      f'pos must have {len(index_dims)} coordinates in its last axis to match '
+      f'index_dims={tuple(index_dims)}, got shape {tuple(pos.shape)}.'
+    )
   return pos
 
 
@@ -142,9 +157,9 @@ class TrainablePositionEncoding(AbstractPositionEncoding):
   def __init__(self, index_dim, num_channels=128, init_scale=0.02, name=None):
     super().__init__(name=name)
     if index_dim is not None and int(index_dim) < 1:
-      raise ValueError(f"index_dim must be >= 1, got {index_dim!r}.")
+      raise ValueError(f'index_dim must be >= 1, got {index_dim!r}.')
     if int(num_channels) < 1:
-      raise ValueError(f"num_channels must be >= 1, got {num_channels!r}.")
+      raise ValueError(f'num_channels must be >= 1, got {num_channels!r}.')
     self._index_dim = None if index_dim is None else int(index_dim)
     self._num_channels = int(num_channels)
     self._init_scale = init_scale
@@ -152,11 +167,15 @@ class TrainablePositionEncoding(AbstractPositionEncoding):
   def __call__(self, batch_size, pos=None):
     del pos  # Unused: the embedding is indexed by position, not by coordinates.
     if self._index_dim is None:
-      raise ValueError("TrainablePositionEncoding was built with index_dim=None and "
-                       "cannot create its embedding.")
+      raise ValueError(
+        'TrainablePositionEncoding was built with index_dim=None and '
+        'cannot create its embedding.'
+      )
     pos_embs = hk.get_parameter(
-        "pos_embs", [self._index_dim, self._num_channels],
-        init=hk.initializers.TruncatedNormal(stddev=self._init_scale))
+      'pos_embs',
+      [self._index_dim, self._num_channels],
+      init=hk.initializers.TruncatedNormal(stddev=self._init_scale),
+    )
     if batch_size is not None:
       pos_embs = jnp.broadcast_to(pos_embs[None], (batch_size,) + pos_embs.shape)
     return pos_embs
@@ -174,48 +193,66 @@ class FourierPositionEncoding(AbstractPositionEncoding):
     name: module name.
   """
 
-  def __init__(self, index_dims, num_bands, concat_pos=True, max_resolution=None,
-               sine_only=False, name=None):
+  def __init__(
+    self,
+    index_dims,
+    num_bands,
+    concat_pos=True,
+    max_resolution=None,
+    sine_only=False,
+    name=None,
+  ):
     super().__init__(name=name)
     # index_dims may be None for an encoding that is only ever given explicit `pos`
     # (or never called, as in the official optical-flow decoder).
     self._index_dims = None if index_dims is None else _as_index_dims(index_dims)
     if int(num_bands) < 1:
-      raise ValueError(f"num_bands must be >= 1, got {num_bands!r}.")
+      raise ValueError(f'num_bands must be >= 1, got {num_bands!r}.')
     self._num_bands = int(num_bands)
     self._concat_pos = concat_pos
     self._sine_only = sine_only
     max_resolution = max_resolution or self._index_dims
     if max_resolution is None:
-      raise ValueError("FourierPositionEncoding needs index_dims or max_resolution, "
-                       "got neither.")
-    self._max_resolution = tuple(max_resolution)
-    if self._index_dims is not None and len(self._max_resolution) != len(self._index_dims):
       raise ValueError(
-          f"max_resolution={self._max_resolution} must have one entry per dimension "
-          f"of index_dims={self._index_dims}.")
+        'FourierPositionEncoding needs index_dims or max_resolution, got neither.'
+      )
+    self._max_resolution = tuple(max_resolution)
+    if self._index_dims is not None and len(self._max_resolution) != len(
+      self._index_dims
+    ):
+      raise ValueError(
+        f'max_resolution={self._max_resolution} must have one entry per dimension '
+        f'of index_dims={self._index_dims}.'
+      )
     # The grid's dimensions (those of max_resolution when index_dims is None).
     self._grid_dims = self._index_dims or self._max_resolution
 
   @property
   def num_channels(self):
-    return num_fourier_channels(len(self._max_resolution), self._num_bands,
-                                self._concat_pos, self._sine_only)
+    return num_fourier_channels(
+      len(self._max_resolution), self._num_bands, self._concat_pos, self._sine_only
+    )
 
   def _features(self, pos):
     return generate_fourier_features(
-        pos, num_bands=self._num_bands, max_resolution=self._max_resolution,
-        concat_pos=self._concat_pos, sine_only=self._sine_only)
+      pos,
+      num_bands=self._num_bands,
+      max_resolution=self._max_resolution,
+      concat_pos=self._concat_pos,
+      sine_only=self._sine_only,
+    )
 
   def __call__(self, batch_size, pos=None):
     if pos is None:
       if self._index_dims is None:
-        raise ValueError("FourierPositionEncoding built with index_dims=None needs "
-                         "explicit pos.")
+        raise ValueError(
+          'FourierPositionEncoding built with index_dims=None needs explicit pos.'
+        )
       # The grid is identical for every example: compute it once and broadcast,
       # instead of recomputing the same features per example.
-      feats = self._features(_check_or_build_spatial_positions(
-          None, self._index_dims, None))  # [N, C]
+      feats = self._features(
+        _check_or_build_spatial_positions(None, self._index_dims, None)
+      )  # [N, C]
       if batch_size is not None:
         feats = jnp.broadcast_to(feats[None], (batch_size,) + feats.shape)
       return feats
@@ -241,12 +278,17 @@ class PositionEncodingProjector(AbstractPositionEncoding):
     return hk.Linear(output_size=self._output_size)(base_pos)
 
 
-POSITION_ENCODING_TYPES = ("trainable", "fourier")
+POSITION_ENCODING_TYPES = ('trainable', 'fourier')
 
 
-def build_position_encoding(position_encoding_type, index_dims, project_pos_dim=-1,
-                            trainable_position_encoding_kwargs=None,
-                            fourier_position_encoding_kwargs=None, name=None):
+def build_position_encoding(
+  position_encoding_type,
+  index_dims,
+  project_pos_dim=-1,
+  trainable_position_encoding_kwargs=None,
+  fourier_position_encoding_kwargs=None,
+  name=None,
+):
   """Builds a position encoding module.
 
   Args:
@@ -263,26 +305,33 @@ def build_position_encoding(position_encoding_type, index_dims, project_pos_dim=
   Returns:
     An `AbstractPositionEncoding`.
   """
-  if position_encoding_type == "trainable":
+  if position_encoding_type == 'trainable':
     if trainable_position_encoding_kwargs is None:
-      raise ValueError("position_encoding_type='trainable' needs "
-                       "trainable_position_encoding_kwargs, got None.")
+      raise ValueError(
+        "position_encoding_type='trainable' needs "
+        'trainable_position_encoding_kwargs, got None.'
+      )
     index_dim = None if index_dims is None else int(np.prod(_as_index_dims(index_dims)))
     output_pos_enc = TrainablePositionEncoding(
-        index_dim=index_dim, name=name,
-        **trainable_position_encoding_kwargs)
-  elif position_encoding_type == "fourier":
+      index_dim=index_dim, name=name, **trainable_position_encoding_kwargs
+    )
+  elif position_encoding_type == 'fourier':
     if fourier_position_encoding_kwargs is None:
-      raise ValueError("position_encoding_type='fourier' needs "
-                       "fourier_position_encoding_kwargs, got None.")
+      raise ValueError(
+        "position_encoding_type='fourier' needs "
+        'fourier_position_encoding_kwargs, got None.'
+      )
     output_pos_enc = FourierPositionEncoding(
-        index_dims=index_dims, name=name, **fourier_position_encoding_kwargs)
+      index_dims=index_dims, name=name, **fourier_position_encoding_kwargs
+    )
   else:
     raise ValueError(
-        f"Unknown position_encoding_type {position_encoding_type!r}; expected one of "
-        f"{POSITION_ENCODING_TYPES}.")
+      f'Unknown position_encoding_type {position_encoding_type!r}; expected one of '
+      f'{POSITION_ENCODING_TYPES}.'
+    )
 
   if project_pos_dim > 0:
     output_pos_enc = PositionEncodingProjector(
-        output_size=project_pos_dim, base_position_encoding=output_pos_enc)
+      output_size=project_pos_dim, base_position_encoding=output_pos_enc
+    )
   return output_pos_enc

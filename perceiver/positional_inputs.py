@@ -22,40 +22,40 @@ import numpy as np
 
 from perceiver import position_encoding
 
-CONCAT_OR_ADD_POS = ("concat", "add")
-POSITION_ENCODING_TYPES = ("trainable", "fourier")
+CONCAT_OR_ADD_POS = ('concat', 'add')
+POSITION_ENCODING_TYPES = ('trainable', 'fourier')
 
 
 def check_concat_or_add_pos(concat_or_add_pos):
   if concat_or_add_pos not in CONCAT_OR_ADD_POS:
     raise ValueError(
-        f"concat_or_add_pos must be one of {CONCAT_OR_ADD_POS}, got "
-        f"{concat_or_add_pos!r}.")
+      f'concat_or_add_pos must be one of {CONCAT_OR_ADD_POS}, got {concat_or_add_pos!r}.'
+    )
   return concat_or_add_pos
 
 
 def check_choice(value, arg_name, choices):
   if value not in choices:
-    raise ValueError(f"Unknown {arg_name} {value!r}; expected one of {choices}.")
+    raise ValueError(f'Unknown {arg_name} {value!r}; expected one of {choices}.')
   return value
 
 
 def check_positive_int(value, arg_name):
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-      or value < 1):
-    raise ValueError(f"{arg_name} must be a positive int, got {value!r}.")
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f'{arg_name} must be a positive int, got {value!r}.')
   return int(value)
 
 
 def combine_with_position_encoding(inputs, pos_enc, concat_or_add_pos):
   """Concatenates `pos_enc` to `inputs` along the channels, or adds it."""
-  if concat_or_add_pos == "concat":
+  if concat_or_add_pos == 'concat':
     return jnp.concatenate([inputs, pos_enc], axis=-1)
   if inputs.shape[-1] != pos_enc.shape[-1]:
     raise ValueError(
-        "concat_or_add_pos='add' needs as many position-encoding channels as input "
-        f"channels; got inputs of shape {tuple(inputs.shape)} and a position "
-        f"encoding of shape {tuple(pos_enc.shape)}.")
+      "concat_or_add_pos='add' needs as many position-encoding channels as input "
+      f'channels; got inputs of shape {tuple(inputs.shape)} and a position '
+      f'encoding of shape {tuple(pos_enc.shape)}.'
+    )
   return inputs + pos_enc
 
 
@@ -74,15 +74,21 @@ class PositionalPreprocessor(hk.Module):
       `project_pos_dim`, `name`).
   """
 
-  def __init__(self, position_encoding_type: str = "fourier",
-               n_extra_pos_mlp: int = 0, concat_or_add_pos: str = "concat",
-               name: Optional[str] = None, **position_encoding_kwargs):
+  def __init__(
+    self,
+    position_encoding_type: str = 'fourier',
+    n_extra_pos_mlp: int = 0,
+    concat_or_add_pos: str = 'concat',
+    name: Optional[str] = None,
+    **position_encoding_kwargs,
+  ):
     super().__init__(name=name)
-    check_choice(position_encoding_type, "position_encoding_type",
-                 POSITION_ENCODING_TYPES)
+    check_choice(
+      position_encoding_type, 'position_encoding_type', POSITION_ENCODING_TYPES
+    )
     self._concat_or_add_pos = check_concat_or_add_pos(concat_or_add_pos)
     if int(n_extra_pos_mlp) < 0:
-      raise ValueError(f"n_extra_pos_mlp must be >= 0, got {n_extra_pos_mlp!r}.")
+      raise ValueError(f'n_extra_pos_mlp must be >= 0, got {n_extra_pos_mlp!r}.')
     self._n_extra_pos_mlp = int(n_extra_pos_mlp)
     self._position_encoding_type = position_encoding_type
     self._position_encoding_kwargs = dict(position_encoding_kwargs)
@@ -107,9 +113,10 @@ class PositionalPreprocessor(hk.Module):
       inputs = jnp.reshape(inputs, (batch_size, int(np.prod(index_dims)), -1))
 
     pos_enc = position_encoding.build_position_encoding(
-        position_encoding_type=self._position_encoding_type,
-        index_dims=index_dims,
-        **self._position_encoding_kwargs)(batch_size=batch_size, pos=pos)
+      position_encoding_type=self._position_encoding_type,
+      index_dims=index_dims,
+      **self._position_encoding_kwargs,
+    )(batch_size=batch_size, pos=pos)
     for i in range(self._n_extra_pos_mlp):
       pos_enc = pos_enc + hk.Linear(pos_enc.shape[-1])(pos_enc)
       if i < self._n_extra_pos_mlp - 1:
@@ -119,7 +126,8 @@ class PositionalPreprocessor(hk.Module):
       # [B, N, P] -> [B, *index_dims, P] to match the features.
       pos_enc = jnp.reshape(pos_enc, tuple(inputs.shape[:-1]) + (-1,))
     inputs_with_pos = combine_with_position_encoding(
-        inputs, pos_enc, self._concat_or_add_pos)
+      inputs, pos_enc, self._concat_or_add_pos
+    )
     return inputs_with_pos, inputs
 
 
@@ -127,4 +135,5 @@ def check_rank(inputs, arg_name: str, ranks: Sequence[int], layout: str):
   """Raises if `inputs` does not have one of the `ranks`."""
   if inputs.ndim not in ranks:
     raise ValueError(
-        f"{arg_name} must have shape {layout}, got shape {tuple(inputs.shape)}.")
+      f'{arg_name} must have shape {layout}, got shape {tuple(inputs.shape)}.'
+    )

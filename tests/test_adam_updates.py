@@ -9,18 +9,25 @@ import pytest
 from experiments import adam_updates
 from experiments import optimizers
 
+
 # Odd, distinct sizes; a norm parameter and biases (no weight decay), a 3-D weight,
 # and a parameter that starts at zero (LAMB's trust ratio falls back to 1 there).
 def _params():
   rng = np.random.RandomState(0)
   return {
-      'encoder/linear': {'w': rng.randn(3, 5).astype(np.float32),
-                         'b': rng.randn(5).astype(np.float32)},
-      'encoder/linear_1': {'w': rng.randn(5, 7).astype(np.float32),
-                           'b': np.zeros(7, np.float32)},
-      'encoder/layer_norm': {'scale': rng.randn(7).astype(np.float32),
-                             'offset': rng.randn(7).astype(np.float32)},
-      'decoder': {'w': rng.randn(7, 3, 5).astype(np.float32)},
+    'encoder/linear': {
+      'w': rng.randn(3, 5).astype(np.float32),
+      'b': rng.randn(5).astype(np.float32),
+    },
+    'encoder/linear_1': {
+      'w': rng.randn(5, 7).astype(np.float32),
+      'b': np.zeros(7, np.float32),
+    },
+    'encoder/layer_norm': {
+      'scale': rng.randn(7).astype(np.float32),
+      'offset': rng.randn(7).astype(np.float32),
+    },
+    'decoder': {'w': rng.randn(7, 3, 5).astype(np.float32)},
   }
 
 
@@ -32,8 +39,7 @@ def _grads(params, step):
   rng = np.random.RandomState(100 + step)
   # Alternate small gradients (below the clipping norm) and large ones (above it).
   scale = 0.01 if step % 2 == 0 else 30.0
-  return jax.tree.map(lambda x: (scale * rng.randn(*x.shape)).astype(np.float32),
-                      params)
+  return jax.tree.map(lambda x: (scale * rng.randn(*x.shape)).astype(np.float32), params)
 
 
 def _assert_close(got, want):
@@ -41,14 +47,20 @@ def _assert_close(got, want):
   # cancellation in the moments can raise relative to small elements, so the
   # tolerance is relative to each array's largest element.
   want = np.asarray(want)
-  np.testing.assert_allclose(got, want, rtol=2e-6,
-                             atol=2e-6 * float(np.max(np.abs(want), initial=0.0)))
+  np.testing.assert_allclose(
+    got, want, rtol=2e-6, atol=2e-6 * float(np.max(np.abs(want), initial=0.0))
+  )
 
 
 def _reference(trust_ratio, max_norm, schedule, weight_decay):
   core = (optax.lamb if trust_ratio else optax.adamw)(
-      learning_rate=schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay,
-      mask=_mask)
+    learning_rate=schedule,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-6,
+    weight_decay=weight_decay,
+    mask=_mask,
+  )
   if max_norm is None:
     return core
   return optax.chain(optax.clip_by_global_norm(max_norm), core)
@@ -59,9 +71,16 @@ def _reference(trust_ratio, max_norm, schedule, weight_decay):
 @pytest.mark.parametrize('weight_decay', [0.1, 0.0])
 def test_matches_optax_chain(trust_ratio, max_norm, weight_decay):
   schedule = optax.cosine_decay_schedule(1e-2, decay_steps=7)
-  ours = adam_updates.clipped_adam(schedule, b1=0.9, b2=0.999, eps=1e-6,
-                                   weight_decay=weight_decay, mask=_mask,
-                                   trust_ratio=trust_ratio, max_norm=max_norm)
+  ours = adam_updates.clipped_adam(
+    schedule,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-6,
+    weight_decay=weight_decay,
+    mask=_mask,
+    trust_ratio=trust_ratio,
+    max_norm=max_norm,
+  )
   ref = _reference(trust_ratio, max_norm, schedule, weight_decay)
   params_ours = params_ref = _params()
   state_ours, state_ref = ours.init(params_ours), ref.init(params_ref)
@@ -73,8 +92,9 @@ def test_matches_optax_chain(trust_ratio, max_norm, weight_decay):
     u_ours, state_ours = update_ours(grads, state_ours, params_ours)
     u_ref, state_ref = update_ref(grads, state_ref, params_ref)
     assert jax.tree.structure(state_ours) == jax.tree.structure(state_ref)
-    for got, want in zip(jax.tree.leaves((u_ours, state_ours)),
-                         jax.tree.leaves((u_ref, state_ref))):
+    for got, want in zip(
+      jax.tree.leaves((u_ours, state_ours)), jax.tree.leaves((u_ref, state_ref))
+    ):
       _assert_close(got, want)
     params_ours = optax.apply_updates(params_ours, u_ours)
     params_ref = optax.apply_updates(params_ref, u_ref)
@@ -84,8 +104,7 @@ def test_matches_optax_chain(trust_ratio, max_norm, weight_decay):
 def test_continues_from_an_optax_state():
   # A state written by optax's chain (an older checkpoint) continues here unchanged.
   schedule = optax.constant_schedule(1e-2)
-  ours = adam_updates.clipped_adam(schedule, weight_decay=0.1, mask=_mask,
-                                   max_norm=1.0)
+  ours = adam_updates.clipped_adam(schedule, weight_decay=0.1, mask=_mask, max_norm=1.0)
   ref = _reference(True, 1.0, schedule, 0.1)
   params = _params()
   state = ref.init(params)
@@ -137,8 +156,9 @@ def test_one_norm_per_parameter():
 def test_sum_scalars_hand_computed():
   for n in (1, 5, 16, 17, 37):
     values = [jnp.float32(i + 0.5) for i in range(n)]
-    np.testing.assert_allclose(adam_updates.sum_scalars(values),
-                               sum(i + 0.5 for i in range(n)), rtol=1e-6)
+    np.testing.assert_allclose(
+      adam_updates.sum_scalars(values), sum(i + 0.5 for i in range(n)), rtol=1e-6
+    )
   assert float(adam_updates.sum_scalars([])) == 0.0
   assert np.isnan(adam_updates.sum_scalars([jnp.float32(1.0), jnp.float32(np.nan)]))
 
@@ -151,11 +171,14 @@ def test_global_norm_accumulates_low_precision_in_float32():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize('kwargs, match', [
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
     (dict(max_norm=0.0), 'max_norm=0.0'),
     (dict(max_norm=-1.0), 'max_norm=-1.0'),
     (dict(weight_decay=optax.constant_schedule(0.1)), 'weight_decay=.* float'),
-])
+  ],
+)
 def test_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     adam_updates.clipped_adam(1e-3, **kwargs)

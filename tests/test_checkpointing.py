@@ -15,18 +15,26 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _state(step, value=1.0, size=5):
-  params = {'encoder/~/linear': {'w': np.full((3, size), value, np.float32),
-                                 'b': np.full((size,), -value, np.float32)}}
+  params = {
+    'encoder/~/linear': {
+      'w': np.full((3, size), value, np.float32),
+      'b': np.full((size,), -value, np.float32),
+    }
+  }
   return train_state.TrainState(
-      step=np.array(step, np.int32), params=params,
-      state={'norm': {'counter': np.array(step, np.int32)}},
-      opt_state=({'mu': {'encoder/~/linear': {'w': np.full((3, size), value / 2,
-                                                           np.float32)}}},
-                 np.array(step, np.int32)))
+    step=np.array(step, np.int32),
+    params=params,
+    state={'norm': {'counter': np.array(step, np.int32)}},
+    opt_state=(
+      {'mu': {'encoder/~/linear': {'w': np.full((3, size), value / 2, np.float32)}}},
+      np.array(step, np.int32),
+    ),
+  )
 
 
 def _assert_equal(a, b):
   import jax  # pylint: disable=g-import-not-at-top
+
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert x.dtype == y.dtype
@@ -67,7 +75,7 @@ def test_keep_must_be_positive(tmp_path):
 # The child saves step 1, then dies while saving step 2: either in the middle of
 # writing a large array (SIGKILL once the temporary directory exists) or after every
 # file is written but before the commit (the final rename).
-_CHILD = textwrap.dedent('''
+_CHILD = textwrap.dedent("""
     import os, signal, sys, time
     import numpy as np
     sys.path.insert(0, {repo!r})
@@ -95,14 +103,18 @@ _CHILD = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGKILL)
       time.sleep(0.001)
     os._exit(3)
-''')
+""")
 
 
 @pytest.mark.parametrize('mode, exit_code', [('mid_write', -9), ('before_commit', 17)])
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, mode, exit_code):
   script = _CHILD.format(repo=REPO_ROOT, tests=os.path.join(REPO_ROOT, 'tests'))
-  result = subprocess.run([sys.executable, '-c', script, str(tmp_path), mode],
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, '-c', script, str(tmp_path), mode],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == exit_code, result.stderr[-3000:]
   root = tmp_path / 'checkpoints'
   leftovers = [p.name for p in root.iterdir() if p.name.startswith('2')]
@@ -122,6 +134,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, mode, exit_code):
 
 def test_export_npz_round_trip(tmp_path):
   from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
   state = _state(4, value=3.0)
   path = checkpointing.export_npz(str(tmp_path), state.params, state.state)
   assert path == os.path.join(str(tmp_path), 'export', 'params.npz')

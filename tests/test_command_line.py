@@ -20,44 +20,69 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(args, cwd=REPO_ROOT, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
   env.pop('XLA_FLAGS', None)
-  return subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable] + args,
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_every_experiments_module_imports_into_one_process():
   names = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__))
   assert {'train', 'benchmark', 'scaling_study', 'imagenet_input_benchmark'} <= set(names)
   script = ''.join(f'import experiments.{name}\n' for name in names)
-  result = _run(['-c', script + 'print("imported", %d)' % len(names)])
+  result = _run(['-c', script + f'print("imported", {len(names)})'])
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'imported {len(names)}' in result.stdout
 
 
 def _benchmark_tiny(output, *flags):
   """Runs the benchmark command on the tiny digits config; returns (result, report)."""
-  result = _run(['-m', 'experiments.benchmark', '--config=configs/digits.py:tiny',
-                 '--matmul_size=64', f'--output={output}', *flags])
+  result = _run(
+    [
+      '-m',
+      'experiments.benchmark',
+      '--config=configs/digits.py:tiny',
+      '--matmul_size=64',
+      f'--output={output}',
+      *flags,
+    ]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return result, json.loads(output.read_text())
 
 
 def test_benchmark_command_writes_its_report(tmp_path):
-  result, report = _benchmark_tiny(tmp_path / 'report.json',
-                                   '--config.training.batch_size=6', '--steps=2')
+  result, report = _benchmark_tiny(
+    tmp_path / 'report.json', '--config.training.batch_size=6', '--steps=2'
+  )
   printed = json.loads(result.stdout.strip().splitlines()[-1])
   assert printed == report
   assert report['config'] == 'configs/digits.py:tiny'
   assert report['overrides'] == {'training.batch_size': 6}
   assert report['global_batch_size'] == 6
   assert report['num_timed_steps'] == 2
-  assert report['host_malloc'] == ('retain_per_thread' if host_memory.is_glibc() else 'system')
+  assert report['host_malloc'] == (
+    'retain_per_thread' if host_memory.is_glibc() else 'system'
+  )
 
 
 def test_benchmark_command_keeps_the_system_allocator_when_asked(tmp_path):
-  _, report = _benchmark_tiny(tmp_path / 'report.json', '--steps=1', '--host_malloc=system')
+  _, report = _benchmark_tiny(
+    tmp_path / 'report.json', '--steps=1', '--host_malloc=system'
+  )
   assert report['host_malloc'] == 'system'
-  result = _run(['-m', 'experiments.benchmark', '--config=configs/digits.py:tiny',
-                 '--host_malloc=keep'])
+  result = _run(
+    [
+      '-m',
+      'experiments.benchmark',
+      '--config=configs/digits.py:tiny',
+      '--host_malloc=keep',
+    ]
+  )
   assert result.returncode != 0 and 'host_malloc' in result.stderr
 
 
@@ -69,9 +94,16 @@ def test_benchmark_command_requires_a_config():
 
 def test_benchmark_compile_command_compares_block_counts(tmp_path):
   output = tmp_path / 'compile.json'
-  result = _run(['-m', 'experiments.benchmark_compile', '--config=configs/digits.py:tiny',
-                 '--blocks_field=model.num_blocks', '--num_blocks=1,3',
-                 f'--output={output}'])
+  result = _run(
+    [
+      '-m',
+      'experiments.benchmark_compile',
+      '--config=configs/digits.py:tiny',
+      '--blocks_field=model.num_blocks',
+      '--num_blocks=1,3',
+      f'--output={output}',
+    ]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(output.read_text())
   assert report['field'] == 'model.num_blocks'
@@ -81,9 +113,21 @@ def test_benchmark_compile_command_compares_block_counts(tmp_path):
 
 
 def test_scaling_study_command_writes_tables(tmp_path):
-  result = _run(['-m', 'experiments.scaling_study', f'--output_dir={tmp_path}',
-                 '--sizes=16,48', '--num_latents=5', '--width=8', '--input_channels=3',
-                 '--num_layers=1', '--num_heads=2', '--repeats=1', '--host_malloc=system'])
+  result = _run(
+    [
+      '-m',
+      'experiments.scaling_study',
+      f'--output_dir={tmp_path}',
+      '--sizes=16,48',
+      '--num_latents=5',
+      '--width=8',
+      '--input_channels=3',
+      '--num_layers=1',
+      '--num_heads=2',
+      '--repeats=1',
+      '--host_malloc=system',
+    ]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads((tmp_path / 'scaling.json').read_text())
   assert data['settings']['width'] == 8
@@ -97,9 +141,20 @@ def test_scaling_study_command_writes_tables(tmp_path):
 
 
 def test_imagenet_input_benchmark_command_reports_throughput():
-  result = _run(['-m', 'experiments.imagenet_input_benchmark', '--variant=debug',
-                 '--num_images=4', '--height=37', '--width=53', '--batch_size=2',
-                 '--num_batches=1', '--warmup_batches=1', '--mode=eval'])
+  result = _run(
+    [
+      '-m',
+      'experiments.imagenet_input_benchmark',
+      '--variant=debug',
+      '--num_images=4',
+      '--height=37',
+      '--width=53',
+      '--batch_size=2',
+      '--num_batches=1',
+      '--warmup_batches=1',
+      '--mode=eval',
+    ]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '4 synthetic 37x53 JPEGs' in result.stdout
   assert 'eval (center crop): ' in result.stdout

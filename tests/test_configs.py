@@ -20,8 +20,10 @@ from experiments import train_state
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
-    path for path in glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py'))
-    if os.path.basename(path) not in ('__init__.py', 'common.py'))
+  path
+  for path in glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py'))
+  if os.path.basename(path) not in ('__init__.py', 'common.py')
+)
 BATCH_DIMS = (1, 2)
 
 
@@ -60,7 +62,8 @@ def test_config_loads_and_builds_model(path, variant):
   config = module.get_config() if variant is None else module.get_config(variant)
   assert isinstance(config, ml_collections.ConfigDict)
   assert module.__doc__ and 'python -m experiments.' in module.__doc__, (
-      f'{path} must give its run command in the docstring.')
+    f'{path} must give its run command in the docstring.'
+  )
   # Locked: a mistyped field fails instead of being silently added.
   with pytest.raises(AttributeError):
     config.training.batch_sise = 3
@@ -71,24 +74,35 @@ def test_config_loads_and_builds_model(path, variant):
   config.data.fake = True
   task = task_lib.load_task(config.task)
   assert task_lib.num_train_steps(config, task) > 0
-  train_batch = next(task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS,
-                                             start_step=0))
+  train_batch = next(
+    task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0)
+  )
   parallel.check_batch_dims(train_batch, BATCH_DIMS)
-  eval_batch = next(iter(task.load(config.evaluation.split, is_training=False,
-                                   batch_dims=BATCH_DIMS, config=config)))
+  eval_batch = next(
+    iter(
+      task.load(
+        config.evaluation.split, is_training=False, batch_dims=BATCH_DIMS, config=config
+      )
+    )
+  )
   parallel.check_batch_dims(eval_batch, BATCH_DIMS)
   assert eval_batch['mask'].dtype.name == 'float32'
 
   from experiments import trainer  # pylint: disable=g-import-not-at-top
+
   steps = trainer.build_steps(config, task)
   example = {k: v[0] for k, v in train_batch.items()}
   state = train_state.abstract_train_state(steps.model, steps.optimizer, example)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   assert num_params > 0
   outputs = jax.eval_shape(
-      lambda p, s, b: steps.model.apply(p, s, jax.random.PRNGKey(0), b,
-                                        is_training=False)[0],
-      state.params, state.state, example)
+    lambda p, s, b: steps.model.apply(p, s, jax.random.PRNGKey(0), b, is_training=False)[
+      0
+    ],
+    state.params,
+    state.state,
+    example,
+  )
   assert jax.tree.leaves(outputs), f'{path}: the model returns no outputs'
 
 

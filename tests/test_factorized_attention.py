@@ -39,12 +39,12 @@ def _np_reference(q, x, w_k, b_k, w_v, b_v, mask=None):
   q, x, w_k, w_v = (np.asarray(a, np.float64) for a in (q, x, w_k, w_v))
   k = (x @ w_k + (0 if b_k is None else np.asarray(b_k))).reshape(B, S, H, DQK)
   v = (x @ w_v + (0 if b_v is None else np.asarray(b_v))).reshape(B, S, H, DV)
-  logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(DQK)
+  logits = np.einsum('bthd,bshd->bhts', q, k) / np.sqrt(DQK)
   if mask is not None:
     logits = np.where(mask[:, None].astype(bool), logits, -1e30)
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   weights /= weights.sum(-1, keepdims=True)
-  out = np.einsum("bhts,bshd->bthd", weights, v).reshape(B, T, H * DV)
+  out = np.einsum('bhts,bshd->bthd', weights, v).reshape(B, T, H * DV)
   if mask is not None:
     out[~mask.astype(bool).any(-1)] = 0.0
   return out
@@ -54,23 +54,26 @@ def test_factorization_saves_work_hand_computed():
   # Perceiver IO image cross-attend: 4,096 inputs of 133 channels, one 512-channel head.
   # Direct: 4096*133*512 + 256*4096*512 = 815.8M; folded: 256*512*133 + 256*4096*133
   # = 156.9M.
-  assert dpa.factorization_saves_work(num_queries=256, num_keys=4096, input_channels=133,
-                                      num_heads=1, head_channels=512)
+  assert dpa.factorization_saves_work(
+    num_queries=256, num_keys=4096, input_channels=133, num_heads=1, head_channels=512
+  )
   # Latent self-attention, 8 heads of 64: direct 100.7M against folded 335.5M.
-  assert not dpa.factorization_saves_work(num_queries=256, num_keys=256,
-                                          input_channels=512, num_heads=8,
-                                          head_channels=64)
+  assert not dpa.factorization_saves_work(
+    num_queries=256, num_keys=256, input_channels=512, num_heads=8, head_channels=64
+  )
   # A classification decoder's single query against 256 latents of 512 channels.
-  assert dpa.factorization_saves_work(num_queries=1, num_keys=256, input_channels=512,
-                                      num_heads=1, head_channels=512)
+  assert dpa.factorization_saves_work(
+    num_queries=1, num_keys=256, input_channels=512, num_heads=1, head_channels=512
+  )
 
 
-@pytest.mark.parametrize("fold_keys", [True, False])
-@pytest.mark.parametrize("fold_values", [True, False])
-@pytest.mark.parametrize("with_bias", [True, False])
-@pytest.mark.parametrize("masked", [False, True])
-def test_factorized_attend_matches_attention_over_projections(fold_keys, fold_values,
-                                                              with_bias, masked):
+@pytest.mark.parametrize('fold_keys', [True, False])
+@pytest.mark.parametrize('fold_values', [True, False])
+@pytest.mark.parametrize('with_bias', [True, False])
+@pytest.mark.parametrize('masked', [False, True])
+def test_factorized_attend_matches_attention_over_projections(
+  fold_keys, fold_values, with_bias, masked
+):
   q, x, w_k, b_k, w_v, b_v = _inputs()
   if not with_bias:
     b_k = b_v = None
@@ -80,10 +83,12 @@ def test_factorized_attend_matches_attention_over_projections(fold_keys, fold_va
     mask[1, 2, :] = False  # A fully masked query.
   keys = dpa.Projection(w_k, b_k) if fold_keys else _project(x, w_k, b_k, DQK)
   values = dpa.Projection(w_v, b_v) if fold_values else _project(x, w_v, b_v, DV)
-  out = dpa.factorized_attend(q, x, keys, values,
-                              attention_mask=None if mask is None else jnp.asarray(mask))
-  np.testing.assert_allclose(out, _np_reference(q, x, w_k, b_k, w_v, b_v, mask),
-                             rtol=2e-5, atol=2e-5)
+  out = dpa.factorized_attend(
+    q, x, keys, values, attention_mask=None if mask is None else jnp.asarray(mask)
+  )
+  np.testing.assert_allclose(
+    out, _np_reference(q, x, w_k, b_k, w_v, b_v, mask), rtol=2e-5, atol=2e-5
+  )
   if masked:
     np.testing.assert_array_equal(np.asarray(out)[1, 2], np.zeros(H * DV))
 
@@ -102,7 +107,7 @@ def test_factorized_attend_gradients_match_direct_attention():
 
   ours = jax.grad(folded, argnums=tuple(range(6)))(*args)
   theirs = jax.grad(direct, argnums=tuple(range(6)))(*args)
-  for name, a, b in zip(["q", "x", "w_k", "b_k", "w_v", "b_v"], ours, theirs):
+  for name, a, b in zip(['q', 'x', 'w_k', 'b_k', 'w_v', 'b_v'], ours, theirs):
     # The key bias shifts every logit of a query equally: its gradient is zero.
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
   np.testing.assert_allclose(ours[3], np.zeros(H * DQK), atol=1e-5)
@@ -112,52 +117,62 @@ def test_factorized_attend_with_dropout_uses_the_same_weights():
   q, x, w_k, b_k, w_v, b_v = _inputs(seed=2)
 
   def folded():
-    return dpa.factorized_attend(q, x, dpa.Projection(w_k, b_k),
-                                 dpa.Projection(w_v, b_v), dropout_prob=0.5)
+    return dpa.factorized_attend(
+      q, x, dpa.Projection(w_k, b_k), dpa.Projection(w_v, b_v), dropout_prob=0.5
+    )
 
   def direct():
-    return perceiver.attend(q, _project(x, w_k, b_k, DQK), _project(x, w_v, b_v, DV),
-                            dropout_prob=0.5)
+    return perceiver.attend(
+      q, _project(x, w_k, b_k, DQK), _project(x, w_v, b_v, DV), dropout_prob=0.5
+    )
 
   key = jax.random.PRNGKey(3)
   ours = hk.transform(folded).apply({}, key)
   theirs = hk.transform(direct).apply({}, key)
   np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
   # Dropout changed the result (dropped weights no longer sum to one).
-  undropped = dpa.factorized_attend(q, x, dpa.Projection(w_k, b_k),
-                                    dpa.Projection(w_v, b_v))
+  undropped = dpa.factorized_attend(
+    q, x, dpa.Projection(w_k, b_k), dpa.Projection(w_v, b_v)
+  )
   assert np.abs(np.asarray(ours) - np.asarray(undropped)).max() > 1e-2
 
 
 def test_factorized_attend_rejects_mismatched_projections():
   q, x, w_k, b_k, w_v, b_v = _inputs()
-  with pytest.raises(ValueError, match=r"keys projection must have w \[5, 6\]"):
+  with pytest.raises(ValueError, match=r'keys projection must have w \[5, 6\]'):
     dpa.factorized_attend(q, x, dpa.Projection(w_k[:4], b_k), dpa.Projection(w_v, b_v))
-  with pytest.raises(ValueError, match=r"values must have shape \(3, 7, 2, 4\)"):
+  with pytest.raises(ValueError, match=r'values must have shape \(3, 7, 2, 4\)'):
     dpa.factorized_attend(q, x, dpa.Projection(w_k, b_k), jnp.zeros((B, S + 1, H, DV)))
-  with pytest.raises(ValueError, match=r"attention_mask must have shape \(3, 5, 7\)"):
-    dpa.factorized_attend(q, x, dpa.Projection(w_k, b_k), dpa.Projection(w_v, b_v),
-                          attention_mask=jnp.ones((B, T, S + 1)))
+  with pytest.raises(ValueError, match=r'attention_mask must have shape \(3, 5, 7\)'):
+    dpa.factorized_attend(
+      q,
+      x,
+      dpa.Projection(w_k, b_k),
+      dpa.Projection(w_v, b_v),
+      attention_mask=jnp.ones((B, T, S + 1)),
+    )
 
 
 def _dot_output_shapes(fn, *args):
   jaxpr = jax.make_jaxpr(fn)(*args)
   shapes = []
+
   def visit(jaxpr):
     for eqn in jaxpr.eqns:
-      if eqn.primitive.name == "dot_general":
+      if eqn.primitive.name == 'dot_general':
         shapes.append(tuple(eqn.outvars[0].aval.shape))
       for value in eqn.params.values():
         for sub in value if isinstance(value, (list, tuple)) else [value]:
-          if hasattr(sub, "eqns"):
+          if hasattr(sub, 'eqns'):
             visit(sub)
-          elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+          elif hasattr(sub, 'jaxpr') and hasattr(sub.jaxpr, 'eqns'):
             visit(sub.jaxpr)
+
   visit(jaxpr.jaxpr)
   return shapes
 
 
-@pytest.mark.parametrize("kv_channels, folded", [(5, True), (48, False)])
+@pytest.mark.parametrize('kv_channels, folded', [(5, True), (48, False)])
 def test_attention_module_folds_projections_only_when_cheaper(kv_channels, folded):
   """Queries [3, 13, 16] (one 16-channel head) attend to 11 inputs of `kv_channels`."""
   xq = jax.random.normal(jax.random.PRNGKey(4), (3, 13, 16))
@@ -165,24 +180,28 @@ def test_attention_module_folds_projections_only_when_cheaper(kv_channels, folde
   f = hk.transform(lambda a, b: perceiver.Attention(num_heads=1)(a, b))
   params = f.init(jax.random.PRNGKey(6), xq, xkv)
   assert {k: {n: v.shape for n, v in d.items()} for k, d in params.items()} == {
-      "attention/linear": {"w": (16, 16), "b": (16,)},
-      "attention/linear_1": {"w": (kv_channels, 16), "b": (16,)},
-      "attention/linear_2": {"w": (kv_channels, 16), "b": (16,)},
-      "attention/linear_3": {"w": (16, 16), "b": (16,)},
+    'attention/linear': {'w': (16, 16), 'b': (16,)},
+    'attention/linear_1': {'w': (kv_channels, 16), 'b': (16,)},
+    'attention/linear_2': {'w': (kv_channels, 16), 'b': (16,)},
+    'attention/linear_3': {'w': (16, 16), 'b': (16,)},
   }
   out = f.apply(params, None, xq, xkv)
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
-  lin = lambda x, n: np.asarray(x, np.float64) @ p[n]["w"] + p[n]["b"]
-  q, k, v = (lin(xq, "attention/linear"), lin(xkv, "attention/linear_1"),
-             lin(xkv, "attention/linear_2"))
-  logits = np.einsum("btd,bsd->bts", q, k) / 4.0
+  lin = lambda x, n: np.asarray(x, np.float64) @ p[n]['w'] + p[n]['b']
+  q, k, v = (
+    lin(xq, 'attention/linear'),
+    lin(xkv, 'attention/linear_1'),
+    lin(xkv, 'attention/linear_2'),
+  )
+  logits = np.einsum('btd,bsd->bts', q, k) / 4.0
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   weights /= weights.sum(-1, keepdims=True)
-  ref = lin(np.einsum("bts,bsd->btd", weights, v), "attention/linear_3")
+  ref = lin(np.einsum('bts,bsd->btd', weights, v), 'attention/linear_3')
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
   # The folded path never projects the 11 inputs to keys or values.
-  projected_inputs = (33, 16) in _dot_output_shapes(lambda a, b: f.apply(params, None, a, b),
-                                                   xq, xkv)
+  projected_inputs = (33, 16) in _dot_output_shapes(
+    lambda a, b: f.apply(params, None, a, b), xq, xkv
+  )
   assert projected_inputs != folded
 
 

@@ -26,22 +26,26 @@ def _ids(text):
 
 def test_parse_markers():
   ids, original, spans = fill_mask.parse_masked_text('ab{{cd}}e[MASK:3]f')
-  np.testing.assert_array_equal(ids, _ids('ab') + [MASK] * 2 + _ids('e') +
-                                [MASK] * 3 + _ids('f'))
+  np.testing.assert_array_equal(
+    ids, _ids('ab') + [MASK] * 2 + _ids('e') + [MASK] * 3 + _ids('f')
+  )
   np.testing.assert_array_equal(original, _ids('abcde') + [MASK] * 3 + _ids('f'))
   assert spans == [(2, 4), (5, 8)]
-  ids, _, spans = fill_mask.parse_masked_text('{{é}}')   # 2 UTF-8 bytes
+  ids, _, spans = fill_mask.parse_masked_text('{{é}}')  # 2 UTF-8 bytes
   assert ids.tolist() == [MASK, MASK] and spans == [(0, 2)]
 
 
-@pytest.mark.parametrize('text,message', [
+@pytest.mark.parametrize(
+  'text,message',
+  [
     ('nothing marked', 'No span is marked'),
     ('a{{}}b', 'Empty span'),
     ('a[MASK:0]', r'\[MASK:n\]'),
     ('a[MASK:x]', r'\[MASK:n\]'),
     ('a{{b', 'Unbalanced'),
     ('a}}b[MASK:1]', 'Unbalanced'),
-])
+  ],
+)
 def test_parse_errors(text, message):
   with pytest.raises(ValueError, match=message):
     fill_mask.parse_masked_text(text)
@@ -51,8 +55,13 @@ def test_parse_errors(text, message):
 def _debug_params():
   config = mlm_config.get_config('debug')
   batch = dict(inputs=np.zeros([1, 64], np.int32), input_mask=np.ones([1, 64], np.int32))
-  return jax.device_get(jax.jit(lambda: mlm.build_model(config).init(
-      jax.random.PRNGKey(3), batch, is_training=False))())
+  return jax.device_get(
+    jax.jit(
+      lambda: mlm.build_model(config).init(
+        jax.random.PRNGKey(3), batch, is_training=False
+      )
+    )()
+  )
 
 
 def _debug_export(tmp_path, favourite_byte=None):
@@ -80,7 +89,8 @@ def test_export_then_fill_mask_end_to_end(tmp_path):
   with open(pickle_path, 'wb') as f:
     pickle.dump(params, f)
   assert fill_mask.fill_mask(pickle_path, 'One {{two}} three[MASK:2].', config)[0] == (
-      completed)
+    completed
+  )
 
 
 def test_unbiased_model_keeps_unmasked_bytes(tmp_path):
@@ -112,14 +122,28 @@ def test_command_line(tmp_path):
   _, path, _ = _debug_export(tmp_path, favourite_byte='z')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   ok = subprocess.run(
-      [sys.executable, '-m', 'experiments.fill_mask', f'--checkpoint={path}',
-       '--config=configs/mlm.py:debug', '--text=a {{bc}} d'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      '-m',
+      'experiments.fill_mask',
+      f'--checkpoint={path}',
+      '--config=configs/mlm.py:debug',
+      '--text=a {{bc}} d',
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert ok.returncode == 0, ok.stderr
   assert ok.stdout.splitlines()[:2] == ['a zz d', "span 1: 'zz'"]
   # Errors end the program with status 1 and a message (SystemExit(str)).
-  flag_values = dict(checkpoint=types.SimpleNamespace(value=path),
-                     text=types.SimpleNamespace(value='no marker here'),
-                     config=types.SimpleNamespace(value=mlm_config.get_config('debug')))
+  flag_values = dict(
+    checkpoint=types.SimpleNamespace(value=path),
+    text=types.SimpleNamespace(value='no marker here'),
+    config=types.SimpleNamespace(value=mlm_config.get_config('debug')),
+  )
   with pytest.raises(SystemExit, match='fill_mask: error: No span is marked'):
     fill_mask.main(['fill_mask'], flag_values=flag_values)

@@ -33,15 +33,20 @@ def tiny_glue_config(task='mrpc', **model):
 
 def _batch(length=40, batch=3):
   rng = np.random.default_rng(0)
-  return dict(inputs=rng.integers(6, 262, [batch, length]).astype(np.int32),
-              input_mask=np.ones([batch, length], np.int32))
+  return dict(
+    inputs=rng.integers(6, 262, [batch, length]).astype(np.int32),
+    input_mask=np.ones([batch, length], np.int32),
+  )
 
 
 @functools.lru_cache(maxsize=1)
 def _cached_mlm_params():
   config = tiny_glue_config()
-  params, _ = jax.jit(lambda: mlm.build_model(config).init(
-      jax.random.PRNGKey(7), _batch(), is_training=False))()
+  params, _ = jax.jit(
+    lambda: mlm.build_model(config).init(
+      jax.random.PRNGKey(7), _batch(), is_training=False
+    )
+  )()
   return jax.device_get(params)
 
 
@@ -53,17 +58,25 @@ def _mlm_params():
 def test_classifier_paths_share_the_mlm_encoder():
   config = tiny_glue_config('mnli')
   model = glue.build_model(config)
-  params, _ = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), _batch(),
-                                                 is_training=False))
-  mlm_params = jax.eval_shape(lambda: mlm.build_model(config).init(
-      jax.random.PRNGKey(0), _batch(), is_training=False))[0]
+  params, _ = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), _batch(), is_training=False)
+  )
+  mlm_params = jax.eval_shape(
+    lambda: mlm.build_model(config).init(
+      jax.random.PRNGKey(0), _batch(), is_training=False
+    )
+  )[0]
   encoder = {m for m in params if glue.is_pretrained_path(m)}
   assert encoder == {m for m in mlm_params if glue.is_pretrained_path(m)}
-  assert {'embed', 'trainable_position_encoding',
-          'perceiver_encoder/~/self_attention/mlp/linear'} <= encoder
+  assert {
+    'embed',
+    'trainable_position_encoding',
+    'perceiver_encoder/~/self_attention/mlp/linear',
+  } <= encoder
   decoder = set(params) - encoder
-  assert decoder and all(m.startswith('classification_decoder/~/basic_decoder')
-                         for m in decoder)
+  assert decoder and all(
+    m.startswith('classification_decoder/~/basic_decoder') for m in decoder
+  )
   out = params['classification_decoder/~/basic_decoder/output']['w']
   assert out.shape == (32, 3)
   query = params['classification_decoder/~/basic_decoder/~/trainable_position_encoding']
@@ -83,8 +96,9 @@ def test_pretrained_init_under_jit(tmp_path, file_format):
   config.model.init_checkpoint = path
   glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
   model = glue.build_model(config)
-  params, _ = jax.jit(lambda b: model.init(jax.random.PRNGKey(1), b,
-                                           is_training=True))(_batch())
+  params, _ = jax.jit(lambda b: model.init(jax.random.PRNGKey(1), b, is_training=True))(
+    _batch()
+  )
   for module, entries in params.items():
     for name, value in entries.items():
       if glue.is_pretrained_path(module):
@@ -92,7 +106,8 @@ def test_pretrained_init_under_jit(tmp_path, file_format):
       else:
         assert module not in source
   logits, _ = jax.jit(model.apply, static_argnames='is_training')(
-      params, {}, jax.random.PRNGKey(2), _batch(), is_training=False)
+    params, {}, jax.random.PRNGKey(2), _batch(), is_training=False
+  )
   assert logits.shape == (3,)  # STS-B: one real value per example
 
 
@@ -105,20 +120,28 @@ def test_pretrained_init_rejects_a_mismatched_checkpoint(tmp_path):
   checkpoint_lib.save_npz(path, source)
   config.model.init_checkpoint = path
   glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
-  with pytest.raises(ValueError, match=r'1 missing .*embed/embeddings.*1 with other '
-                     r'shapes .*self_attention/mlp/linear/w'):
-    jax.eval_shape(lambda: glue.build_model(config).init(
-        jax.random.PRNGKey(0), _batch(), is_training=True))
+  with pytest.raises(
+    ValueError,
+    match=r'1 missing .*embed/embeddings.*1 with other '
+    r'shapes .*self_attention/mlp/linear/w',
+  ):
+    jax.eval_shape(
+      lambda: glue.build_model(config).init(
+        jax.random.PRNGKey(0), _batch(), is_training=True
+      )
+    )
 
 
 def test_losses_and_summary_by_hand():
   config = tiny_glue_config('mrpc')
   logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
-  batch = dict(label=np.array([0, 0, 1], np.int32),
-               truncated=np.array([0, 1, 0], np.int32))
+  batch = dict(
+    label=np.array([0, 0, 1], np.int32), truncated=np.array([0, 1, 0], np.int32)
+  )
   loss, metrics = glue.train_loss(logits, batch, config)
-  expected = -np.mean(np.log([np.exp(2) / (np.exp(2) + 1), 1 / (1 + np.e),
-                              np.exp(3) / (np.e + np.exp(3))]))
+  expected = -np.mean(
+    np.log([np.exp(2) / (np.exp(2) + 1), 1 / (1 + np.e), np.exp(3) / (np.e + np.exp(3))])
+  )
   assert float(loss) == pytest.approx(expected, rel=1e-6)
   assert float(metrics['accuracy']) == pytest.approx(2 / 3)
   assert float(metrics['truncated_fraction']) == pytest.approx(1 / 3)
@@ -126,13 +149,14 @@ def test_losses_and_summary_by_hand():
   np.testing.assert_array_equal(out['prediction'], [0, 1, 1])
   summary = glue.summarize_eval(out, config)
   assert summary['accuracy'] == pytest.approx(2 / 3)
-  assert summary['f1'] == pytest.approx(2 * 1 / (2 * 1 + 1))   # tp 1, fp 1, fn 0
+  assert summary['f1'] == pytest.approx(2 * 1 / (2 * 1 + 1))  # tp 1, fp 1, fn 0
   assert summary['loss'] == pytest.approx(expected, rel=1e-6)
 
   config = tiny_glue_config('stsb')
   preds = jnp.array([1.0, 2.0, 4.5])
-  batch = dict(label=np.array([1.5, 2.0, 4.0], np.float32),
-               truncated=np.zeros([3], np.int32))
+  batch = dict(
+    label=np.array([1.5, 2.0, 4.0], np.float32), truncated=np.zeros([3], np.int32)
+  )
   loss, _ = glue.train_loss(preds, batch, config)
   assert float(loss) == pytest.approx((0.25 + 0 + 0.25) / 3)
   out = {k: np.asarray(v) for k, v in glue.eval_outputs(preds, batch, config).items()}
@@ -159,10 +183,12 @@ def test_fine_tunes_on_tfds_mock_data_from_a_checkpoint(tmp_path):
     state = trainer.train(config, str(tmp_path / 'work'), evaluate=False)
   assert int(state.step) == 3
   source = _cached_mlm_params()
-  moved = [not np.array_equal(state.params[m]['w'], source[m]['w'])
-           for m in state.params if m.startswith('perceiver_encoder/') and
-           'w' in state.params[m]]
-  assert moved and all(moved)      # fine-tuning updated the pretrained encoder
+  moved = [
+    not np.array_equal(state.params[m]['w'], source[m]['w'])
+    for m in state.params
+    if m.startswith('perceiver_encoder/') and 'w' in state.params[m]
+  ]
+  assert moved and all(moved)  # fine-tuning updated the pretrained encoder
   with open(tmp_path / 'work' / 'metrics.jsonl') as f:
     text = f.read()
   assert '"accuracy"' in text and 'truncated_fraction' in text

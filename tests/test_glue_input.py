@@ -33,15 +33,18 @@ def test_single_sentence_and_pair_values():
   assert out['truncated'] == 0
 
 
-@pytest.mark.parametrize('first,second,seq_len,keep', [
-    ('abcdefgh', 'xy', 7, (4, 2)),      # the longer text gives way
+@pytest.mark.parametrize(
+  'first,second,seq_len,keep',
+  [
+    ('abcdefgh', 'xy', 7, (4, 2)),  # the longer text gives way
     ('ab', 'uvwxyz', 6, (2, 3)),
-    ('abcdef', 'uvwxyz', 7, (3, 3)),    # both long: split the budget
+    ('abcdef', 'uvwxyz', 7, (3, 3)),  # both long: split the budget
     ('abcdefg', 'uvwxyz', 8, (4, 3)),
-])
+  ],
+)
 def test_pairs_truncate_longest_first(first, second, seq_len, keep):
   out = _encode([first, second], seq_len)
-  expected = _ids(first[:keep[0]]) + [SEP] + _ids(second[:keep[1]])
+  expected = _ids(first[: keep[0]]) + [SEP] + _ids(second[: keep[1]])
   np.testing.assert_array_equal(out['inputs'], expected)
   assert out['input_mask'].all() and out['truncated'] == 1
 
@@ -73,11 +76,11 @@ def test_load_with_tfds_mock_data():
   tfds = pytest.importorskip('tensorflow_datasets')
   config = _config('stsb')
   with tfds.testing.mock_data(num_examples=13):
-    batch = next(glue.load('train', is_training=True, batch_dims=[1, 4],
-                           config=config))
+    batch = next(glue.load('train', is_training=True, batch_dims=[1, 4], config=config))
     num = glue.num_examples('validation', config)
-    batches = list(glue.load('validation', is_training=False, batch_dims=[1, 5],
-                             config=config))
+    batches = list(
+      glue.load('validation', is_training=False, batch_dims=[1, 5], config=config)
+    )
   assert set(batch) == {'inputs', 'input_mask', 'label', 'truncated'}
   assert batch['inputs'].shape == (1, 4, 48) and batch['label'].dtype == np.float32
   assert num == 13 and len(batches) == math.ceil(13 / 5)
@@ -93,8 +96,9 @@ def test_fake_data_eval_covers_split_and_test_split_is_refused():
   config.data.fake = True
   config.data.fake_examples = 40
   num = glue.num_examples('validation', config)
-  batches = list(glue.load('validation', is_training=False, batch_dims=[1, 3],
-                           config=config))
+  batches = list(
+    glue.load('validation', is_training=False, batch_dims=[1, 3], config=config)
+  )
   assert num == 10 and len(batches) == 4
   assert sum(b['mask'].sum() for b in batches) == 10
   labels = np.concatenate([b['label'].reshape(-1) for b in batches])

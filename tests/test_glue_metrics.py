@@ -21,8 +21,8 @@ def test_accuracy_f1_matthews_by_hand():
 
 
 def test_degenerate_cases_follow_sklearn_conventions():
-  assert gm.matthews_corr([1, 1, 1], [1, 0, 1]) == 0.0    # a constant prediction
-  assert gm.f1([0, 0, 0], [1, 0, 1]) == 0.0               # no true positive
+  assert gm.matthews_corr([1, 1, 1], [1, 0, 1]) == 0.0  # a constant prediction
+  assert gm.f1([0, 0, 0], [1, 0, 1]) == 0.0  # no true positive
   assert gm.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == 0.0
   assert gm.matthews_corr([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
   assert gm.matthews_corr([1, 0, 0, 1], [0, 1, 1, 0]) == pytest.approx(-1.0)
@@ -35,8 +35,8 @@ def test_correlations_by_hand():
   # x = [1, 2, 3], y = [1, 3, 2]: covariance 0.5 / (1 * 1) = 0.5.
   assert gm.pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
   # Monotone but non-linear: Spearman 1, Pearson below 1.
-  assert gm.spearman(x, x ** 3) == pytest.approx(1.0)
-  assert gm.pearson(x, x ** 3) < 0.99
+  assert gm.spearman(x, x**3) == pytest.approx(1.0)
+  assert gm.pearson(x, x**3) < 0.99
   np.testing.assert_allclose(gm.rankdata([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
 
 
@@ -48,9 +48,10 @@ def test_against_scipy_and_sklearn():
   gold = rng.integers(0, 2, 101)
   assert gm.f1(pred, gold) == pytest.approx(metrics.f1_score(gold, pred))
   assert gm.matthews_corr(pred, gold) == pytest.approx(
-      metrics.matthews_corrcoef(gold, pred))
+    metrics.matthews_corrcoef(gold, pred)
+  )
   assert gm.accuracy(pred, gold) == pytest.approx(metrics.accuracy_score(gold, pred))
-  a = np.round(rng.normal(size=53), 1)     # rounding creates ties
+  a = np.round(rng.normal(size=53), 1)  # rounding creates ties
   b = a + rng.normal(size=53)
   assert gm.pearson(a, b) == pytest.approx(scipy_stats.pearsonr(a, b)[0])
   assert gm.spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b)[0])

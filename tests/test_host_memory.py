@@ -70,17 +70,21 @@ def test_system_mode_changes_nothing(monkeypatch):
   assert host_memory.configure('system') == 'system'
 
 
-@pytest.mark.parametrize('platforms, plugins, expected', [
+@pytest.mark.parametrize(
+  'platforms, plugins, expected',
+  [
     ('cpu', ['cuda'], 'retain_per_thread'),  # an explicit platform list decides
     ('CPU,cuda', [], 'retain_per_thread'),
     ('cuda,cpu', [], 'system'),
     ('tpu', [], 'system'),
-    (None, [], 'retain_per_thread'),         # no plugin installed: JAX uses the CPU
+    (None, [], 'retain_per_thread'),  # no plugin installed: JAX uses the CPU
     (None, ['cuda'], 'system'),
     ('', ['libtpu'], 'system'),
-])
-def test_auto_mode_follows_the_backend_jax_will_use(monkeypatch, libc, platforms,
-                                                    plugins, expected):
+  ],
+)
+def test_auto_mode_follows_the_backend_jax_will_use(
+  monkeypatch, libc, platforms, plugins, expected
+):
   monkeypatch.setattr(host_memory, '_configured_platforms', lambda: platforms)
   monkeypatch.setattr(host_memory, 'accelerator_plugins', lambda: plugins)
   assert host_memory.configure('auto') == expected
@@ -94,10 +98,16 @@ def test_unknown_mode_is_named():
 
 def test_accelerator_plugins_reads_entry_points_and_libtpu(monkeypatch):
   entries = [types.SimpleNamespace(name='cuda'), types.SimpleNamespace(name='cuda')]
-  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points',
-                      lambda group: entries if group == 'jax_plugins' else [])
-  monkeypatch.setattr(host_memory.importlib.util, 'find_spec',
-                      lambda name: object() if name == 'libtpu' else None)
+  monkeypatch.setattr(
+    host_memory.importlib.metadata,
+    'entry_points',
+    lambda group: entries if group == 'jax_plugins' else [],
+  )
+  monkeypatch.setattr(
+    host_memory.importlib.util,
+    'find_spec',
+    lambda name: object() if name == 'libtpu' else None,
+  )
   assert 'cuda' in host_memory.accelerator_plugins()
   assert 'libtpu' in host_memory.accelerator_plugins()
   monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
@@ -105,7 +115,7 @@ def test_accelerator_plugins_reads_entry_points_and_libtpu(monkeypatch):
   assert 'cuda' not in host_memory.accelerator_plugins()
 
 
-_FAULTS_SCRIPT = textwrap.dedent('''
+_FAULTS_SCRIPT = textwrap.dedent("""
     import resource, sys
     from experiments import host_memory
     mode = host_memory.configure(sys.argv[1])
@@ -125,14 +135,21 @@ _FAULTS_SCRIPT = textwrap.dedent('''
     for _ in range(20):
       f(x, w1, w2).block_until_ready()
     print(mode, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-''')
+""")
 
 
 def _page_faults(mode):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-             PYTHONPATH=REPO_ROOT)
-  result = subprocess.run([sys.executable, '-c', _FAULTS_SCRIPT, mode], env=env,
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  env = dict(
+    os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', _FAULTS_SCRIPT, mode],
+    env=env,
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   applied, faults = result.stdout.split()[-2:]
   assert applied == mode

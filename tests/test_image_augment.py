@@ -31,10 +31,12 @@ def _jpeg(height, width, seed=0):
 def test_random_crop_windows_are_valid_inception_crops(shape):
   height, width, _ = shape
   shape_t = tf.constant(shape, tf.int32)
-  eager = np.stack([image_augment.random_crop_window(shape_t, tf.constant(s)).numpy()
-                    for s in SEEDS])
+  eager = np.stack(
+    [image_augment.random_crop_window(shape_t, tf.constant(s)).numpy() for s in SEEDS]
+  )
   (in_data,) = _in_tf_data(
-      lambda s: (image_augment.random_crop_window(shape_t, s),), np.array(SEEDS))
+    lambda s: (image_augment.random_crop_window(shape_t, s),), np.array(SEEDS)
+  )
   np.testing.assert_array_equal(eager, in_data)
 
   center = image_augment.center_crop_window(shape_t).numpy()
@@ -60,12 +62,15 @@ def test_random_crop_falls_back_to_center_crop_when_sampling_fails():
   np.testing.assert_array_equal(window, image_augment.center_crop_window(shape).numpy())
 
 
-@pytest.mark.parametrize('shape, expected', [
-    ((375, 500, 3), (24, 86, 328, 328)),   # int(0.875 * 375) = 328
+@pytest.mark.parametrize(
+  'shape, expected',
+  [
+    ((375, 500, 3), (24, 86, 328, 328)),  # int(0.875 * 375) = 328
     ((500, 333, 3), (105, 21, 291, 291)),  # int(0.875 * 333) = 291
-    ((7, 11, 3), (1, 3, 6, 6)),            # int(6.125) = 6, offsets round up
+    ((7, 11, 3), (1, 3, 6, 6)),  # int(6.125) = 6, offsets round up
     ((256, 256, 3), (16, 16, 224, 224)),
-])
+  ],
+)
 def test_center_crop_window_values(shape, expected):
   window = image_augment.center_crop_window(tf.constant(shape, tf.int32)).numpy()
   assert tuple(window) == expected
@@ -80,11 +85,12 @@ def test_decode_and_crop_decodes_the_window_of_the_jpeg():
     y, x, h, w = window
     assert crop.shape == (h, w, 3) and crop.dtype == np.uint8
     # libjpeg upsamples chroma differently on the crop's left/right edge columns only.
-    np.testing.assert_array_equal(crop[:, 1:-1], full[y:y + h, x + 1:x + w - 1])
+    np.testing.assert_array_equal(crop[:, 1:-1], full[y : y + h, x + 1 : x + w - 1])
   decoded = tf.constant(full)
   np.testing.assert_array_equal(
-      image_augment.decode_and_crop(decoded, tf.constant([17, 33, 31, 29])).numpy(),
-      full[17:48, 33:62])
+    image_augment.decode_and_crop(decoded, tf.constant([17, 33, 31, 29])).numpy(),
+    full[17:48, 33:62],
+  )
 
 
 def test_eval_center_crop_resize_and_normalize_on_a_hand_made_image():
@@ -108,10 +114,12 @@ def test_eval_center_crop_resize_and_normalize_on_a_hand_made_image():
 
 def test_random_flip_is_exact_and_seeded():
   image = np.random.RandomState(1).randint(0, 256, (5, 7, 3)).astype(np.uint8)
-  eager = [image_augment.random_flip(tf.constant(image), tf.constant(s)).numpy()
-           for s in SEEDS]
-  (in_data,) = _in_tf_data(lambda s: (image_augment.random_flip(tf.constant(image), s),),
-                           np.array(SEEDS))
+  eager = [
+    image_augment.random_flip(tf.constant(image), tf.constant(s)).numpy() for s in SEEDS
+  ]
+  (in_data,) = _in_tf_data(
+    lambda s: (image_augment.random_flip(tf.constant(image), s),), np.array(SEEDS)
+  )
   np.testing.assert_array_equal(np.stack(eager), in_data)
   flipped = [np.array_equal(e, image[:, ::-1]) for e in eager]
   kept = [np.array_equal(e, image) for e in eager]
@@ -120,8 +128,9 @@ def test_random_flip_is_exact_and_seeded():
 
 
 def test_sample_beta_is_in_unit_interval_with_the_right_mean():
-  draws = np.array([image_augment.sample_beta(tf.constant([s, 3]), 0.2).numpy()
-                    for s in range(300)])
+  draws = np.array(
+    [image_augment.sample_beta(tf.constant([s, 3]), 0.2).numpy() for s in range(300)]
+  )
   assert np.all((draws >= 0) & (draws <= 1))
   assert abs(draws.mean() - 0.5) < 0.08
   # Beta(0.2, 0.2) puts most of its mass near 0 and 1.
@@ -170,8 +179,9 @@ def test_cutmix_label_weights_match_the_pasted_area_exactly(size):
   eager = []
   for s in SEEDS:
     out = image_augment.cutmix(a, b, 2, 5, tf.constant(s), num_classes=10)
-    eager.append(check(out['images'].numpy(), out['labels'].numpy(),
-                       out['mix_weight'].numpy()))
+    eager.append(
+      check(out['images'].numpy(), out['labels'].numpy(), out['mix_weight'].numpy())
+    )
   # Boxes of many sizes, some clipped by the border.
   assert len(set(eager)) > 10 and min(eager) < 0.2 and max(eager) > 0.5
 
@@ -180,7 +190,7 @@ def test_cutmix_label_weights_match_the_pasted_area_exactly(size):
     return out['images'], out['labels'], out['mix_weight']
 
   images, labels, weights = _in_tf_data(mix, np.array(SEEDS))
-  in_data = [check(i, l, w) for i, l, w in zip(images, labels, weights)]
+  in_data = [check(i, lab, w) for i, lab, w in zip(images, labels, weights)]
   np.testing.assert_array_equal(eager, in_data)
 
 

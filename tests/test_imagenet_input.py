@@ -37,8 +37,9 @@ def mock():
   return imagenet_input.mock_examples(NUM_MOCK)
 
 
-@pytest.mark.parametrize('total, count', list(itertools.product(
-    [0, 1, 7, 10, 50_001], [1, 2, 3, 8])))
+@pytest.mark.parametrize(
+  'total, count', list(itertools.product([0, 1, 7, 10, 50_001], [1, 2, 3, 8]))
+)
 def test_host_ranges_are_disjoint_contiguous_and_balanced(total, count):
   ranges = [imagenet_input.host_range(5, 5 + total, p, count) for p in range(count)]
   assert ranges[0][0] == 5 and ranges[-1][1] == 5 + total
@@ -51,10 +52,16 @@ def test_host_ranges_are_disjoint_contiguous_and_balanced(total, count):
 
 
 def test_split_range_resolves_tfds_split_strings():
-  infos = {'train': types.SimpleNamespace(num_examples=1_281_167),
-           'validation': types.SimpleNamespace(num_examples=50_000)}
+  infos = {
+    'train': types.SimpleNamespace(num_examples=1_281_167),
+    'validation': types.SimpleNamespace(num_examples=50_000),
+  }
   assert imagenet_input.split_range('train', infos) == ('train', 0, 1_281_167)
-  assert imagenet_input.split_range('train[10000:]', infos) == ('train', 10_000, 1_281_167)
+  assert imagenet_input.split_range('train[10000:]', infos) == (
+    'train',
+    10_000,
+    1_281_167,
+  )
   assert imagenet_input.split_range('train[:10000]', infos) == ('train', 0, 10_000)
   assert imagenet_input.split_range('validation[:10%]', infos) == ('validation', 0, 5_000)
   with pytest.raises(ValueError, match='one contiguous range'):
@@ -71,8 +78,9 @@ def test_mock_examples_are_jpegs_with_labels(mock):
 
 def test_eval_covers_every_example_once_with_a_ragged_last_batch(mock):
   config = _config()
-  batches = list(imagenet_input.load('validation', is_training=False, batch_dims=[2, 2],
-                                     config=config))
+  batches = list(
+    imagenet_input.load('validation', is_training=False, batch_dims=[2, 2], config=config)
+  )
   assert len(batches) == 2  # ceil(7 / 4)
   for batch in batches:
     assert all(isinstance(v, np.ndarray) for v in batch.values())
@@ -87,7 +95,8 @@ def test_eval_covers_every_example_once_with_a_ragged_last_batch(mock):
   # The pipeline's images are the center-crop preprocessing of each example.
   for i in (0, NUM_MOCK - 1):
     expected = imagenet_input.preprocess_eval(
-        {'image': tf.constant(mock['image'][i]), 'label': tf.constant(0)}, image_size=16)
+      {'image': tf.constant(mock['image'][i]), 'label': tf.constant(0)}, image_size=16
+    )
     np.testing.assert_allclose(images[i], expected['images'].numpy(), atol=1e-5)
 
 
@@ -95,8 +104,14 @@ def test_host_sharding_gives_disjoint_covers_and_equal_batch_counts(mock):
   config = _config()
   seen = []
   for host in range(3):
-    ds = imagenet_input.make_dataset('validation', is_training=False, batch_dims=[2],
-                                     config=config, process_index=host, process_count=3)
+    ds = imagenet_input.make_dataset(
+      'validation',
+      is_training=False,
+      batch_dims=[2],
+      config=config,
+      process_index=host,
+      process_count=3,
+    )
     batches = list(ds.as_numpy_iterator())
     assert len(batches) == 2  # ceil(7 / (2 x 3 hosts)) on every host.
     labels = np.concatenate([b['labels'] for b in batches])
@@ -114,8 +129,9 @@ def _take(iterator, n):
 def test_training_batches_with_mixup_and_cutmix():
   # RandAugment is covered elsewhere; without it the four pipelines build faster.
   config = _config(fake_num_examples=5, randaugment_layers=0)
-  batches = _take(imagenet_input.load('train', is_training=True, batch_dims=[2, 3],
-                                      config=config), 3)
+  batches = _take(
+    imagenet_input.load('train', is_training=True, batch_dims=[2, 3], config=config), 3
+  )
   for batch in batches:
     assert set(batch) == {'images', 'labels'}
     assert batch['images'].shape == (2, 3, 16, 16, 3)
@@ -129,16 +145,22 @@ def test_training_batches_with_mixup_and_cutmix():
     np.testing.assert_allclose(cutmix, np.round(cutmix), atol=1e-3)
   # A fixed seed fixes the stream; resuming at step k gives the (k+1)-th batch
   # (here each step consumes 12 of the 5 examples, so epochs wrap mid-batch).
-  again = _take(imagenet_input.load('train', is_training=True, batch_dims=[2, 3],
-                                    config=config), 3)
-  resumed = _take(imagenet_input.load('train', is_training=True, batch_dims=[2, 3],
-                                      config=config, start_step=2), 1)
+  again = _take(
+    imagenet_input.load('train', is_training=True, batch_dims=[2, 3], config=config), 3
+  )
+  resumed = _take(
+    imagenet_input.load(
+      'train', is_training=True, batch_dims=[2, 3], config=config, start_step=2
+    ),
+    1,
+  )
   for a, b in zip(batches + batches[2:], again + resumed):
     np.testing.assert_array_equal(a['images'], b['images'])
     np.testing.assert_array_equal(a['labels'], b['labels'])
   config.seed += 1
-  other = _take(imagenet_input.load('train', is_training=True, batch_dims=[2, 3],
-                                    config=config), 1)
+  other = _take(
+    imagenet_input.load('train', is_training=True, batch_dims=[2, 3], config=config), 1
+  )
   assert not np.array_equal(other[0]['images'], batches[0]['images'])
 
 
@@ -146,8 +168,14 @@ def test_training_without_mixing_gives_integer_labels_per_host(mock):
   config = _config(mixup_alpha=0.0, cutmix=False)
   streams = []
   for host in range(2):
-    ds = imagenet_input.make_dataset('train', is_training=True, batch_dims=[4],
-                                     config=config, process_index=host, process_count=2)
+    ds = imagenet_input.make_dataset(
+      'train',
+      is_training=True,
+      batch_dims=[4],
+      config=config,
+      process_index=host,
+      process_count=2,
+    )
     batch = next(ds.as_numpy_iterator())
     assert batch['labels'].dtype == np.int32 and batch['labels'].shape == (4,)
     start, end = imagenet_input.host_range(0, NUM_MOCK, host, 2)
@@ -159,13 +187,17 @@ def test_training_without_mixing_gives_integer_labels_per_host(mock):
 def test_bad_arguments_fail_clearly(tmp_path):
   config = _config()
   with pytest.raises(ValueError, match='batch_dims'):
-    imagenet_input.make_dataset('train', is_training=True, batch_dims=[0, 2],
-                                config=config)
+    imagenet_input.make_dataset(
+      'train', is_training=True, batch_dims=[0, 2], config=config
+    )
   with pytest.raises(ValueError, match='mixup_alpha'):
-    imagenet_input.make_dataset('train', is_training=True, batch_dims=[2],
-                                config=_config(mixup_alpha=-1.0))
+    imagenet_input.make_dataset(
+      'train', is_training=True, batch_dims=[2], config=_config(mixup_alpha=-1.0)
+    )
   real = _config(fake=False, data_dir=str(tmp_path))
-  with pytest.raises(FileNotFoundError, match='experiments.imagenet_prepare --manual_dir'):
+  with pytest.raises(
+    FileNotFoundError, match='experiments.imagenet_prepare --manual_dir'
+  ):
     imagenet_input.num_examples('validation', real)
 
 
@@ -212,12 +244,19 @@ def test_real_tfds_path_counts_shards_and_covers_the_split(prepared_tfds):
   assert imagenet_input.num_examples('validation', config) == 5
   assert imagenet_input.num_examples('validation[1:]', config) == 4
   reference = tfds.builder('imagenet2012', data_dir=prepared_tfds).as_dataset(
-      split='validation', shuffle_files=False)
+    split='validation', shuffle_files=False
+  )
   expected = [int(ex['label']) for ex in reference.as_numpy_iterator()]
   seen = []
   for host in range(2):
-    ds = imagenet_input.make_dataset('validation', is_training=False, batch_dims=[2],
-                                     config=config, process_index=host, process_count=2)
+    ds = imagenet_input.make_dataset(
+      'validation',
+      is_training=False,
+      batch_dims=[2],
+      config=config,
+      process_index=host,
+      process_count=2,
+    )
     batches = list(ds.as_numpy_iterator())
     assert len(batches) == 2  # ceil(5 / (2 x 2 hosts)) on both hosts.
     labels = np.concatenate([b['labels'] for b in batches])
@@ -225,8 +264,9 @@ def test_real_tfds_path_counts_shards_and_covers_the_split(prepared_tfds):
   assert seen == expected
   config.data.train_split = 'train[1:]'
   assert imagenet_input.num_examples('train', config) == 5
-  batch = next(imagenet_input.load('train', is_training=True, batch_dims=[2, 2],
-                                   config=config))
+  batch = next(
+    imagenet_input.load('train', is_training=True, batch_dims=[2, 2], config=config)
+  )
   assert batch['images'].shape == (2, 2, 16, 16, 3)
   np.testing.assert_allclose(batch['labels'].sum(-1), 1.0, atol=1e-5)
   assert set(np.nonzero(batch['labels'].reshape(4, 1000))[1]) <= {0, 1}

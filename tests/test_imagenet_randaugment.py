@@ -28,7 +28,15 @@ def test_pixelwise_ops_on_hand_computed_values():
   assert channel(_run(ra.solarize_add, image, 110)) == [110, 160, 210, 237, 128, 200, 255]
   assert channel(_run(ra.solarize_add, image, 200)) == [200, 250, 255, 255, 128, 200, 255]
   assert channel(_run(ra.solarize_add, image, -60)) == [0, 0, 40, 67, 128, 200, 255]
-  assert channel(_run(ra.solarize_add, image, 10, 256)) == [10, 60, 110, 137, 138, 210, 255]
+  assert channel(_run(ra.solarize_add, image, 10, 256)) == [
+    10,
+    60,
+    110,
+    137,
+    138,
+    210,
+    255,
+  ]
   assert channel(_run(ra.brightness, image, 0.5)) == [0, 25, 50, 63, 64, 100, 127]
   assert channel(_run(ra.brightness, image, 1.9)) == [0, 95, 190, 241, 243, 255, 255]
 
@@ -36,7 +44,7 @@ def test_pixelwise_ops_on_hand_computed_values():
 def test_autocontrast_stretches_each_channel():
   image = np.zeros((1, 3, 3), np.uint8)
   image[0, :, 0] = [50, 100, 150]
-  image[0, :, 1] = [7, 7, 7]        # Constant channels stay as they are.
+  image[0, :, 1] = [7, 7, 7]  # Constant channels stay as they are.
   image[0, :, 2] = [0, 128, 255]
   out = _run(ra.autocontrast, image)
   assert out[0, :, 0].tolist() == [0, 127, 255]
@@ -98,8 +106,8 @@ def test_geometric_ops_on_values():
 
   sheared = _run(ra.shear_x, wide, 1.0)
   for y in range(5):
-    np.testing.assert_array_equal(sheared[y, :9 - y], wide[y, y:])
-    assert np.all(sheared[y, 9 - y:] == 128)
+    np.testing.assert_array_equal(sheared[y, : 9 - y], wide[y, y:])
+    assert np.all(sheared[y, 9 - y :] == 128)
   sheared = _run(ra.shear_y, wide, 0.0)
   np.testing.assert_array_equal(sheared, wide)
 
@@ -116,24 +124,33 @@ def test_cutout_fills_a_clipped_square_with_grey():
 
 def test_ops_match_pil_where_available():
   pil = pytest.importorskip('PIL')
-  from PIL import Image, ImageEnhance, ImageOps  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import ImageEnhance  # pylint: disable=g-import-not-at-top
+  from PIL import ImageOps  # pylint: disable=g-import-not-at-top
+
   del pil
   image = _random_image(23, 31, seed=3)
   smooth = np.asarray(Image.fromarray(image).resize((31, 23), Image.BILINEAR))
   pil_image = Image.fromarray(image)
-  np.testing.assert_array_equal(_run(ra.autocontrast, image),
-                                np.asarray(ImageOps.autocontrast(pil_image)))
+  np.testing.assert_array_equal(
+    _run(ra.autocontrast, image), np.asarray(ImageOps.autocontrast(pil_image))
+  )
   big = np.asarray(Image.fromarray(_random_image(64, 64, seed=4)).resize((300, 300)))
-  np.testing.assert_array_equal(_run(ra.equalize, big),
-                                np.asarray(ImageOps.equalize(Image.fromarray(big))))
-  np.testing.assert_array_equal(_run(ra.posterize, image, 3),
-                                np.asarray(ImageOps.posterize(pil_image, 3)))
-  np.testing.assert_array_equal(_run(ra.solarize, image, 100),
-                                np.asarray(ImageOps.solarize(pil_image, 100)))
-  for op, enhancer in ((ra.color, ImageEnhance.Color),
-                       (ra.contrast, ImageEnhance.Contrast),
-                       (ra.brightness, ImageEnhance.Brightness),
-                       (ra.sharpness, ImageEnhance.Sharpness)):
+  np.testing.assert_array_equal(
+    _run(ra.equalize, big), np.asarray(ImageOps.equalize(Image.fromarray(big)))
+  )
+  np.testing.assert_array_equal(
+    _run(ra.posterize, image, 3), np.asarray(ImageOps.posterize(pil_image, 3))
+  )
+  np.testing.assert_array_equal(
+    _run(ra.solarize, image, 100), np.asarray(ImageOps.solarize(pil_image, 100))
+  )
+  for op, enhancer in (
+    (ra.color, ImageEnhance.Color),
+    (ra.contrast, ImageEnhance.Contrast),
+    (ra.brightness, ImageEnhance.Brightness),
+    (ra.sharpness, ImageEnhance.Sharpness),
+  ):
     for factor in (0.1, 0.55, 1.9):
       ours = _run(op, smooth, factor).astype(int)
       theirs = np.asarray(enhancer(Image.fromarray(smooth)).enhance(factor)).astype(int)
@@ -154,8 +171,9 @@ def test_rand_augment_eager_and_in_tf_data():
   images = np.stack([_random_image(13, 17, seed=s) for s in range(6)])
   seeds = np.array([[s, 11] for s in range(6)], np.int64)
   augment = lambda image, seed: ra.rand_augment(image, seed, num_layers=3, magnitude=9)
-  eager = np.stack([augment(tf.constant(i), tf.constant(s)).numpy()
-                    for i, s in zip(images, seeds)])
+  eager = np.stack(
+    [augment(tf.constant(i), tf.constant(s)).numpy() for i, s in zip(images, seeds)]
+  )
   ds = tf.data.Dataset.from_tensor_slices((images, seeds)).map(augment)
   in_data = np.stack(list(ds.as_numpy_iterator()))
   assert eager.dtype == np.uint8 and eager.shape == images.shape
@@ -166,8 +184,9 @@ def test_rand_augment_eager_and_in_tf_data():
   changed = [not np.array_equal(e, i) for e, i in zip(eager, images)]
   assert sum(changed) >= 4
   # Zero layers is the identity.
-  same = ra.rand_augment(tf.constant(images[1]), tf.constant([0, 0]), num_layers=0,
-                         magnitude=9)
+  same = ra.rand_augment(
+    tf.constant(images[1]), tf.constant([0, 0]), num_layers=0, magnitude=9
+  )
   np.testing.assert_array_equal(same.numpy(), images[1])
 
 
@@ -178,5 +197,6 @@ def test_rand_augment_rejects_bad_arguments():
   with pytest.raises(ValueError, match='magnitude'):
     ra.rand_augment(image, tf.constant([0, 0]), num_layers=2, magnitude=-1)
   with pytest.raises(ValueError, match='uint8'):
-    ra.rand_augment(tf.cast(image, tf.float32), tf.constant([0, 0]), num_layers=2,
-                    magnitude=5)
+    ra.rand_augment(
+      tf.cast(image, tf.float32), tf.constant([0, 0]), num_layers=2, magnitude=5
+    )

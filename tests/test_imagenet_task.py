@@ -21,9 +21,12 @@ def _param_shapes(variant):
   model = imagenet.build_model(config)
   batch = {'images': jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)}
   params, state = jax.eval_shape(
-      lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), batch)
-  flat = {f'{module}/{name}': tuple(value.shape)
-          for module, name, value in hk.data_structures.traverse(params)}
+    lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), batch
+  )
+  flat = {
+    f'{module}/{name}': tuple(value.shape)
+    for module, name, value in hk.data_structures.traverse(params)
+  }
   return flat, state
 
 
@@ -34,8 +37,9 @@ def test_io_fourier_has_the_release_parameter_count_and_paths():
   assert shapes['perceiver_encoder/~/cross_attention/attention/linear/w'] == (1024, 261)
   assert shapes['perceiver_encoder/~/trainable_position_encoding/pos_embs'] == (512, 1024)
   assert shapes['classification_decoder/~/basic_decoder/output/w'] == (1024, 1000)
-  assert shapes['classification_decoder/~/basic_decoder/~/trainable_position_encoding/'
-                'pos_embs'] == (1, 1024)
+  assert shapes[
+    'classification_decoder/~/basic_decoder/~/trainable_position_encoding/pos_embs'
+  ] == (1, 1024)
   assert 'perceiver_encoder/~/self_attention_5/mlp/linear_1/w' in shapes
   assert not any('self_attention_6' in k for k in shapes)
 
@@ -50,8 +54,9 @@ def test_perceiver_paper1_variant_is_44_9m_with_shared_cross_attends():
   assert shapes['projection_decoder/~/logits/w'] == (1024, 1000)
 
 
-@pytest.mark.parametrize('variant, published', [('io_learned', 62.3e6),
-                                                ('io_conv', 48.6e6)])
+@pytest.mark.parametrize(
+  'variant, published', [('io_learned', 62.3e6), ('io_conv', 48.6e6)]
+)
 def test_other_release_variants_match_the_published_sizes(variant, published):
   shapes, state = _param_shapes(variant)
   count = sum(np.prod(s) for s in shapes.values())
@@ -60,40 +65,50 @@ def test_other_release_variants_match_the_published_sizes(variant, published):
     assert shapes['image_preprocessor/~/conv2_d_downsample/~/conv/w'] == (7, 7, 3, 64)
     assert jax.tree.leaves(state)  # BatchNorm moving statistics.
   else:
-    assert shapes['image_preprocessor/~_build_network_inputs/trainable_position_encoding/'
-                  'pos_embs'] == (224 * 224, 256)
+    assert shapes[
+      'image_preprocessor/~_build_network_inputs/trainable_position_encoding/pos_embs'
+    ] == (224 * 224, 256)
 
 
-@pytest.mark.parametrize('kwargs', [
+@pytest.mark.parametrize(
+  'kwargs',
+  [
     dict(prep_type='pixels', spatial_downsample=1),
     dict(prep_type='pixels', spatial_downsample=2),
     dict(prep_type='conv1x1', spatial_downsample=3, num_channels=5),
     dict(prep_type='conv', spatial_downsample=4, num_channels=5),
     dict(prep_type='conv', spatial_downsample=16, num_channels=5),
-])
+  ],
+)
 def test_num_preprocessed_inputs_matches_the_preprocessor(kwargs):
-  kwargs = dict(kwargs, position_encoding_type='fourier',
-                fourier_position_encoding_kwargs=dict(num_bands=2, max_resolution=(8, 8)))
+  kwargs = dict(
+    kwargs,
+    position_encoding_type='fourier',
+    fourier_position_encoding_kwargs=dict(num_bands=2, max_resolution=(8, 8)),
+  )
   images = jax.ShapeDtypeStruct((1, 13, 9, 3), jnp.float32)
   model = hk.transform_with_state(
-      lambda x: io_processors.ImagePreprocessor(**kwargs)(x, is_training=True)[0])
+    lambda x: io_processors.ImagePreprocessor(**kwargs)(x, is_training=True)[0]
+  )
   out = jax.eval_shape(
-      lambda x: model.apply(*model.init(jax.random.PRNGKey(0), x), None, x)[0], images)
+    lambda x: model.apply(*model.init(jax.random.PRNGKey(0), x), None, x)[0], images
+  )
   assert imagenet.num_preprocessed_inputs((13, 9), kwargs) == out.shape[1]
 
 
 def _debug_batch(config, seed=0):
   size = config.data.image_size
   rng = np.random.RandomState(seed)
-  return {'images': rng.normal(size=(3, size, size, 3)).astype(np.float32),
-          'labels': rng.randint(0, 1000, size=(3,)).astype(np.int32)}
+  return {
+    'images': rng.normal(size=(3, size, size, 3)).astype(np.float32),
+    'labels': rng.randint(0, 1000, size=(3,)).astype(np.int32),
+  }
 
 
 def test_permuted_inputs_reach_the_model_and_leave_logits_unchanged(monkeypatch):
   received = []
 
   class SpyPerceiver(perceiver.Perceiver):
-
     def __init__(self, *args, **kwargs):
       received.append(kwargs.get('input_permutation'))
       super().__init__(*args, **kwargs)
@@ -138,13 +153,15 @@ def test_train_loss_and_eval_metrics_on_hand_computed_values():
   np.testing.assert_allclose(loss, -np.mean(np.sum(targets * log_probs, -1)), rtol=1e-5)
   assert set(metrics) >= {'loss', 'top_1_acc', 'top_5_acc'}
 
-  labels = jnp.asarray(np.argsort(-np.asarray(logits), axis=-1)[:, [0, 3, 7, 0]]
-                       .diagonal().astype(np.int32))  # ranks 1, 4, 8, 1
+  labels = jnp.asarray(
+    np.argsort(-np.asarray(logits), axis=-1)[:, [0, 3, 7, 0]].diagonal().astype(np.int32)
+  )  # ranks 1, 4, 8, 1
   outputs = imagenet.eval_outputs(logits, {'labels': labels}, config)
   np.testing.assert_array_equal(outputs['top_1_acc'], [1, 0, 0, 1])
   np.testing.assert_array_equal(outputs['top_5_acc'], [1, 1, 0, 1])
   np.testing.assert_allclose(
-      outputs['loss'], -np.asarray(log_probs)[np.arange(4), np.asarray(labels)], rtol=1e-5)
+    outputs['loss'], -np.asarray(log_probs)[np.arange(4), np.asarray(labels)], rtol=1e-5
+  )
   summary = imagenet.summarize_eval(jax.tree.map(np.asarray, outputs), config)
   assert summary['top_1_acc'] == 0.5 and summary['top_5_acc'] == 0.75
 
@@ -158,8 +175,9 @@ def test_configs_are_locked_and_reject_unknown_variants():
     imagenet_config.get_config('resnet')
   paper1 = imagenet_config.get_config('perceiver')
   assert paper1.optimizer.schedule.type == 'step'
-  np.testing.assert_allclose(np.array(paper1.optimizer.schedule.decay_boundaries) * 120,
-                             [84, 102, 114])
+  np.testing.assert_allclose(
+    np.array(paper1.optimizer.schedule.decay_boundaries) * 120, [84, 102, 114]
+  )
 
 
 def test_debug_variant_trains_and_evaluates_on_mock_data(tmp_path):

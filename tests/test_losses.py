@@ -27,8 +27,9 @@ def test_cross_entropy_hard_labels():
 def test_label_smoothing_hand_computed():
   # s = 0.3, K = 3: the true class gets 0.7 + 0.1 = 0.8, the others 0.1 each.
   labels = np.array([0, 2], np.int32)
-  got = losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(labels),
-                                     label_smoothing=0.3)
+  got = losses.softmax_cross_entropy(
+    jnp.asarray(LOGITS), jnp.asarray(labels), label_smoothing=0.3
+  )
   targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
   want = [-(targets[i] * _log_softmax(LOGITS[i])).sum() for i in range(2)]
   np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -40,8 +41,9 @@ def test_mixed_labels_hand_computed():
   got = losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(mixed))
   want = [-(mixed[i] * _log_softmax(LOGITS[i])).sum() for i in range(2)]
   np.testing.assert_allclose(got, want, rtol=1e-6)
-  got = losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(mixed),
-                                     label_smoothing=0.3)
+  got = losses.softmax_cross_entropy(
+    jnp.asarray(LOGITS), jnp.asarray(mixed), label_smoothing=0.3
+  )
   targets = 0.7 * mixed + 0.1
   want = [-(targets[i] * _log_softmax(LOGITS[i])).sum() for i in range(2)]
   np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -52,15 +54,21 @@ def test_mixed_labels_equal_the_mixture_of_losses():
   a, b = np.array([1, 0], np.int32), np.array([2, 1], np.int32)
   mixed = 0.6 * np.eye(3)[a] + 0.4 * np.eye(3)[b]
   got = losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(mixed, np.float32))
-  want = (0.6 * losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(a)) +
-          0.4 * losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(b)))
+  want = 0.6 * losses.softmax_cross_entropy(
+    jnp.asarray(LOGITS), jnp.asarray(a)
+  ) + 0.4 * losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(b))
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_topk_correct():
-  logits = np.array([[0.1, 0.5, 0.3, 0.2, 0.0, -1.0],
-                     [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],
-                     [0.0, 0.0, 0.0, 0.0, 0.0, 9.0]], np.float32)
+  logits = np.array(
+    [
+      [0.1, 0.5, 0.3, 0.2, 0.0, -1.0],
+      [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],
+      [0.0, 0.0, 0.0, 0.0, 0.0, 9.0],
+    ],
+    np.float32,
+  )
   labels = np.array([2, 5, 5], np.int32)
   got = losses.topk_correct(jnp.asarray(logits), jnp.asarray(labels), ks=(1, 2, 5))
   np.testing.assert_array_equal(got['top_1_acc'], [0, 0, 1])
@@ -74,8 +82,9 @@ def test_topk_correct():
 
 def test_classification_loss_and_eval_outputs():
   labels = np.array([0, 1], np.int32)
-  loss, metrics = losses.classification_loss(jnp.asarray(LOGITS), jnp.asarray(labels),
-                                             label_smoothing=0.0)
+  loss, metrics = losses.classification_loss(
+    jnp.asarray(LOGITS), jnp.asarray(labels), label_smoothing=0.0
+  )
   want = np.mean([-_log_softmax(LOGITS[0])[0], -_log_softmax(LOGITS[1])[1]])
   np.testing.assert_allclose(loss, want, rtol=1e-6)
   np.testing.assert_allclose(metrics['top_1_acc'], 1.0)
@@ -94,8 +103,9 @@ def test_masked_mean():
 @pytest.mark.parametrize('smoothing', [-0.1, 1.0])
 def test_bad_label_smoothing(smoothing):
   with pytest.raises(ValueError, match='label_smoothing'):
-    losses.softmax_cross_entropy(jnp.asarray(LOGITS), jnp.array([0, 1]),
-                                 label_smoothing=smoothing)
+    losses.softmax_cross_entropy(
+      jnp.asarray(LOGITS), jnp.array([0, 1]), label_smoothing=smoothing
+    )
 
 
 def test_soft_labels_with_wrong_class_count():

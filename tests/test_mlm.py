@@ -36,32 +36,35 @@ def tiny_config(**data):
 def _batch(config, batch=3, length=None):
   length = length or config.data.seq_len
   rng = np.random.default_rng(0)
-  return dict(inputs=rng.integers(6, 262, [batch, length]).astype(np.int32),
-              input_mask=np.ones([batch, length], np.int32))
+  return dict(
+    inputs=rng.integers(6, 262, [batch, length]).astype(np.int32),
+    input_mask=np.ones([batch, length], np.int32),
+  )
 
 
 def test_bytes_variant_is_the_release_architecture():
   config = mlm_config.get_config('bytes')
-  batch = dict(inputs=np.zeros([1, 2048], np.int32),
-               input_mask=np.ones([1, 2048], np.int32))
+  batch = dict(
+    inputs=np.zeros([1, 2048], np.int32), input_mask=np.ones([1, 2048], np.int32)
+  )
   params, state = jax.eval_shape(
-      lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch,
-                                           is_training=True))
+    lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch, is_training=True)
+  )
   shapes = {f'{m}/{n}': tuple(v.shape) for m, d in params.items() for n, v in d.items()}
   assert sum(math.prod(s) for s in shapes.values()) == 201_108_230
   assert len(shapes) == 457 and not state
   expected = {
-      'embed/embeddings': (262, 768),
-      'trainable_position_encoding/pos_embs': (2048, 768),
-      'embedding_decoder/bias': (262,),
-      'basic_decoder/~/trainable_position_encoding/pos_embs': (2048, 768),
-      'basic_decoder/cross_attention/attention/linear/w': (768, 256),
-      'basic_decoder/cross_attention/attention/linear_2/w': (1280, 768),
-      'perceiver_encoder/~/trainable_position_encoding/pos_embs': (256, 1280),
-      'perceiver_encoder/~/cross_attention/attention/linear_1/w': (768, 256),
-      'perceiver_encoder/~/cross_attention/attention/linear_2/w': (768, 1280),
-      'perceiver_encoder/~/self_attention_25/attention/linear/w': (1280, 256),
-      'perceiver_encoder/~/self_attention_25/mlp/linear_1/w': (1280, 1280),
+    'embed/embeddings': (262, 768),
+    'trainable_position_encoding/pos_embs': (2048, 768),
+    'embedding_decoder/bias': (262,),
+    'basic_decoder/~/trainable_position_encoding/pos_embs': (2048, 768),
+    'basic_decoder/cross_attention/attention/linear/w': (768, 256),
+    'basic_decoder/cross_attention/attention/linear_2/w': (1280, 768),
+    'perceiver_encoder/~/trainable_position_encoding/pos_embs': (256, 1280),
+    'perceiver_encoder/~/cross_attention/attention/linear_1/w': (768, 256),
+    'perceiver_encoder/~/cross_attention/attention/linear_2/w': (768, 1280),
+    'perceiver_encoder/~/self_attention_25/attention/linear/w': (1280, 256),
+    'perceiver_encoder/~/self_attention_25/mlp/linear_1/w': (1280, 1280),
   }
   for path, shape in expected.items():
     assert shapes[path] == shape, path
@@ -81,23 +84,27 @@ def test_loss_ignores_unmasked_positions_and_matches_hand_value():
   picked = [(0, 1), (2, 3), (2, 4)]
   expected = -np.mean([log_probs[b, t, targets[b, t]] for b, t in picked])
   assert float(loss) == pytest.approx(expected, rel=1e-5)
-  assert float(metrics['bits_per_byte']) == pytest.approx(expected / math.log(2),
-                                                          rel=1e-5)
+  assert float(metrics['bits_per_byte']) == pytest.approx(
+    expected / math.log(2), rel=1e-5
+  )
   assert float(metrics['masked_fraction']) == pytest.approx(3 / 15)
   changed = logits.copy()
   changed[weights == 0] = rng.normal(size=[12, 262]) * 10
   assert float(mlm.train_loss(jnp.asarray(changed), batch, None)[0]) == pytest.approx(
-      float(loss), rel=1e-6)
+    float(loss), rel=1e-6
+  )
   changed = logits.copy()
   changed[2, 3] += 5 * rng.normal(size=262)
   assert float(mlm.train_loss(jnp.asarray(changed), batch, None)[0]) != pytest.approx(
-      float(loss), rel=1e-3)
+    float(loss), rel=1e-3
+  )
   # Making the masked targets the argmax gives accuracy 1.
   perfect = logits.copy()
   for b, t in picked:
     perfect[b, t, targets[b, t]] = 100.0
-  assert float(mlm.train_loss(jnp.asarray(perfect), batch, None)[1][
-      'masked_accuracy']) == 1.0
+  assert (
+    float(mlm.train_loss(jnp.asarray(perfect), batch, None)[1]['masked_accuracy']) == 1.0
+  )
 
 
 def test_eval_summary_and_frequency_baseline():
@@ -105,15 +112,16 @@ def test_eval_summary_and_frequency_baseline():
   targets = np.array([[10, 10, 12, 11], [10, 13, 13, 13]], np.int32)
   weights = np.array([[1, 1, 0, 1], [1, 0, 0, 0]], np.float32)
   logits = np.zeros([2, 4, 262], np.float32)
-  logits[..., 10] = 1.0                  # predicts byte id 10 everywhere
-  out = mlm.eval_outputs(jnp.asarray(logits), dict(targets=targets, weights=weights),
-                         None)
+  logits[..., 10] = 1.0  # predicts byte id 10 everywhere
+  out = mlm.eval_outputs(
+    jnp.asarray(logits), dict(targets=targets, weights=weights), None
+  )
   out = {k: np.asarray(v) for k, v in out.items()}
   np.testing.assert_allclose(out['num_masked'], [3, 1])
   np.testing.assert_allclose(out['correct_sum'], [2, 1])
   summary = mlm.summarize_eval(out, None)
   assert summary['masked_accuracy'] == pytest.approx(3 / 4)
-  assert summary['baseline_accuracy'] == pytest.approx(3 / 4)      # byte 10: 3 of 4
+  assert summary['baseline_accuracy'] == pytest.approx(3 / 4)  # byte 10: 3 of 4
   entropy = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
   assert summary['baseline_bits_per_byte'] == pytest.approx(entropy)
   p10 = math.e / (math.e + 261)
@@ -128,7 +136,8 @@ def test_shorter_sequences_equal_padded_full_length():
   model = mlm.build_model(config)
   full = _batch(config, batch=2, length=64)
   params, state = jax.jit(model.init, static_argnames='is_training')(
-      jax.random.PRNGKey(0), full, is_training=False)
+    jax.random.PRNGKey(0), full, is_training=False
+  )
   apply = jax.jit(model.apply, static_argnames='is_training')
   short = {k: v[:, :23] for k, v in full.items()}
   padded = {k: v.copy() for k, v in full.items()}
@@ -140,8 +149,11 @@ def test_shorter_sequences_equal_padded_full_length():
   assert out_short.shape == (2, 23, 262)
   np.testing.assert_allclose(out_short, out_padded[:, :23], atol=2e-5, rtol=2e-5)
   with pytest.raises(ValueError, match='max_seq_len'):
-    jax.eval_shape(lambda: model.apply(params, state, rng, _batch(config, length=65),
-                                       is_training=False))
+    jax.eval_shape(
+      lambda: model.apply(
+        params, state, rng, _batch(config, length=65), is_training=False
+      )
+    )
 
 
 def test_scan_layers_gives_the_same_logits():
@@ -150,7 +162,8 @@ def test_scan_layers_gives_the_same_logits():
   batch = _batch(config)
   model = mlm.build_model(config)
   params, state = jax.jit(model.init, static_argnames='is_training')(
-      jax.random.PRNGKey(0), batch, is_training=False)
+    jax.random.PRNGKey(0), batch, is_training=False
+  )
   config.model.scan_layers = True
   scanned = mlm.build_model(config)
   logits = {}
@@ -180,26 +193,32 @@ def test_load_local_files(tmp_path):
   np.testing.assert_array_equal(batch['inputs'][unmasked], batch['targets'][unmasked])
   assert np.all(batch['inputs'][batch['weights'] > 0] != 0)
   # A resumed iterator continues with the batch of that step.
-  resumed = mlm.load('train', is_training=True, batch_dims=[1, 3], config=config,
-                     start_step=2)
+  resumed = mlm.load(
+    'train', is_training=True, batch_dims=[1, 3], config=config, start_step=2
+  )
   resumed_batch = next(resumed)
   for key in batch:
     np.testing.assert_array_equal(resumed_batch[key], first[2][key])
 
   num = mlm.num_examples('validation', config)
-  documents = list(text_input.split_documents(
-      text_input.iter_file_documents([config.data.files]), 'validation', 0.2))
+  documents = list(
+    text_input.split_documents(
+      text_input.iter_file_documents([config.data.files]), 'validation', 0.2
+    )
+  )
   assert num == text_input.count_sequences(documents, 32) > 0
-  batches = list(mlm.load('validation', is_training=False, batch_dims=[1, 4],
-                          config=config))
+  batches = list(
+    mlm.load('validation', is_training=False, batch_dims=[1, 4], config=config)
+  )
   assert len(batches) == math.ceil(num / 4)
   mask = np.concatenate([b['mask'].reshape(-1) for b in batches])
   assert mask.sum() == num
   targets = np.concatenate([b['targets'].reshape(-1, 32) for b in batches])[mask > 0]
   input_mask = np.concatenate([b['input_mask'].reshape(-1, 32) for b in batches])
   assert text_input.unpack_sequences(targets, input_mask[mask > 0]) == documents
-  again = list(mlm.load('validation', is_training=False, batch_dims=[1, 4],
-                        config=config))
+  again = list(
+    mlm.load('validation', is_training=False, batch_dims=[1, 4], config=config)
+  )
   np.testing.assert_array_equal(again[0]['inputs'], batches[0]['inputs'])
 
 
@@ -211,8 +230,9 @@ def test_tfds_mixture_with_mock_data():
     batch = next(mlm.load('train', is_training=True, batch_dims=[2, 2], config=config))
     assert batch['inputs'].shape == (2, 2, 32)
     num = mlm.num_examples('validation', config)
-    batches = list(mlm.load('validation', is_training=False, batch_dims=[1, 8],
-                            config=config))
+    batches = list(
+      mlm.load('validation', is_training=False, batch_dims=[1, 8], config=config)
+    )
   assert sum(b['mask'].sum() for b in batches) == num > 0
   with pytest.raises(ValueError, match='num_steps'):
     mlm.num_examples('train', config)

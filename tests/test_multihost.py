@@ -21,7 +21,7 @@ from experiments import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_HOST = textwrap.dedent('''
+_HOST = textwrap.dedent("""
     import sys
     import jax
     import numpy as np
@@ -36,10 +36,9 @@ _HOST = textwrap.dedent('''
     flat = {jax.tree_util.keystr(path): np.asarray(value) for path, value in
             jax.tree_util.tree_flatten_with_path(state.params)[0]}
     np.savez(output, **flat)
-''')
+""")
 
-OVERRIDES = dict(num_steps=4, batch_size=20, checkpoint_every_steps=2,
-                 log_every_steps=2)
+OVERRIDES = dict(num_steps=4, batch_size=20, checkpoint_every_steps=2, log_every_steps=2)
 EVAL_BATCH = 26  # Not a divisor of the 360 test images: the last batch is padded.
 
 
@@ -56,15 +55,31 @@ def test_two_processes_train_in_lockstep(tmp_path):
   env.pop('XLA_FLAGS', None)
   procs = []
   for process_id in range(2):
-    args = [sys.executable, '-c', _HOST, 'train', '--config=configs/digits.py:tiny',
-            f'--workdir={workdir}', '--mode=train_and_eval',
-            f'--coordinator_address=localhost:{port}', '--num_processes=2',
-            f'--process_id={process_id}',
-            f'--config.evaluation.batch_size={EVAL_BATCH}']
+    args = [
+      sys.executable,
+      '-c',
+      _HOST,
+      'train',
+      '--config=configs/digits.py:tiny',
+      f'--workdir={workdir}',
+      '--mode=train_and_eval',
+      f'--coordinator_address=localhost:{port}',
+      '--num_processes=2',
+      f'--process_id={process_id}',
+      f'--config.evaluation.batch_size={EVAL_BATCH}',
+    ]
     args += [f'--config.training.{k}={v}' for k, v in OVERRIDES.items()]
     args.append(str(tmp_path / f'params_{process_id}.npz'))
-    procs.append(subprocess.Popen(args, cwd=REPO_ROOT, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    procs.append(
+      subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+      )
+    )
   outputs = []
   try:
     for proc in procs:
@@ -87,8 +102,10 @@ def test_two_processes_train_in_lockstep(tmp_path):
     config.training[key] = value
   config.evaluation.batch_size = EVAL_BATCH
   single = trainer.train(config, str(tmp_path / 'single'), evaluate=True)
-  flat = {jax.tree_util.keystr(path): np.asarray(value) for path, value in
-          jax.tree_util.tree_flatten_with_path(single.params)[0]}
+  flat = {
+    jax.tree_util.keystr(path): np.asarray(value)
+    for path, value in jax.tree_util.tree_flatten_with_path(single.params)[0]
+  }
   assert flat.keys() == host0.keys()
   for key in flat:
     np.testing.assert_allclose(host0[key], flat[key], atol=1e-5, rtol=0, err_msg=key)
@@ -108,10 +125,23 @@ def test_two_processes_train_in_lockstep(tmp_path):
 def test_multihost_flags_are_checked(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   result = subprocess.run(
-      [sys.executable, '-m', 'experiments.train', '--config=configs/digits.py:tiny',
-       f'--workdir={tmp_path}', '--num_processes=2', '--process_id=1'],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      '-m',
+      'experiments.train',
+      '--config=configs/digits.py:tiny',
+      f'--workdir={tmp_path}',
+      '--num_processes=2',
+      '--process_id=1',
+    ],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0
   assert '--coordinator_address is required with num_processes, process_id' in (
-      result.stderr)
+    result.stderr
+  )
   assert not (tmp_path / 'checkpoints').exists()

@@ -34,13 +34,15 @@ def test_constant_cosine_hand_computed():
 
 
 def test_constant_cosine_end_value_and_batch_scaling():
-  config = _optimizer_config(type='constant_cosine', constant_fraction=0.3,
-                             end_value=0.01)
+  config = _optimizer_config(
+    type='constant_cosine', constant_fraction=0.3, end_value=0.01
+  )
   config.scale_by_batch = True
   sched = optimizers.learning_rate_schedule(config, num_steps=10, batch_size=512)
   # Everything doubles at batch 512: peak 0.2, end 0.02; 3 constant steps, 7 cosine.
-  want = [0.2] * 3 + [0.02 + 0.18 * 0.5 * (1 + math.cos(math.pi * k / 7))
-                      for k in range(8)]
+  want = [0.2] * 3 + [
+    0.02 + 0.18 * 0.5 * (1 + math.cos(math.pi * k / 7)) for k in range(8)
+  ]
   np.testing.assert_allclose(_values(sched, 11), want, rtol=1e-5)
 
 
@@ -57,8 +59,9 @@ def test_warmup_fraction_scales_with_training_length():
   want = [0.0, 0.05] + [0.1 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
   np.testing.assert_allclose(_values(sched, 11), want, rtol=1e-5, atol=1e-8)
   sched = optimizers.learning_rate_schedule(config, num_steps=20, batch_size=256)
-  np.testing.assert_allclose(_values(sched, 5), [0.0, 0.025, 0.05, 0.075, 0.1],
-                             rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(
+    _values(sched, 5), [0.0, 0.025, 0.05, 0.075, 0.1], rtol=1e-5, atol=1e-8
+  )
 
 
 def test_step_decay_hand_computed():
@@ -69,12 +72,15 @@ def test_step_decay_hand_computed():
 
 
 def test_constant():
-  sched = optimizers.learning_rate_schedule(_optimizer_config(type='constant'),
-                                            num_steps=7, batch_size=256)
+  sched = optimizers.learning_rate_schedule(
+    _optimizer_config(type='constant'), num_steps=7, batch_size=256
+  )
   np.testing.assert_allclose(_values(sched, 7), [0.1] * 7, rtol=1e-6)
 
 
-@pytest.mark.parametrize('schedule, match', [
+@pytest.mark.parametrize(
+  'schedule, match',
+  [
     (dict(type='linear'), 'schedule.type'),
     (dict(type='constant_cosine', warmup_steps=3), 'warmup_steps=3'),
     (dict(type='warmup_cosine', warmup_steps=10), 'warmup_steps=10'),
@@ -83,11 +89,13 @@ def test_constant():
     (dict(type='warmup_cosine', warmup_fraction=1.0), 'warmup_fraction=1.0'),
     (dict(type='constant', warmup_fraction=0.1), 'warmup_fraction=0.1'),
     (dict(type='step', decay_boundaries=(0.8, 0.5)), 'decay_boundaries'),
-])
+  ],
+)
 def test_bad_schedules(schedule, match):
   with pytest.raises(ValueError, match=match):
-    optimizers.learning_rate_schedule(_optimizer_config(**schedule), num_steps=10,
-                                      batch_size=256)
+    optimizers.learning_rate_schedule(
+      _optimizer_config(**schedule), num_steps=10, batch_size=256
+    )
 
 
 def test_unknown_optimizer():
@@ -99,16 +107,22 @@ def test_unknown_optimizer():
 
 # Parameter paths as the official modules create them.
 PARAMS = {
-    'perceiver_encoder/~/cross_attention/layer_norm': {'scale': np.ones(3),
-                                                       'offset': np.ones(3)},
-    'perceiver_encoder/~/cross_attention/attention/linear': {'w': np.ones((3, 5)),
-                                                             'b': np.ones(5)},
-    'perceiver_encoder/~/trainable_position_encoding': {'pos_embs': np.ones((7, 3))},
-    'image_preprocessor/~/conv2_d_downsample/~/batchnorm': {'scale': np.ones(5),
-                                                            'offset': np.ones(5)},
-    'image_preprocessor/~/conv2_d_downsample/~/conv': {'w': np.ones((7, 7, 3, 5))},
-    'embed': {'embeddings': np.ones((11, 3))},
-    'embedding_decoder': {'bias': np.ones(11)},
+  'perceiver_encoder/~/cross_attention/layer_norm': {
+    'scale': np.ones(3),
+    'offset': np.ones(3),
+  },
+  'perceiver_encoder/~/cross_attention/attention/linear': {
+    'w': np.ones((3, 5)),
+    'b': np.ones(5),
+  },
+  'perceiver_encoder/~/trainable_position_encoding': {'pos_embs': np.ones((7, 3))},
+  'image_preprocessor/~/conv2_d_downsample/~/batchnorm': {
+    'scale': np.ones(5),
+    'offset': np.ones(5),
+  },
+  'image_preprocessor/~/conv2_d_downsample/~/conv': {'w': np.ones((7, 7, 3, 5))},
+  'embed': {'embeddings': np.ones((11, 3))},
+  'embedding_decoder': {'bias': np.ones(11)},
 }
 
 
@@ -116,15 +130,16 @@ PARAMS = {
 def test_weight_decay_mask(decay_pos_embs):
   mask = optimizers.weight_decay_mask(PARAMS, decay_pos_embs=decay_pos_embs)
   assert mask == {
-      'perceiver_encoder/~/cross_attention/layer_norm': {'scale': False,
-                                                         'offset': False},
-      'perceiver_encoder/~/cross_attention/attention/linear': {'w': True, 'b': False},
-      'perceiver_encoder/~/trainable_position_encoding': {'pos_embs': decay_pos_embs},
-      'image_preprocessor/~/conv2_d_downsample/~/batchnorm': {'scale': False,
-                                                              'offset': False},
-      'image_preprocessor/~/conv2_d_downsample/~/conv': {'w': True},
-      'embed': {'embeddings': True},
-      'embedding_decoder': {'bias': True},
+    'perceiver_encoder/~/cross_attention/layer_norm': {'scale': False, 'offset': False},
+    'perceiver_encoder/~/cross_attention/attention/linear': {'w': True, 'b': False},
+    'perceiver_encoder/~/trainable_position_encoding': {'pos_embs': decay_pos_embs},
+    'image_preprocessor/~/conv2_d_downsample/~/batchnorm': {
+      'scale': False,
+      'offset': False,
+    },
+    'image_preprocessor/~/conv2_d_downsample/~/conv': {'w': True},
+    'embed': {'embeddings': True},
+    'embedding_decoder': {'bias': True},
   }
 
 
@@ -177,8 +192,13 @@ def test_state_layout_is_optax_chain(name, max_norm):
   opt, schedule = optimizers.make_optimizer(config, num_steps=10, batch_size=256)
   mask = lambda p: optimizers.weight_decay_mask(p, decay_pos_embs=config.decay_pos_embs)
   core = (optax.lamb if name == 'lamb' else optax.adamw)(
-      learning_rate=schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-      weight_decay=config.weight_decay, mask=mask)
+    learning_rate=schedule,
+    b1=config.b1,
+    b2=config.b2,
+    eps=config.eps,
+    weight_decay=config.weight_decay,
+    mask=mask,
+  )
   ref = optax.chain(optax.clip_by_global_norm(max_norm), core) if max_norm > 0 else core
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32) * 0.5, PARAMS)
   grads = jax.tree.map(lambda x: jnp.full(x.shape, 3.0, jnp.float32), PARAMS)

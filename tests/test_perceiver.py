@@ -14,22 +14,39 @@ from perceiver import position_encoding
 def _classifier(num_cross_attends=1, permutation=None, preprocessor=False):
   def fn(x, is_training=False, input_mask=None):
     encoder = perceiver.PerceiverEncoder(
-        num_self_attends_per_block=2, num_blocks=2, z_index_dim=5, num_z_channels=8,
-        num_self_attend_heads=2, num_cross_attends=num_cross_attends,
-        cross_attend_placement="interleaved")
+      num_self_attends_per_block=2,
+      num_blocks=2,
+      z_index_dim=5,
+      num_z_channels=8,
+      num_self_attend_heads=2,
+      num_cross_attends=num_cross_attends,
+      cross_attend_placement='interleaved',
+    )
     decoder = perceiver.ClassificationDecoder(
-        num_classes=7, num_z_channels=8, use_query_residual=True,
-        position_encoding_type="trainable",
-        trainable_position_encoding_kwargs=dict(num_channels=8, init_scale=0.02))
+      num_classes=7,
+      num_z_channels=8,
+      use_query_residual=True,
+      position_encoding_type='trainable',
+      trainable_position_encoding_kwargs=dict(num_channels=8, init_scale=0.02),
+    )
     prep = None
     if preprocessor:
       prep = io_processors.ImagePreprocessor(
-          prep_type="pixels", spatial_downsample=1, position_encoding_type="fourier",
-          fourier_position_encoding_kwargs=dict(num_bands=3, max_resolution=(3, 5),
-                                                concat_pos=True, sine_only=False))
-    model = perceiver.Perceiver(encoder=encoder, decoder=decoder, input_preprocessor=prep,
-                                input_permutation=permutation)
+        prep_type='pixels',
+        spatial_downsample=1,
+        position_encoding_type='fourier',
+        fourier_position_encoding_kwargs=dict(
+          num_bands=3, max_resolution=(3, 5), concat_pos=True, sine_only=False
+        ),
+      )
+    model = perceiver.Perceiver(
+      encoder=encoder,
+      decoder=decoder,
+      input_preprocessor=prep,
+      input_permutation=permutation,
+    )
     return model(x, is_training=is_training, input_mask=input_mask)
+
   return hk.transform(fn)
 
 
@@ -38,11 +55,12 @@ def _pixels_with_pos(seed, b=3, h=3, w=5, c=2):
   pos = position_encoding.build_linear_positions((h, w)).reshape(-1, 2)
   ff = position_encoding.generate_fourier_features(pos, 3, (h, w))
   return img, jnp.concatenate(
-      [img.reshape(b, h * w, c), jnp.broadcast_to(ff[None], (b,) + ff.shape)], -1)
+    [img.reshape(b, h * w, c), jnp.broadcast_to(ff[None], (b,) + ff.shape)], -1
+  )
 
 
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("num_cross_attends", [1, 2])
+@pytest.mark.parametrize('seed', range(5))
+@pytest.mark.parametrize('num_cross_attends', [1, 2])
 def test_permuting_inputs_with_positions_leaves_logits_unchanged(seed, num_cross_attends):
   """Property: the encoder is permutation invariant over its input elements."""
   _, x = _pixels_with_pos(seed)
@@ -50,11 +68,15 @@ def test_permuting_inputs_with_positions_leaves_logits_unchanged(seed, num_cross
   params = f.init(jax.random.PRNGKey(seed), x)
   perm = np.random.RandomState(seed).permutation(x.shape[1])
   mask = jnp.asarray(np.random.RandomState(seed + 10).rand(3, 15) > 0.3)
-  np.testing.assert_allclose(f.apply(params, None, x),
-                             f.apply(params, None, x[:, perm]), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(f.apply(params, None, x, input_mask=mask),
-                             f.apply(params, None, x[:, perm], input_mask=mask[:, perm]),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    f.apply(params, None, x), f.apply(params, None, x[:, perm]), rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    f.apply(params, None, x, input_mask=mask),
+    f.apply(params, None, x[:, perm], input_mask=mask[:, perm]),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def test_input_permutation_option_after_position_features():
@@ -64,15 +86,21 @@ def test_input_permutation_option_after_position_features():
   permuted = _classifier(preprocessor=True, permutation=perm)
   params = plain.init(jax.random.PRNGKey(0), img)
   assert jax.tree.structure(params) == jax.tree.structure(
-      permuted.init(jax.random.PRNGKey(0), img))
+    permuted.init(jax.random.PRNGKey(0), img)
+  )
   # Pixels travel with their position features: logits are unchanged.
-  np.testing.assert_allclose(plain.apply(params, None, img),
-                             permuted.apply(params, None, img), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    plain.apply(params, None, img),
+    permuted.apply(params, None, img),
+    rtol=1e-5,
+    atol=1e-5,
+  )
   # The preprocessed input equals our hand-made pixels + Fourier features.
   no_prep = _classifier()
-  np.testing.assert_allclose(plain.apply(params, None, img),
-                             no_prep.apply(params, None, x), rtol=1e-5, atol=1e-5)
-  with pytest.raises(ValueError, match="input_permutation"):
+  np.testing.assert_allclose(
+    plain.apply(params, None, img), no_prep.apply(params, None, x), rtol=1e-5, atol=1e-5
+  )
+  with pytest.raises(ValueError, match='input_permutation'):
     _classifier(permutation=np.array([0, 0, 1])).init(jax.random.PRNGKey(0), x)
 
 
@@ -99,16 +127,19 @@ def test_jit_and_grad():
     leaves = jax.tree.leaves(params64)
     keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
     direction = jax.tree.unflatten(
-        jax.tree.structure(params64),
-        [jax.random.normal(k, p.shape, jnp.float64) for k, p in zip(keys, leaves)])
+      jax.tree.structure(params64),
+      [jax.random.normal(k, p.shape, jnp.float64) for k, p in zip(keys, leaves)],
+    )
     eps = 1e-6
     plus = loss(jax.tree.map(lambda p, d: p + eps * d, params64, direction), x64)
     minus = loss(jax.tree.map(lambda p, d: p - eps * d, params64, direction), x64)
-    dot = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads64),
-                                             jax.tree.leaves(direction)))
+    dot = sum(
+      jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads64), jax.tree.leaves(direction))
+    )
     np.testing.assert_allclose((plus - minus) / (2 * eps), dot, rtol=1e-5)
     np.testing.assert_allclose(
-        jax.tree.leaves(grads64)[0], jax.tree.leaves(grads)[0], rtol=1e-3, atol=1e-4)
+      jax.tree.leaves(grads64)[0], jax.tree.leaves(grads)[0], rtol=1e-3, atol=1e-4
+    )
 
 
 def test_dropout_training_uses_rng_and_eval_is_deterministic():
@@ -116,8 +147,13 @@ def test_dropout_training_uses_rng_and_eval_is_deterministic():
 
   def fn(x, is_training):
     encoder = perceiver.PerceiverEncoder(
-        num_self_attends_per_block=1, num_blocks=1, z_index_dim=5, num_z_channels=8,
-        num_self_attend_heads=2, dropout_prob=0.3)
+      num_self_attends_per_block=1,
+      num_blocks=1,
+      z_index_dim=5,
+      num_z_channels=8,
+      num_self_attend_heads=2,
+      dropout_prob=0.3,
+    )
     decoder = perceiver.ProjectionDecoder(num_classes=4)
     return perceiver.Perceiver(encoder, decoder)(x, is_training=is_training)
 

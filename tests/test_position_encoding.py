@@ -22,22 +22,27 @@ def test_build_linear_positions_grid():
 def test_fourier_features_hand_computed_2x3_grid():
   # Grid 2 x 3, 2 bands, max_resolution (4, 6): frequencies [1, 2] and [1, 3].
   pos = position_encoding.build_linear_positions((2, 3)).reshape(-1, 2)
-  feats = np.asarray(position_encoding.generate_fourier_features(
-      pos, num_bands=2, max_resolution=(4, 6)))
+  feats = np.asarray(
+    position_encoding.generate_fourier_features(pos, num_bands=2, max_resolution=(4, 6))
+  )
   assert feats.shape == (6, 2 * (2 * 2 + 1))
   expected = []
   for y in (-1.0, 1.0):
     for x in (-1.0, 0.0, 1.0):
       args = [y * 1, y * 2, x * 1, x * 3]  # dim-major (dim, band) pairs
-      expected.append([y, x] + [np.sin(np.pi * a) for a in args]
-                      + [np.cos(np.pi * a) for a in args])
+      expected.append(
+        [y, x] + [np.sin(np.pi * a) for a in args] + [np.cos(np.pi * a) for a in args]
+      )
   np.testing.assert_allclose(feats, np.array(expected), atol=1e-6)
 
 
 def test_fourier_features_sine_only_no_pos():
   pos = jnp.array([[0.25], [0.5]])
-  feats = np.asarray(position_encoding.generate_fourier_features(
-      pos, num_bands=3, max_resolution=(8,), concat_pos=False, sine_only=True))
+  feats = np.asarray(
+    position_encoding.generate_fourier_features(
+      pos, num_bands=3, max_resolution=(8,), concat_pos=False, sine_only=True
+    )
+  )
   freqs = np.linspace(1.0, 4.0, 3)
   expected = np.sin(np.pi * np.array([[0.25], [0.5]]) * freqs[None])
   np.testing.assert_allclose(feats, expected, atol=1e-6)
@@ -56,7 +61,8 @@ def test_fourier_position_encoding_module_matches_function_and_batches():
   out = np.asarray(f.apply(params))
   assert out.shape == (7, 15, 2 * 9)
   ref = position_encoding.generate_fourier_features(
-      position_encoding.build_linear_positions((3, 5)).reshape(-1, 2), 4, (3, 5))
+    position_encoding.build_linear_positions((3, 5)).reshape(-1, 2), 4, (3, 5)
+  )
   np.testing.assert_allclose(out[4], np.asarray(ref), atol=1e-6)
   # Explicit positions per example give per-example features.
   pos = jax.random.uniform(jax.random.PRNGKey(0), (7, 11, 2), minval=-1, maxval=1)
@@ -68,11 +74,12 @@ def test_fourier_position_encoding_module_matches_function_and_batches():
 def test_trainable_position_encoding_shape_and_init():
   def fn(batch_size):
     return position_encoding.TrainablePositionEncoding(
-        index_dim=501, num_channels=7, init_scale=0.02)(batch_size)
+      index_dim=501, num_channels=7, init_scale=0.02
+    )(batch_size)
 
   f = hk.without_apply_rng(hk.transform(fn))
   params = f.init(jax.random.PRNGKey(1), 3)
-  w = np.asarray(params["trainable_position_encoding"]["pos_embs"])
+  w = np.asarray(params['trainable_position_encoding']['pos_embs'])
   assert w.shape == (501, 7)
   assert np.abs(w).max() <= 2 * 0.02 + 1e-6  # Truncated at two stddevs.
   assert 0.01 < w.std() < 0.02
@@ -85,47 +92,59 @@ def test_trainable_position_encoding_shape_and_init():
 def test_build_position_encoding_projector_paths():
   def fn():
     enc = position_encoding.build_position_encoding(
-        "trainable", index_dims=(3, 5), project_pos_dim=11,
-        trainable_position_encoding_kwargs=dict(num_channels=7))
+      'trainable',
+      index_dims=(3, 5),
+      project_pos_dim=11,
+      trainable_position_encoding_kwargs=dict(num_channels=7),
+    )
     return enc(batch_size=2)
 
   f = hk.without_apply_rng(hk.transform(fn))
   params = f.init(jax.random.PRNGKey(0))
   shapes = jax.tree.map(lambda x: x.shape, params)
   assert shapes == {
-      "trainable_position_encoding": {"pos_embs": (15, 7)},
-      "position_encoding_projector/linear": {"w": (7, 11), "b": (11,)},
+    'trainable_position_encoding': {'pos_embs': (15, 7)},
+    'position_encoding_projector/linear': {'w': (7, 11), 'b': (11,)},
   }
   out = f.apply(params)
-  expected = params["trainable_position_encoding"]["pos_embs"] @ params[
-      "position_encoding_projector/linear"]["w"] + params[
-          "position_encoding_projector/linear"]["b"]
+  expected = (
+    params['trainable_position_encoding']['pos_embs']
+    @ params['position_encoding_projector/linear']['w']
+    + params['position_encoding_projector/linear']['b']
+  )
   np.testing.assert_allclose(out[1], expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(position_encoding_type="sinusoid", index_dims=(3,)), "sinusoid"),
-    (dict(position_encoding_type="fourier", index_dims=(3,)),
-     "fourier_position_encoding_kwargs"),
-    (dict(position_encoding_type="trainable", index_dims=(3,)),
-     "trainable_position_encoding_kwargs"),
-])
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
+    (dict(position_encoding_type='sinusoid', index_dims=(3,)), 'sinusoid'),
+    (
+      dict(position_encoding_type='fourier', index_dims=(3,)),
+      'fourier_position_encoding_kwargs',
+    ),
+    (
+      dict(position_encoding_type='trainable', index_dims=(3,)),
+      'trainable_position_encoding_kwargs',
+    ),
+  ],
+)
 def test_build_position_encoding_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
     hk.transform(lambda: position_encoding.build_position_encoding(**kwargs)).init(None)
 
 
 def test_fourier_errors_name_arguments():
-  with pytest.raises(ValueError, match="max_resolution"):
+  with pytest.raises(ValueError, match='max_resolution'):
     position_encoding.generate_fourier_features(jnp.zeros((3, 2)), 4, (5,))
-  with pytest.raises(ValueError, match=r"pos must have shape \[N, d\]"):
+  with pytest.raises(ValueError, match=r'pos must have shape \[N, d\]'):
     position_encoding.generate_fourier_features(jnp.zeros((3,)), 4, (5,))
-  with pytest.raises(ValueError, match="index_dims"):
+  with pytest.raises(ValueError, match='index_dims'):
     hk.transform(lambda: position_encoding.FourierPositionEncoding((0, 3), 4)).init(None)
 
   def wrong_pos():
     enc = position_encoding.FourierPositionEncoding((3, 5), num_bands=2)
     return enc(batch_size=1, pos=jnp.zeros((1, 15, 3)))
 
-  with pytest.raises(ValueError, match="coordinates"):
+  with pytest.raises(ValueError, match='coordinates'):
     hk.transform(wrong_pos).init(None)

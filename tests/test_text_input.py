@@ -12,8 +12,9 @@ from experiments import text_input
 def _documents():
   rng = random.Random(5)
   alphabet = ['a', 'b', ' ', 'é', '€', '\n', 'z', '🙂']
-  docs = [''.join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
-          for _ in range(23)]
+  docs = [
+    ''.join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40))) for _ in range(23)
+  ]
   return [d.encode('utf-8') for d in docs if d.strip()]
 
 
@@ -36,7 +37,7 @@ def test_packing_round_trips(packing, seq_len):
     for row, row_mask in zip(ids, mask):
       eos = np.flatnonzero(row == text_input.EOS_ID)
       if eos.size:
-        assert eos.size == 1 and not row_mask[eos[0] + 1:].any()
+        assert eos.size == 1 and not row_mask[eos[0] + 1 :].any()
 
 
 def test_pack_exact_values():
@@ -60,8 +61,10 @@ def test_file_documents_text_and_jsonl(tmp_path):
   text = tmp_path / 'a.txt'
   text.write_bytes(b'First para\nline two\n\n\n  \nSecond para\n')
   jsonl = tmp_path / 'b.jsonl'
-  jsonl.write_text(json.dumps({'body': 'héllo'}) + '\n\n' +
-                   json.dumps({'body': 'world'}) + '\n', encoding='utf-8')
+  jsonl.write_text(
+    json.dumps({'body': 'héllo'}) + '\n\n' + json.dumps({'body': 'world'}) + '\n',
+    encoding='utf-8',
+  )
   paths = text_input.expand_file_patterns(f'{tmp_path}/*.txt, {tmp_path}/*.jsonl')
   assert paths == [str(text), str(jsonl)]
   docs = list(text_input.iter_file_documents(paths, text_field='body'))
@@ -97,7 +100,7 @@ def test_heldout_split_is_stable_and_disjoint():
   held = list(text_input.split_documents(reversed(docs), 'validation', 0.1))
   assert len(train) + len(held) == len(docs)
   assert not set(train) & set(held)
-  assert 150 < len(set(held)) < 250                  # about 10% of 2000
+  assert 150 < len(set(held)) < 250  # about 10% of 2000
   assert list(text_input.split_documents(docs, 'test', 0.1)) == held[::-1]
   with pytest.raises(ValueError, match='split'):
     list(text_input.split_documents(docs, 'dev', 0.1))

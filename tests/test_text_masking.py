@@ -26,12 +26,11 @@ def test_word_units_by_hand():
   # "ab cd\n e" EOS PAD PAD: units "ab", " cd", "\n e"; then nothing.
   ids = np.concatenate([_ids(b'ab cd\n e'), [2, 0, 0]]).astype(np.int32)
   units = text_masking.word_units(ids)
-  np.testing.assert_array_equal(units['unit_start'].numpy().astype(int),
-                                [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0])
-  np.testing.assert_array_equal(units['unit_id'].numpy()[:8],
-                                [0, 0, 1, 1, 1, 2, 2, 2])
-  np.testing.assert_array_equal(units['is_text'].numpy().astype(int),
-                                [1] * 8 + [0] * 3)
+  np.testing.assert_array_equal(
+    units['unit_start'].numpy().astype(int), [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0]
+  )
+  np.testing.assert_array_equal(units['unit_id'].numpy()[:8], [0, 0, 1, 1, 1, 2, 2, 2])
+  np.testing.assert_array_equal(units['is_text'].numpy().astype(int), [1] * 8 + [0] * 3)
 
 
 def test_units_restart_after_special_tokens():
@@ -97,8 +96,9 @@ def test_masking_statistics_on_values():
 
 def test_masked_runs_are_whole_words():
   ids = _packed_fake_text(num_sequences=8)
-  weights = text_masking.whole_word_mask(
-      ids, tf.constant([1, 2]), mask_rate=0.3)['weights'].numpy()
+  weights = text_masking.whole_word_mask(ids, tf.constant([1, 2]), mask_rate=0.3)[
+    'weights'
+  ].numpy()
   for row in range(ids.shape[0]):
     starts = {a for a, _ in _unit_spans(ids[row])}
     ends = {b for _, b in _unit_spans(ids[row])}
@@ -114,11 +114,11 @@ def test_mask_rate_extremes_and_padding():
   none = text_masking.whole_word_mask(ids, tf.constant([0, 1]), mask_rate=0.0)
   assert none['weights'].numpy().sum() == 0
   np.testing.assert_array_equal(none['inputs'].numpy(), ids)
-  every = text_masking.whole_word_mask(ids, tf.constant([0, 1]), mask_rate=1.0,
-                                       mask_token_prob=1.0, random_token_prob=0.0)
+  every = text_masking.whole_word_mask(
+    ids, tf.constant([0, 1]), mask_rate=1.0, mask_token_prob=1.0, random_token_prob=0.0
+  )
   np.testing.assert_array_equal(every['weights'].numpy(), (ids >= R).astype(float))
-  np.testing.assert_array_equal(every['inputs'].numpy(),
-                                np.where(ids >= R, MASK, ids))
+  np.testing.assert_array_equal(every['inputs'].numpy(), np.where(ids >= R, MASK, ids))
 
 
 def test_deterministic_and_same_in_tf_data():
@@ -127,21 +127,34 @@ def test_deterministic_and_same_in_tf_data():
   eager = [text_masking.whole_word_mask(ids[i], seeds[i]) for i in range(5)]
   again = text_masking.whole_word_mask(ids[2], text_masking.example_seed(9, 2))
   np.testing.assert_array_equal(again['inputs'].numpy(), eager[2]['inputs'].numpy())
-  ds = tf.data.Dataset.from_tensor_slices(ids).enumerate().map(
-      lambda i, x: text_masking.whole_word_mask(x, text_masking.example_seed(9, i)))
+  ds = (
+    tf.data.Dataset.from_tensor_slices(ids)
+    .enumerate()
+    .map(lambda i, x: text_masking.whole_word_mask(x, text_masking.example_seed(9, i)))
+  )
   for i, out in enumerate(ds.as_numpy_iterator()):
     np.testing.assert_array_equal(out['inputs'], eager[i]['inputs'].numpy())
     np.testing.assert_array_equal(out['weights'], eager[i]['weights'].numpy())
-  others = [text_masking.whole_word_mask(ids[i], text_masking.example_seed(10, i))
-            for i in range(5)]
-  assert not np.array_equal(np.stack([o['weights'].numpy() for o in others]),
-                            np.stack([e['weights'].numpy() for e in eager]))
+  others = [
+    text_masking.whole_word_mask(ids[i], text_masking.example_seed(10, i))
+    for i in range(5)
+  ]
+  assert not np.array_equal(
+    np.stack([o['weights'].numpy() for o in others]),
+    np.stack([e['weights'].numpy() for e in eager]),
+  )
 
 
-@pytest.mark.parametrize('kwargs', [dict(mask_rate=1.5),
-                                    dict(mask_token_prob=0.95, random_token_prob=0.1),
-                                    dict(random_token_prob=-0.1)])
+@pytest.mark.parametrize(
+  'kwargs',
+  [
+    dict(mask_rate=1.5),
+    dict(mask_token_prob=0.95, random_token_prob=0.1),
+    dict(random_token_prob=-0.1),
+  ],
+)
 def test_bad_probabilities_raise(kwargs):
   with pytest.raises(ValueError, match='mask_rate|mask_token_prob'):
-    text_masking.whole_word_mask(np.array([7, 8], np.int32), tf.constant([0, 0]),
-                                 **kwargs)
+    text_masking.whole_word_mask(
+      np.array([7, 8], np.int32), tf.constant([0, 0]), **kwargs
+    )

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from configs import digits as digits_config
-from experiments import host_memory
 from experiments import array_data
 from experiments import checkpointing
 from experiments import digits
+from experiments import host_memory
 from experiments import parallel
 from experiments import task as task_lib
 from experiments import trainer
@@ -32,8 +32,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # One config for the runs of this file, so that they share compiled steps.
-RUN = dict(num_steps=6, batch_size=20, log_every_steps=3, checkpoint_every_steps=3,
-           eval_every_steps=3)
+RUN = dict(
+  num_steps=6,
+  batch_size=20,
+  log_every_steps=3,
+  checkpoint_every_steps=3,
+  eval_every_steps=3,
+)
 
 
 def tiny_config(**training):
@@ -90,10 +95,12 @@ def test_short_run_outputs(trained):
   # Checkpoints every 3 steps; the export holds the final parameters.
   assert checkpointing.Checkpointer(workdir, keep=3).all_steps() == [3, 6]
   from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
   params, _ = npz_format.load_npz(os.path.join(workdir, 'export', 'params.npz'))
   assert_trees_equal(params, final.params)
   assert tensorboard_scalars(workdir)['train/loss'] == [
-      (r['step'], pytest.approx(r['loss'], rel=1e-6)) for r in train]
+    (r['step'], pytest.approx(r['loss'], rel=1e-6)) for r in train
+  ]
   assert [step for step, _ in tensorboard_scalars(workdir)['eval/top_1_acc']] == [3, 6]
   del config
 
@@ -101,6 +108,7 @@ def test_short_run_outputs(trained):
 def tensorboard_scalars(workdir):
   """{tag: [(step, value)]} from the TensorBoard event files in `workdir`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   scalars = {}
   for name in sorted(os.listdir(workdir)):
     if not name.startswith('events.out.tfevents'):
@@ -109,7 +117,8 @@ def tensorboard_scalars(workdir):
       for value in event.summary.value:
         assert value.metadata.plugin_data.plugin_name == 'scalars'
         scalars.setdefault(value.tag, []).append(
-            (event.step, float(tf.make_ndarray(value.tensor))))
+          (event.step, float(tf.make_ndarray(value.tensor)))
+        )
   return scalars
 
 
@@ -137,14 +146,21 @@ def test_resume_after_preemption_is_identical(trained, tmp_path):
   config = tiny_config()  # The fixture's config, with another task module below.
 
   def preempted_load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(split, is_training=is_training, batch_dims=batch_dims,
-                          config=config, start_step=start_step)
+    batches = digits.load(
+      split,
+      is_training=is_training,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
     if not is_training or start_step:
       return batches
+
     def stop_after_three():
       for _ in range(3):
         yield next(batches)
       raise Preempted()
+
     return stop_after_three()
 
   config.task = register_task('preempted_digits', load=preempted_load)
@@ -162,15 +178,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   bad_step = 3
 
   def poisoned_load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(split, is_training=is_training, batch_dims=batch_dims,
-                          config=config, start_step=start_step)
+    batches = digits.load(
+      split,
+      is_training=is_training,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
     if not is_training:
       return batches
+
     def poisoned():
       for step, batch in enumerate(batches, start=start_step + 1):
         if step == bad_step:
           batch['images'][0, 0, 0, 0, 0] = np.nan
         yield batch
+
     return poisoned()
 
   config = tiny_config(checkpoint_every_steps=1)
@@ -193,8 +216,13 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
 
   def load(split, *, is_training, batch_dims, config, start_step=0):
     if is_training:
-      return digits.load(split, is_training=True, batch_dims=batch_dims, config=config,
-                         start_step=start_step)
+      return digits.load(
+        split,
+        is_training=True,
+        batch_dims=batch_dims,
+        config=config,
+        start_step=start_step,
+      )
     return array_data.eval_batches(split_with_ids(split, config), batch_dims=batch_dims)
 
   def eval_outputs(logits, batch, config):
@@ -206,18 +234,23 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
 
   def summarize_eval(per_example, config):
     seen.append(per_example['id'])
-    return digits.summarize_eval({k: v for k, v in per_example.items() if k != 'id'},
-                                 config)
+    return digits.summarize_eval(
+      {k: v for k, v in per_example.items() if k != 'id'}, config
+    )
 
   config = tiny_config()
   config.evaluation.batch_size = eval_batch
   config.task = register_task(
-      'counting_digits', load=load, eval_outputs=eval_outputs,
-      summarize_eval=summarize_eval,
-      num_examples=lambda split, config: num_examples)
+    'counting_digits',
+    load=load,
+    eval_outputs=eval_outputs,
+    summarize_eval=summarize_eval,
+    num_examples=lambda split, config: num_examples,
+  )
   p_state = parallel.replicate(final)
-  evaluator = trainer.Evaluator(task_lib.load_task(config.task), config,
-                                jax.random.PRNGKey(1))
+  evaluator = trainer.Evaluator(
+    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
+  )
   metrics = evaluator(p_state)
   np.testing.assert_array_equal(np.sort(seen[-1]), np.arange(num_examples))
   assert metrics['num_examples'] == num_examples
@@ -226,18 +259,23 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
   model = digits.build_model(config)
   arrays = split_with_ids('test', config)
   logits, _ = jax.jit(functools.partial(model.apply, is_training=False))(
-      final.params, final.state, jax.random.PRNGKey(1), arrays)
-  np.testing.assert_allclose(metrics['top_1_acc'],
-                             np.mean(np.argmax(logits, -1) == arrays['labels']),
-                             atol=1e-6)
+    final.params, final.state, jax.random.PRNGKey(1), arrays
+  )
+  np.testing.assert_allclose(
+    metrics['top_1_acc'], np.mean(np.argmax(logits, -1) == arrays['labels']), atol=1e-6
+  )
 
   # A task whose batches miss examples is caught.
   config.task = register_task(
-      'dropping_digits', load=load, eval_outputs=eval_outputs,
-      summarize_eval=summarize_eval,
-      num_examples=lambda split, config: num_examples + 1)
-  evaluator = trainer.Evaluator(task_lib.load_task(config.task), config,
-                                jax.random.PRNGKey(1))
+    'dropping_digits',
+    load=load,
+    eval_outputs=eval_outputs,
+    summarize_eval=summarize_eval,
+    num_examples=lambda split, config: num_examples + 1,
+  )
+  evaluator = trainer.Evaluator(
+    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
+  )
   with pytest.raises(ValueError, match=f'covered {num_examples} examples'):
     evaluator(p_state)
 
@@ -245,12 +283,18 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
 def test_command_line_from_another_directory(tmp_path):
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  command = [sys.executable, '-m', 'experiments.train',
-             f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
-             f'--workdir={workdir}', '--config.training.num_steps=2',
-             '--config.training.batch_size=16']
-  result = subprocess.run(command, cwd=str(tmp_path), env=env, capture_output=True,
-                          text=True, timeout=300)
+  command = [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+    f'--workdir={workdir}',
+    '--config.training.num_steps=2',
+    '--config.training.batch_size=16',
+  ]
+  result = subprocess.run(
+    command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '[train] step 2/2' in result.stderr
   assert '[eval test] step 2' in result.stderr
@@ -262,9 +306,14 @@ def test_command_line_from_another_directory(tmp_path):
   assert (workdir / 'export' / 'params.npz').exists()
 
   # A mistyped override fails (the config is locked) and names the field.
-  result = subprocess.run(command + ['--config.training.batch_sise=16'],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    command + ['--config.training.batch_sise=16'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0 and 'batch_sise' in result.stderr
 
 
@@ -283,20 +332,27 @@ def test_num_train_steps_from_epochs():
 def test_compilation_cache_is_written_once_and_reused(tmp_path):
   cache = tmp_path / 'cache'
   script = (
-      'import sys, jax, jax.numpy as jnp\n'
-      'from experiments import trainer\n'
-      'events = []\n'
-      'jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))\n'
-      'trainer.use_compilation_cache(sys.argv[1], min_compile_time_s=0.0)\n'
-      'f = jax.jit(lambda x: jnp.sin(x) @ x.T)\n'
-      'print(float(f(jnp.arange(15.0).reshape(3, 5)).sum()))\n'
-      'print(sum("cache_hits" in e for e in events))\n')
+    'import sys, jax, jax.numpy as jnp\n'
+    'from experiments import trainer\n'
+    'events = []\n'
+    'jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))\n'
+    'trainer.use_compilation_cache(sys.argv[1], min_compile_time_s=0.0)\n'
+    'f = jax.jit(lambda x: jnp.sin(x) @ x.T)\n'
+    'print(float(f(jnp.arange(15.0).reshape(3, 5)).sum()))\n'
+    'print(sum("cache_hits" in e for e in events))\n'
+  )
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   outputs, listings = [], []
   for _ in range(2):
-    result = subprocess.run([sys.executable, '-c', script, str(cache)], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+      [sys.executable, '-c', script, str(cache)],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outputs.append(result.stdout.strip())
     listings.append(sorted(os.listdir(cache)))
@@ -312,13 +368,26 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
-  command = [sys.executable, '-m', 'experiments.train',
-             f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
-             f'--workdir={workdir}', '--mode=train', '--config.training.num_steps=100000',
-             '--config.training.batch_size=16', '--config.training.log_every_steps=1',
-             '--config.training.checkpoint_every_steps=1000']
-  proc = subprocess.Popen(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  command = [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+    f'--workdir={workdir}',
+    '--mode=train',
+    '--config.training.num_steps=100000',
+    '--config.training.batch_size=16',
+    '--config.training.log_every_steps=1',
+    '--config.training.checkpoint_every_steps=1000',
+  ]
+  proc = subprocess.Popen(
+    command,
+    cwd=str(tmp_path),
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -340,10 +409,15 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   assert ckpt.all_steps() == [saved]
   assert not (workdir / 'export').exists()
   # The rerun resumes from it and trains on.
-  result = subprocess.run(command[:-4] + [f'--config.training.num_steps={saved + 2}',
-                                          '--config.training.batch_size=16'],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    command[:-4]
+    + [f'--config.training.num_steps={saved + 2}', '--config.training.batch_size=16'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resumed from checkpoint {saved}' in result.stderr
   assert (workdir / 'export' / 'params.npz').exists()

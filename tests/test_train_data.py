@@ -9,8 +9,10 @@ from configs import digits as digits_config
 from experiments import array_data
 from experiments import digits
 
-ARRAYS = {'x': np.arange(7 * 3, dtype=np.float32).reshape(7, 3),
-          'y': np.arange(7, dtype=np.int32)}
+ARRAYS = {
+  'x': np.arange(7 * 3, dtype=np.float32).reshape(7, 3),
+  'y': np.arange(7, dtype=np.int32),
+}
 
 
 def _take(iterator, n):
@@ -22,17 +24,19 @@ def test_train_batches_cover_each_epoch_once():
   batches = _take(array_data.train_batches(ARRAYS, batch_dims=(1, 3), seed=5), 7)
   ids = np.concatenate([b['y'].reshape(-1) for b in batches])
   for epoch in range(3):
-    np.testing.assert_array_equal(np.sort(ids[epoch * 7:(epoch + 1) * 7]), np.arange(7))
-    np.testing.assert_array_equal(ids[epoch * 7:(epoch + 1) * 7],
-                                  array_data.epoch_permutation(5, epoch, 7))
+    np.testing.assert_array_equal(np.sort(ids[epoch * 7 : (epoch + 1) * 7]), np.arange(7))
+    np.testing.assert_array_equal(
+      ids[epoch * 7 : (epoch + 1) * 7], array_data.epoch_permutation(5, epoch, 7)
+    )
   assert batches[0]['x'].shape == (1, 3, 3) and batches[0]['y'].shape == (1, 3)
   np.testing.assert_array_equal(batches[2]['x'][0, :, 0], ids[6:9] * 3)
 
 
 def test_train_batches_resume_and_seed():
   full = _take(array_data.train_batches(ARRAYS, batch_dims=(2, 2), seed=1), 9)
-  resumed = _take(array_data.train_batches(ARRAYS, batch_dims=(2, 2), seed=1,
-                                           start_step=4), 5)
+  resumed = _take(
+    array_data.train_batches(ARRAYS, batch_dims=(2, 2), seed=1, start_step=4), 5
+  )
   for a, b in zip(full[4:], resumed):
     np.testing.assert_array_equal(a['y'], b['y'])
   other = _take(array_data.train_batches(ARRAYS, batch_dims=(2, 2), seed=2), 9)
@@ -41,9 +45,15 @@ def test_train_batches_resume_and_seed():
 
 def test_hosts_split_the_global_batch():
   single = _take(array_data.train_batches(ARRAYS, batch_dims=(1, 4), seed=3), 5)
-  hosts = [_take(array_data.train_batches(ARRAYS, batch_dims=(1, 2), seed=3,
-                                          process_index=h, process_count=2), 5)
-           for h in range(2)]
+  hosts = [
+    _take(
+      array_data.train_batches(
+        ARRAYS, batch_dims=(1, 2), seed=3, process_index=h, process_count=2
+      ),
+      5,
+    )
+    for h in range(2)
+  ]
   for step in range(5):
     joined = np.concatenate([hosts[0][step]['y'], hosts[1][step]['y']], axis=1)
     np.testing.assert_array_equal(joined, single[step]['y'])
@@ -54,8 +64,11 @@ def test_eval_batches_pad_and_mask(hosts):
   seen = []
   counts = set()
   for h in range(hosts):
-    batches = list(array_data.eval_batches(ARRAYS, batch_dims=(1, 2), process_index=h,
-                                           process_count=hosts))
+    batches = list(
+      array_data.eval_batches(
+        ARRAYS, batch_dims=(1, 2), process_index=h, process_count=hosts
+      )
+    )
     counts.add(len(batches))
     for b in batches:
       mask = b['mask'].reshape(-1)
@@ -68,8 +81,9 @@ def test_eval_batches_pad_and_mask(hosts):
 
 def test_bad_host_index():
   with pytest.raises(ValueError, match='process_index=2'):
-    next(array_data.eval_batches(ARRAYS, batch_dims=(1, 2), process_index=2,
-                                 process_count=2))
+    next(
+      array_data.eval_batches(ARRAYS, batch_dims=(1, 2), process_index=2, process_count=2)
+    )
 
 
 def test_translate_hand_computed():
@@ -94,17 +108,28 @@ def test_digits_splits_and_augmentation():
 
   with config.unlocked():
     config.data.max_shift = 1
-  plain = _take(digits.load('train', is_training=True, batch_dims=(1, 5),
-                            config=digits_config.get_config()), 3)
-  shifted = _take(digits.load('train', is_training=True, batch_dims=(1, 5),
-                              config=config), 3)
-  resumed = _take(digits.load('train', is_training=True, batch_dims=(1, 5),
-                              config=config, start_step=2), 1)
+  plain = _take(
+    digits.load(
+      'train', is_training=True, batch_dims=(1, 5), config=digits_config.get_config()
+    ),
+    3,
+  )
+  shifted = _take(
+    digits.load('train', is_training=True, batch_dims=(1, 5), config=config), 3
+  )
+  resumed = _take(
+    digits.load(
+      'train', is_training=True, batch_dims=(1, 5), config=config, start_step=2
+    ),
+    1,
+  )
   np.testing.assert_array_equal(resumed[0]['images'], shifted[2]['images'])
   for a, b in zip(plain, shifted):
     np.testing.assert_array_equal(a['labels'], b['labels'])
     # Translation moves ink around but never creates any.
-    assert np.all(b['images'].sum(axis=(2, 3, 4)) <= a['images'].sum(axis=(2, 3, 4)) + 1e-5)
+    assert np.all(
+      b['images'].sum(axis=(2, 3, 4)) <= a['images'].sum(axis=(2, 3, 4)) + 1e-5
+    )
   assert any(not np.array_equal(a['images'], b['images']) for a, b in zip(plain, shifted))
 
 

@@ -22,18 +22,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _four_device_env():
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      ' --xla_force_host_platform_device_count=4').strip()
+  env['XLA_FLAGS'] = (
+    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+  ).strip()
   return env
 
 
 def _run(args, **kwargs):
-  return subprocess.run([sys.executable] + args, env=_four_device_env(), cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=300, **kwargs)
+  return subprocess.run(
+    [sys.executable] + args,
+    env=_four_device_env(),
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    **kwargs,
+  )
 
 
-OVERRIDES = dict(num_steps=4, batch_size=20, log_every_steps=2,
-                 checkpoint_every_steps=4)
+OVERRIDES = dict(num_steps=4, batch_size=20, log_every_steps=2, checkpoint_every_steps=4)
 EVAL_BATCH = 28  # 360 test images: 12 full batches and one with 24 padding rows.
 
 
@@ -46,19 +53,30 @@ def test_four_devices_match_one_device(tmp_path):
   single = trainer.train(config, str(tmp_path / 'one'), evaluate=True)
 
   workdir = tmp_path / 'four'
-  result = _run(['-m', 'experiments.train', '--config=configs/digits.py:tiny',
-                 f'--workdir={workdir}', '--mode=train_and_eval',
-                 f'--config.evaluation.batch_size={EVAL_BATCH}'] +
-                [f'--config.training.{k}={v}' for k, v in OVERRIDES.items()])
+  result = _run(
+    [
+      '-m',
+      'experiments.train',
+      '--config=configs/digits.py:tiny',
+      f'--workdir={workdir}',
+      '--mode=train_and_eval',
+      f'--config.evaluation.batch_size={EVAL_BATCH}',
+    ]
+    + [f'--config.training.{k}={v}' for k, v in OVERRIDES.items()]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'over 1 host(s) x 4 device(s) (per-device batch 5)' in result.stderr
 
   from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
   params, _ = npz_format.load_npz(str(workdir / 'export' / 'params.npz'))
   assert jax.tree.structure(params) == jax.tree.structure(single.params)
   changed = 0
-  for got, want, init in zip(jax.tree.leaves(params), jax.tree.leaves(single.params),
-                             jax.tree.leaves(_initial_params(config))):
+  for got, want, init in zip(
+    jax.tree.leaves(params),
+    jax.tree.leaves(single.params),
+    jax.tree.leaves(_initial_params(config)),
+  ):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     changed += not np.allclose(want, init)
   assert changed > len(jax.tree.leaves(params)) // 2  # Training did move the params.
@@ -66,6 +84,7 @@ def test_four_devices_match_one_device(tmp_path):
   def evals(path):
     with open(path / 'metrics.jsonl') as f:
       return [r for r in map(json.loads, f) if r['split'] == 'eval']
+
   four_eval, one_eval = evals(workdir)[-1], evals(tmp_path / 'one')[-1]
   assert four_eval['num_examples'] == one_eval['num_examples'] == 360
   np.testing.assert_allclose(four_eval['top_1_acc'], one_eval['top_1_acc'])
@@ -74,14 +93,16 @@ def test_four_devices_match_one_device(tmp_path):
 
 def _initial_params(config):
   from experiments import digits  # pylint: disable=g-import-not-at-top
+
   batch = next(digits.load('train', is_training=True, batch_dims=(1, 2), config=config))
   init_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[0]
   params, _ = digits.build_model(config).init(
-      init_rng, {k: v[0] for k, v in batch.items()}, is_training=True)
+    init_rng, {k: v[0] for k, v in batch.items()}, is_training=True
+  )
   return params
 
 
-_DEVICE_CHECKS = textwrap.dedent('''
+_DEVICE_CHECKS = textwrap.dedent("""
     import jax, numpy as np
     from experiments import parallel
     assert jax.local_device_count() == 4
@@ -105,11 +126,13 @@ _DEVICE_CHECKS = textwrap.dedent('''
       parallel.per_device_batch_size(30, name='training.batch_size')
     except ValueError as e:
       print('ERROR:', e)
-''')
+""")
 
 
 def test_per_device_keys_and_batch_checks():
   result = _run(['-c', _DEVICE_CHECKS])
   assert result.returncode == 0, result.stderr[-3000:]
-  assert ('ERROR: training.batch_size=30 is not divisible by the number of devices (4'
-          in result.stdout)
+  assert (
+    'ERROR: training.batch_size=30 is not divisible by the number of devices (4'
+    in result.stdout
+  )

@@ -52,7 +52,8 @@ def load_test_module():
   if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
   spec = importlib.util.spec_from_file_location(
-      "test_official_compat", os.path.join(TESTS_DIR, "test_official_compat.py"))
+    'test_official_compat', os.path.join(TESTS_DIR, 'test_official_compat.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -60,15 +61,17 @@ def load_test_module():
 
 def load_official(path):
   sys.path.insert(0, os.path.abspath(path))
-  names = ("perceiver", "io_processors", "position_encoding")
-  return types.SimpleNamespace(**{
-      n: importlib.import_module(f"official_perceiver.{n}") for n in names})
+  names = ('perceiver', 'io_processors', 'position_encoding')
+  return types.SimpleNamespace(
+    **{n: importlib.import_module(f'official_perceiver.{n}') for n in names}
+  )
 
 
 def perturb(params, rs):
   return jax.tree.map(
-      lambda p: (np.asarray(p) + PARAM_NOISE * rs.standard_normal(p.shape)).astype(p.dtype),
-      params)
+    lambda p: (np.asarray(p) + PARAM_NOISE * rs.standard_normal(p.shape)).astype(p.dtype),
+    params,
+  )
 
 
 def generate(compat, official, name, seed):
@@ -79,32 +82,40 @@ def generate(compat, official, name, seed):
   params = perturb(init_params, rs)
   rng = jax.random.PRNGKey(RNG_SEED)
   if state:  # one training step on other data: real moving averages, unlike this batch's
-    _, state = compat.run(family, official, params, state, rng, family.make_inputs(rs),
-                          is_training=True)
-  arrays = {**compat.flatten_tree("params", params), **compat.flatten_tree("state", state),
-            **{f"inputs/{k}": np.asarray(v) for k, v in inputs.items()},
-            "rng_seed": np.asarray(RNG_SEED, np.int32)}
+    _, state = compat.run(
+      family, official, params, state, rng, family.make_inputs(rs), is_training=True
+    )
+  arrays = {
+    **compat.flatten_tree('params', params),
+    **compat.flatten_tree('state', state),
+    **{f'inputs/{k}': np.asarray(v) for k, v in inputs.items()},
+    'rng_seed': np.asarray(RNG_SEED, np.int32),
+  }
   if name in compat.INIT_FAMILIES:
-    arrays.update(compat.flatten_tree("init", init_params))
-    arrays["init_seed"] = np.asarray(seed, np.int32)
-  for mode in ("eval", "train") if name in compat.TRAIN_MODE_FAMILIES else ("eval",):
-    outputs, new_state = compat.run(family, official, params, state, rng, inputs,
-                                    is_training=(mode == "train"))
-    arrays.update(compat.flatten_tree(f"{mode}/outputs", outputs))
-    arrays.update(compat.flatten_tree(f"{mode}/state", new_state))
-  path = os.path.join(HERE, f"{name}.npz")
+    arrays.update(compat.flatten_tree('init', init_params))
+    arrays['init_seed'] = np.asarray(seed, np.int32)
+  for mode in ('eval', 'train') if name in compat.TRAIN_MODE_FAMILIES else ('eval',):
+    outputs, new_state = compat.run(
+      family, official, params, state, rng, inputs, is_training=(mode == 'train')
+    )
+    arrays.update(compat.flatten_tree(f'{mode}/outputs', outputs))
+    arrays.update(compat.flatten_tree(f'{mode}/state', new_state))
+  path = os.path.join(HERE, f'{name}.npz')
   np.savez_compressed(path, **arrays)
-  print(f"{path}: {len(arrays)} arrays, {os.path.getsize(path)} bytes")
+  print(f'{path}: {len(arrays)} arrays, {os.path.getsize(path)} bytes')
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--official_path", default=os.environ.get("OFFICIAL_PERCEIVER_PATH"),
-                      help="directory containing the official_perceiver package")
-  parser.add_argument("--families", nargs="*", default=None)
+  parser.add_argument(
+    '--official_path',
+    default=os.environ.get('OFFICIAL_PERCEIVER_PATH'),
+    help='directory containing the official_perceiver package',
+  )
+  parser.add_argument('--families', nargs='*', default=None)
   args = parser.parse_args()
   if not args.official_path:
-    parser.error("pass --official_path or set OFFICIAL_PERCEIVER_PATH")
+    parser.error('pass --official_path or set OFFICIAL_PERCEIVER_PATH')
   official = load_official(args.official_path)
   compat = load_test_module()
   for seed, name in enumerate(sorted(compat.FAMILIES)):
@@ -112,5 +123,5 @@ def main():
       generate(compat, official, name, seed)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()
