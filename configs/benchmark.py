@@ -1,13 +1,13 @@
 r"""Speed benchmark configurations (issue 6), run on fake data by `experiments.benchmark`.
 
 Variants (`--config=configs/benchmark.py:<variant>`):
-  image64_b8: ImageNet-style classification (task `experiments.imagenet`): 64 x 64 x 3
+  image64_b8: ImageNet-style classification (task `experiments.tasks.imagenet.task`): 64 x 64 x 3
     pixels + 2D Fourier features (32 bands, max resolution 64, positions concatenated)
     = 133 input channels; 256 x 512 latents; 2 weight-shared blocks of 4 self-attends;
     1 cross-attend head, 8 self-attend heads, widening 1 everywhere; a
     ClassificationDecoder with one trainable 512-channel query and 1000 classes;
     batch 8; LAMB; float32.
-  mlm2048_b4: byte-level masked language modelling (task `experiments.mlm`): 2048
+  mlm2048_b4: byte-level masked language modelling (task `experiments.tasks.language.mlm`): 2048
     positions, d_model 256, 256 x 512 latents, qk 256, v 512, 6 self-attends, 8 heads,
     a BasicDecoder without final projection and the tied EmbeddingDecoder; batch 4;
     float32.
@@ -39,7 +39,7 @@ from configs import mlm
 
 VARIANTS = ('image64_b8', 'mlm2048_b4')
 
-# Encoder / decoder options for large inputs and outputs (see `perceiver.encoder`):
+# Encoder / decoder options for large inputs and outputs (see `perceiver._src.encoder`):
 # all off by default, so the benchmark measures the float32 model of the release.
 SCALE_OPTIONS = dict(
   compute_dtype='',

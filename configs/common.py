@@ -4,7 +4,7 @@ An experiment config starts from `get_base_config()`, fills in its task, model a
 fields, and returns `lock(config)` so that a mistyped override fails instead of being
 ignored. Field reference:
 
-  task: import path of the task module (see `experiments/task.py`).
+  task: import path of the task module (see `experiments/training/task.py`).
   seed: seeds parameter init, data order and dropout.
   model: task-specific architecture fields.
   data.fake: run the real input pipeline on generated examples (no dataset needed).
@@ -88,6 +88,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Locks `config` (no new fields) after checking the fields every run needs."""
   if not config.task:
-    raise ValueError('config.task must name a task module, e.g. "experiments.digits".')
+    raise ValueError(
+      'config.task must name a task module, e.g. "experiments.tasks.digits.task".'
+    )
   config.lock()
   return config

@@ -28,7 +28,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   if arg is not None and arg not in VARIANTS:
     raise ValueError(f'configs/digits.py variant {arg!r} is not one of {VARIANTS}.')
   config = common.get_base_config()
-  config.task = 'experiments.digits'
+  config.task = 'experiments.tasks.digits.task'
   config.seed = 0
 
   config.model = ml_collections.ConfigDict()

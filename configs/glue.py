@@ -1,4 +1,4 @@
-r"""GLUE fine-tuning of the byte-level Perceiver IO (task `experiments.glue`).
+r"""GLUE fine-tuning of the byte-level Perceiver IO (task `experiments.tasks.language.glue`).
 
 Variants: `configs/glue.py:<task>` for task in cola, sst2, mrpc, qqp, stsb, mnli,
 qnli, rte, wnli (the architecture of `configs/mlm.py:bytes` with a per-task
@@ -55,7 +55,7 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
     )
 
   config = common.get_base_config()
-  config.task = 'experiments.glue'
+  config.task = 'experiments.tasks.language.glue'
   base = mlm_config.get_config('debug' if debug else 'bytes')
   config.model.update(base.model.to_dict())
   config.model.init_checkpoint = ''

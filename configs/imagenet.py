@@ -1,4 +1,4 @@
-r"""ImageNet classification with Perceiver / Perceiver IO (task `experiments.imagenet`).
+r"""ImageNet classification with Perceiver / Perceiver IO (task `experiments.tasks.imagenet.task`).
 
 Variants (`--config=configs/imagenet.py:<variant>`):
   io_fourier (default): the release's Perceiver IO: raw pixels + 2D Fourier features
@@ -40,7 +40,7 @@ Commands:
 Data fields (`config.data`):
   tfds_name, data_dir: the TFDS dataset ('imagenet2012') and its directory ('' = TFDS
     default); prepare it once with
-    `python -m experiments.imagenet_prepare --manual_dir=DIR [--data_dir=...]`.
+    `python -m experiments.tasks.imagenet.prepare --manual_dir=DIR [--data_dir=...]`.
   train_split: TFDS split read for training ('train'; e.g. 'train[10000:]' to hold out
     the release's 10,000 validation images); `evaluation.split` is evaluated.
   image_size: side of the square crops; num_classes: 1000.
@@ -192,7 +192,7 @@ def get_config(arg: str = 'io_fourier') -> ml_collections.ConfigDict:
       f'Unknown configs/imagenet.py variant {arg!r}; expected one of {VARIANTS}.'
     )
   config = common.get_base_config()
-  config.task = 'experiments.imagenet'
+  config.task = 'experiments.tasks.imagenet.task'
   config.model = _model(arg)
   config.data = _data(image_size=16 if arg == 'debug' else 224)
 

@@ -1,4 +1,4 @@
-r"""Byte-level masked language modelling with Perceiver IO (task `experiments.mlm`).
+r"""Byte-level masked language modelling with Perceiver IO (task `experiments.tasks.language.mlm`).
 
 Variants:
   bytes: the released language model: 2048 UTF-8 bytes, d_model 768, 256 x 1280
@@ -123,7 +123,7 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
       f'Unknown configs/mlm.py variant {arg!r}; expected one of {variants}.'
     )
   config = common.get_base_config()
-  config.task = 'experiments.mlm'
+  config.task = 'experiments.tasks.language.mlm'
   config.evaluation.split = 'validation'
 
   config.optimizer.name = 'lamb'

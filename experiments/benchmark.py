@@ -2,7 +2,7 @@ r"""Benchmarks an experiment's train step on fake data and prints one JSON objec
 
   python -m experiments.benchmark --config=configs/benchmark.py:image64_b8
   python -m experiments.benchmark --config=configs/benchmark.py:mlm2048_b4 --steps=5
-  # A large model on CPU: keep freed blocks of any size (see experiments/host_memory.py).
+  # A large model on CPU: keep freed blocks of any size (see experiments/training/host_memory.py).
   python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 --host_malloc=retain
   # Any experiment config works (its data.fake is switched on):
   python -m experiments.benchmark --config=configs/imagenet.py:debug
@@ -10,7 +10,7 @@ r"""Benchmarks an experiment's train step on fake data and prints one JSON objec
   python -m experiments.benchmark --config=configs/benchmark.py:image64_b8 \
       --compilation_cache_dir=/tmp/jax_cache
 
-Figures (see `experiments/benchmark_train_step.py`): `num_params`, `first_step_s`
+Figures (see `experiments/benchmarks/train_step.py`): `num_params`, `first_step_s`
 (trace + compile + run; also split into `trace_s` and `compile_s`), `step_s_median` and
 `step_s_min` over `--steps` steps, `examples_per_s`, `flops_per_step` (matmul and
 convolution FLOPs of the whole train step, forward and backward, counted on the jaxpr
@@ -20,7 +20,7 @@ matmul rate measured in the same process on the same device
 `peak_memory_bytes` (device peak where the runtime reports it, else the process's max
 RSS; `peak_memory_source` says which) and XLA's static buffer sizes of the step;
 `host_malloc`, the host-memory mode in effect (`--host_malloc`, see
-`experiments/host_memory.py`: on the CPU backend it changes the step time, not results).
+`experiments/training/host_memory.py`: on the CPU backend it changes the step time, not results).
 On a CPU shared with other processes, wall-clock figures drift with the load
 (`load_average_1min` is reported); `step_process_cpu_s_median` and
 `achieved_over_matmul_cpu` (FLOPs per CPU second of the process, over the matmul's) are
@@ -36,8 +36,8 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from experiments import benchmark_train_step
-from experiments import host_memory
+from experiments.benchmarks import train_step as benchmark_train_step
+from experiments.training import host_memory
 
 
 def define_flags() -> types.SimpleNamespace:

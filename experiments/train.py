@@ -32,9 +32,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from experiments import host_memory
-from experiments import preemption
-from experiments import trainer
+from experiments.training import host_memory
+from experiments.training import preemption
+from experiments.training import trainer
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

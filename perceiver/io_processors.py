@@ -32,26 +32,26 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax.numpy as jnp
 
-from perceiver.audio_processors import AudioPostprocessor
-from perceiver.audio_processors import AudioPreprocessor
-from perceiver.basic_processors import ClassificationPostprocessor
-from perceiver.basic_processors import EmbeddingDecoder
-from perceiver.basic_processors import IdentityPostprocessor
-from perceiver.basic_processors import OneHotPreprocessor
-from perceiver.basic_processors import ProjectionPostprocessor
-from perceiver.conv_resampling import Conv2DDownsample
-from perceiver.conv_resampling import Conv2DUpsample
-from perceiver.conv_resampling import Conv3DUpsample
-from perceiver.image_processors import ImagePostprocessor
-from perceiver.image_processors import ImagePreprocessor
-from perceiver.multimodal_processors import MultimodalPostprocessor
-from perceiver.multimodal_processors import MultimodalPreprocessor
-from perceiver.multimodal_processors import restructure
-from perceiver.patches import extract_patches
-from perceiver.patches import patches_for_flow
-from perceiver.patches import reverse_space_to_depth
-from perceiver.patches import space_to_depth
-from perceiver.point_cloud_processors import PointCloudPreprocessor
+from perceiver._src.audio_processors import AudioPostprocessor
+from perceiver._src.audio_processors import AudioPreprocessor
+from perceiver._src.basic_processors import ClassificationPostprocessor
+from perceiver._src.basic_processors import EmbeddingDecoder
+from perceiver._src.basic_processors import IdentityPostprocessor
+from perceiver._src.basic_processors import OneHotPreprocessor
+from perceiver._src.basic_processors import ProjectionPostprocessor
+from perceiver._src.conv_resampling import Conv2DDownsample
+from perceiver._src.conv_resampling import Conv2DUpsample
+from perceiver._src.conv_resampling import Conv3DUpsample
+from perceiver._src.image_processors import ImagePostprocessor
+from perceiver._src.image_processors import ImagePreprocessor
+from perceiver._src.multimodal_processors import MultimodalPostprocessor
+from perceiver._src.multimodal_processors import MultimodalPreprocessor
+from perceiver._src.multimodal_processors import restructure
+from perceiver._src.patches import extract_patches
+from perceiver._src.patches import patches_for_flow
+from perceiver._src.patches import reverse_space_to_depth
+from perceiver._src.patches import space_to_depth
+from perceiver._src.point_cloud_processors import PointCloudPreprocessor
 
 ModalitySizeT = Mapping[str, int]
 PreprocessorOutputT = Tuple[jnp.ndarray, Optional[ModalitySizeT], Any]

@@ -16,22 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 
 # The official module exposes these as attributes (`perceiver.position_encoding`).
-from perceiver.attention import MLP
-from perceiver.attention import Attention
-from perceiver.attention import CrossAttention
-from perceiver.attention import SelfAttention
-from perceiver.attention import attend
-from perceiver.attention import conv_1d
-from perceiver.attention import layer_norm
-from perceiver.attention import make_cross_attention_mask
-from perceiver.decoders import AbstractPerceiverDecoder
-from perceiver.decoders import BasicDecoder
-from perceiver.decoders import BasicVideoAutoencodingDecoder
-from perceiver.decoders import ClassificationDecoder
-from perceiver.decoders import FlowDecoder
-from perceiver.decoders import MultimodalDecoder
-from perceiver.decoders import ProjectionDecoder
-from perceiver.encoder import PerceiverEncoder
+from perceiver._src.attention import MLP
+from perceiver._src.attention import Attention
+from perceiver._src.attention import CrossAttention
+from perceiver._src.attention import SelfAttention
+from perceiver._src.attention import attend
+from perceiver._src.attention import conv_1d
+from perceiver._src.attention import layer_norm
+from perceiver._src.attention import make_cross_attention_mask
+from perceiver._src.decoders import AbstractPerceiverDecoder
+from perceiver._src.decoders import BasicDecoder
+from perceiver._src.decoders import BasicVideoAutoencodingDecoder
+from perceiver._src.decoders import ClassificationDecoder
+from perceiver._src.decoders import FlowDecoder
+from perceiver._src.decoders import MultimodalDecoder
+from perceiver._src.decoders import ProjectionDecoder
+from perceiver._src.encoder import PerceiverEncoder
 
 __all__ = [
   'AbstractPerceiverDecoder',

@@ -12,9 +12,10 @@ import subprocess
 import sys
 
 import experiments
-from experiments import host_memory
+from experiments.training import host_memory
+from tests import helpers
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = helpers.REPO_ROOT
 
 
 def _run(args, cwd=REPO_ROOT, timeout=600):
@@ -31,12 +32,27 @@ def _run(args, cwd=REPO_ROOT, timeout=600):
 
 
 def test_every_experiments_module_imports_into_one_process():
-  names = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__))
-  assert {'train', 'benchmark', 'scaling_study', 'imagenet_input_benchmark'} <= set(names)
-  script = ''.join(f'import experiments.{name}\n' for name in names)
+  names = sorted(
+    m.name for m in pkgutil.walk_packages(experiments.__path__, 'experiments.')
+  )
+  assert {
+    'experiments.train',
+    'experiments.benchmark',
+    'experiments.benchmarks.scaling_study',
+    'experiments.training.trainer',
+  } <= set(names)
+  script = ''.join(f'import {name}\n' for name in names)
   result = _run(['-c', script + f'print("imported", {len(names)})'])
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'imported {len(names)}' in result.stdout
+
+
+def test_top_level_holds_only_commands():
+  """experiments/ top level: the programs a user runs, each with a main."""
+  modules = [m for m in pkgutil.iter_modules(experiments.__path__) if not m.ispkg]
+  for module in modules:
+    with open(os.path.join(experiments.__path__[0], module.name + '.py')) as f:
+      assert "if __name__ == '__main__':" in f.read(), module.name
 
 
 def _benchmark_tiny(output, *flags):
@@ -97,7 +113,7 @@ def test_benchmark_compile_command_compares_block_counts(tmp_path):
   result = _run(
     [
       '-m',
-      'experiments.benchmark_compile',
+      'experiments.benchmarks.compile_time',
       '--config=configs/digits.py:tiny',
       '--blocks_field=model.num_blocks',
       '--num_blocks=1,3',
@@ -116,7 +132,7 @@ def test_scaling_study_command_writes_tables(tmp_path):
   result = _run(
     [
       '-m',
-      'experiments.scaling_study',
+      'experiments.benchmarks.scaling_study',
       f'--output_dir={tmp_path}',
       '--sizes=16,48',
       '--num_latents=5',
@@ -136,7 +152,7 @@ def test_scaling_study_command_writes_tables(tmp_path):
   rows = {(r['model'], r['num_inputs']): r for r in data['rows']}
   assert set(rows) == {(m, s) for m in ('perceiver', 'transformer') for s in (16, 48)}
   markdown = (tmp_path / 'scaling.md').read_text()
-  assert 'python -m experiments.scaling_study' in markdown
+  assert 'python -m experiments.benchmarks.scaling_study' in markdown
   assert '--sizes=16,48' in markdown
 
 
@@ -144,7 +160,7 @@ def test_imagenet_input_benchmark_command_reports_throughput():
   result = _run(
     [
       '-m',
-      'experiments.imagenet_input_benchmark',
+      'experiments.benchmarks.imagenet_input',
       '--variant=debug',
       '--num_images=4',
       '--height=37',
@@ -162,10 +178,10 @@ def test_imagenet_input_benchmark_command_reports_throughput():
 
 
 def test_imagenet_prepare_command_names_missing_archives(tmp_path):
-  result = _run(['-m', 'experiments.imagenet_prepare'])
+  result = _run(['-m', 'experiments.tasks.imagenet.prepare'])
   assert result.returncode != 0
   assert '--manual_dir is required' in result.stderr
-  result = _run(['-m', 'experiments.imagenet_prepare', f'--manual_dir={tmp_path}'])
+  result = _run(['-m', 'experiments.tasks.imagenet.prepare', f'--manual_dir={tmp_path}'])
   assert result.returncode != 0
   assert 'ILSVRC2012_img_train.tar' in result.stderr
   assert 'ILSVRC2012_img_val.tar' in result.stderr

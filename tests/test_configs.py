@@ -14,11 +14,12 @@ import jax
 import ml_collections
 import pytest
 
-from experiments import parallel
-from experiments import task as task_lib
-from experiments import train_state
+from experiments.training import parallel
+from experiments.training import task as task_lib
+from experiments.training import train_state
+from tests import helpers
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = helpers.REPO_ROOT
 CONFIG_FILES = sorted(
   path
   for path in glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py'))
@@ -88,7 +89,7 @@ def test_config_loads_and_builds_model(path, variant):
   parallel.check_batch_dims(eval_batch, BATCH_DIMS)
   assert eval_batch['mask'].dtype.name == 'float32'
 
-  from experiments import trainer  # pylint: disable=g-import-not-at-top
+  from experiments.training import trainer  # pylint: disable=g-import-not-at-top
 
   steps = trainer.build_steps(config, task)
   example = {k: v[0] for k, v in train_batch.items()}

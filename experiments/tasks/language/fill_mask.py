@@ -1,0 +1,177 @@
+"""Fill-mask inference with a byte-level Perceiver IO: marked text in, completed text out.
+
+The logic behind `python -m experiments.fill_mask` (see that module for the command).
+
+Span markers:
+  {{original}}  masks the UTF-8 bytes of `original` (as many MASK ids as it
+                has bytes), so the prediction can be compared with it;
+  [MASK:n]      inserts n MASK ids.
+A text may hold several spans. The ids are padded with PAD to the model's
+`max_seq_len` (input_mask 0 there), the model runs once, and every masked
+position takes its most likely byte (greedy; reserved ids are never chosen).
+"""
+
+import functools
+import json
+import os
+import re
+from typing import List, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments.tasks.language import mlm
+from perceiver import bytes_tokenizer
+from perceiver import checkpoint as checkpoint_lib
+
+_TOKENIZER = bytes_tokenizer.BytesTokenizer()
+_MARKER = re.compile(r'\{\{(.*?)\}\}|\[MASK:([^\]]*)\]', re.DOTALL)
+
+
+def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int]]]:
+  """Turns a marked text into ids with MASK ids at the spans.
+
+  Args:
+    text: text with `{{original}}` and / or `[MASK:n]` markers.
+
+  Returns:
+    `(ids, original, spans)`: int32 ids `[n]` with MASK at the spans; the ids of
+    the original bytes (MASK where a `[MASK:n]` span has no original); and the
+    `[start, end)` id ranges of the spans.
+
+  Raises:
+    ValueError: no span is marked, a marker is malformed or a span is empty.
+  """
+  ids, original, spans = [], [], []
+  position = 0
+  for match in _MARKER.finditer(text):
+    before = text[position : match.start()]
+    if '{{' in before or '}}' in before:
+      raise ValueError(f'Unbalanced "{{{{" / "}}}}" before {match.group(0)!r}.')
+    ids.append(_TOKENIZER.to_int(before))
+    original.append(_TOKENIZER.to_int(before))
+    start = sum(len(x) for x in ids)
+    if match.group(1) is not None:
+      span = _TOKENIZER.to_int(match.group(1))
+      if not span.size:
+        raise ValueError('Empty span "{{}}": put the text to mask between the braces.')
+      original.append(span)
+      length = span.size
+    else:
+      count = match.group(2).strip()
+      if not count.isdigit() or int(count) < 1:
+        raise ValueError(
+          f'Bad marker {match.group(0)!r}: write [MASK:n] with a positive integer n.'
+        )
+      length = int(count)
+      original.append(np.full([length], _TOKENIZER.mask_token, np.int32))
+    ids.append(np.full([length], _TOKENIZER.mask_token, np.int32))
+    spans.append((start, start + length))
+    position = match.end()
+  rest = text[position:]
+  if '{{' in rest or '}}' in rest:
+    raise ValueError('Unbalanced "{{" / "}}" in the text.')
+  if not spans:
+    raise ValueError(
+      'No span is marked in --text: mark the bytes to predict as '
+      '{{original text}} or insert [MASK:n].'
+    )
+  ids.append(_TOKENIZER.to_int(rest))
+  original.append(_TOKENIZER.to_int(rest))
+  return (
+    np.concatenate(ids).astype(np.int32),
+    np.concatenate(original).astype(np.int32),
+    spans,
+  )
+
+
+def check_params_fit(params, config) -> None:
+  """Raises ValueError unless `params` has the architecture's paths and shapes."""
+  length = config.model.max_seq_len
+  batch = dict(
+    inputs=np.zeros([1, length], np.int32), input_mask=np.ones([1, length], np.int32)
+  )
+  expected, _ = jax.eval_shape(
+    lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch, is_training=False)
+  )
+  want = {f'{m}/{n}': tuple(v.shape) for m, d in expected.items() for n, v in d.items()}
+  have = {f'{m}/{n}': tuple(np.shape(v)) for m, d in params.items() for n, v in d.items()}
+  missing = sorted(set(want) - set(have))
+  extra = sorted(set(have) - set(want))
+  shapes = sorted(
+    f'{k}: file {have[k]} vs model {want[k]}'
+    for k in set(want) & set(have)
+    if want[k] != have[k]
+  )
+  if missing or extra or shapes:
+    raise ValueError(
+      f'The parameters do not fit the --config architecture: {len(missing)} '
+      f'missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, '
+      f'{len(shapes)} with other shapes {shapes[:3]}. Pass the config the '
+      'checkpoint was trained with (e.g. --config=configs/mlm.py:debug).'
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _best_bytes_fn(model_json: str):
+  """A jitted `(params, state, inputs, input_mask) -> most likely byte ids`."""
+  model_config = ml_collections.ConfigDict(json.loads(model_json))
+  model = hk.transform_with_state(
+    lambda batch: mlm.mlm_logits(
+      batch['inputs'], batch['input_mask'], model_config, is_training=False
+    )
+  )
+
+  @jax.jit
+  def best_bytes(params, state, inputs, input_mask):
+    logits, _ = model.apply(
+      params, state, jax.random.PRNGKey(0), dict(inputs=inputs, input_mask=input_mask)
+    )
+    reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
+    return jnp.argmax(logits[..., reserved:], axis=-1) + reserved  # [1, L]
+
+  return best_bytes
+
+
+def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
+  """Greedy byte predictions: `ids` with every MASK id replaced, int32 `[n]`."""
+  length = config.model.max_seq_len
+  n = ids.shape[0]
+  if n > length:
+    raise ValueError(
+      f'The text is {n} bytes long with its masks; the model reads '
+      f'at most {length} bytes (model.max_seq_len).'
+    )
+  inputs = np.full([1, length], _TOKENIZER.pad_token, np.int32)
+  inputs[0, :n] = ids
+  input_mask = np.zeros([1, length], np.int32)
+  input_mask[0, :n] = 1
+  best_bytes = _best_bytes_fn(config.model.to_json())
+  best = np.asarray(best_bytes(params, state, inputs, input_mask))[0, :n]
+  return np.where(ids == _TOKENIZER.mask_token, best, ids).astype(np.int32)
+
+
+def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
+  """Loads a checkpoint and fills the spans of `text`.
+
+  Returns:
+    `(completed_text, span_predictions)`.
+  """
+  ids, _, spans = parse_masked_text(text)
+  if ids.shape[0] > config.model.max_seq_len:
+    raise ValueError(
+      f'The text is {ids.shape[0]} bytes long with its masks; the '
+      f'model reads at most {config.model.max_seq_len} bytes.'
+    )
+  if not os.path.isfile(checkpoint_path):
+    raise ValueError(f'--checkpoint={checkpoint_path!r} is not a file.')
+  params, state = checkpoint_lib.load_params(checkpoint_path)
+  check_params_fit(params, config)
+  completed = predict_masked(params, state, config, ids)
+  return (
+    _TOKENIZER.to_string(completed),
+    [_TOKENIZER.to_string(completed[a:b]) for a, b in spans],
+  )

@@ -1,0 +1,107 @@
+"""The task-module contract between an experiment and the training loop.
+
+`config.task` names a module (e.g. `'experiments.tasks.digits.task'`) that defines:
+
+  build_model(config) -> hk.TransformedWithState
+      forward `f(batch, *, is_training)` returning logits or a dict of outputs.
+  load(split, *, is_training, batch_dims, config[, start_step=0]) -> iterator of batches
+      dicts of NumPy arrays, each leaf shaped `[*batch_dims, ...]` (`batch_dims` is
+      `[local_devices, per_device_batch]`). Data is sharded by host
+      (`jax.process_index()` of `jax.process_count()`). Training iterators repeat
+      forever in an order fixed by `config.seed`; with `start_step`, they begin at the
+      batch a fresh iterator would yield at that step (so a resumed run sees the same
+      data as an uninterrupted one; without the argument the loop skips batches).
+      Evaluation iterators cover this host's share of the split exactly once, pad the
+      last batch and add `'mask'` (float32, 1 for real examples, 0 for padding); every
+      host yields the same number of batches, `ceil(num_examples / global_batch)`.
+      TensorFlow never leaks out of `load`.
+  num_examples(split, config) -> int
+  train_loss(outputs, batch, config) -> (scalar loss, {name: scalar})   jittable
+  eval_outputs(outputs, batch, config) -> {name: per-example [B, ...]}   jittable
+  summarize_eval(per_example, config) -> {name: float}
+      gets the concatenation of `eval_outputs` over the whole split, padding removed.
+"""
+
+import importlib
+import inspect
+import math
+import types
+from typing import Iterator, Sequence
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+REQUIRED_FUNCTIONS = (
+  'build_model',
+  'load',
+  'num_examples',
+  'train_loss',
+  'eval_outputs',
+  'summarize_eval',
+)
+
+
+def load_task(name: str) -> types.ModuleType:
+  """Imports the task module `name` and checks it defines the contract's functions."""
+  if not name:
+    raise ValueError(
+      'config.task is empty; set it to a task module such as "experiments.tasks.digits.task".'
+    )
+  try:
+    module = importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    raise ValueError(f'config.task={name!r} cannot be imported: {e}') from e
+  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
+  if missing:
+    raise ValueError(f'task module {name!r} does not define {missing}.')
+  return module
+
+
+def num_train_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> int:
+  """Total optimizer steps: from `training.num_epochs` when set (> 0), else `num_steps`."""
+  training = config.training
+  if training.num_epochs is not None and training.num_epochs > 0:
+    num_examples = task.num_examples('train', config)
+    return max(1, math.ceil(training.num_epochs * num_examples / training.batch_size))
+  if training.num_steps is None or training.num_steps <= 0:
+    raise ValueError(
+      f'training.num_steps={training.num_steps} and training.num_epochs='
+      f'{training.num_epochs}: set one of them to a positive value.'
+    )
+  return training.num_steps
+
+
+def train_iterator(
+  task: types.ModuleType,
+  config: ml_collections.ConfigDict,
+  *,
+  batch_dims: Sequence[int],
+  start_step: int,
+) -> Iterator[dict]:
+  """The task's training iterator positioned at `start_step`."""
+  params = inspect.signature(task.load).parameters
+  if 'start_step' in params:
+    return task.load(
+      'train',
+      is_training=True,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
+  iterator = task.load('train', is_training=True, batch_dims=batch_dims, config=config)
+  if start_step:
+    logging.warning(
+      'Task %s has no load(start_step=...); skipping %d batches to '
+      'resume the data order.',
+      config.task,
+      start_step,
+    )
+    for _ in range(start_step):
+      next(iterator)
+  return iterator
+
+
+def padding_batch(batch: dict) -> dict:
+  """A batch like `batch` with zeros everywhere, including `'mask'` (all padding)."""
+  return {k: np.zeros_like(v) for k, v in batch.items()}

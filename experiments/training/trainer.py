@@ -1,0 +1,461 @@
+"""The training and evaluation loop behind `python -m experiments.train`.
+
+Usable from a notebook:
+
+    from configs import digits
+    from experiments.training import trainer
+    final_state = trainer.train(digits.get_config(), '/tmp/digits', evaluate=True)
+
+Modes: `train` (train, checkpoint, export), `eval` (evaluate the latest checkpoint) and
+`train_and_eval` (train, evaluating every `training.eval_every_steps` and at the end).
+A restarted run resumes from its latest checkpoint with the same data order, so it
+ends with the same parameters as an uninterrupted one.
+"""
+
+import functools
+import json
+import math
+import os
+import types
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+from absl import logging
+import haiku as hk
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import ml_collections
+import numpy as np
+import optax
+
+from experiments.training import checkpoint_manager
+from experiments.training import metrics_writer
+from experiments.training import optimizers
+from experiments.training import parallel
+from experiments.training import preemption
+from experiments.training import task as task_lib
+from experiments.training import train_state as train_state_lib
+
+MODES = ('train', 'eval', 'train_and_eval')
+
+
+class NonFiniteError(RuntimeError):
+  """A training step produced a non-finite loss or gradient."""
+
+
+def _with_config(outputs, batch, *, fn, config):
+  return fn(outputs, batch, config)
+
+
+class Steps(NamedTuple):
+  """The model, optimizer and compiled step functions of one config.
+
+  Attributes:
+    num_steps: total training steps.
+    model: the task's transformed model.
+    optimizer: the optax transformation.
+    schedule: the learning rate per step.
+    p_train_step: pmapped `train_state.train_step` (donates the state).
+    p_eval_step: pmapped `train_state.eval_step`.
+  """
+
+  num_steps: int
+  model: hk.TransformedWithState
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  p_train_step: Callable[..., Any]
+  p_eval_step: Callable[..., Any]
+
+
+# Steps per config, so that training the same config again in this process (a
+# notebook, a test) reuses the compiled functions instead of recompiling.
+_STEPS_CACHE: Dict[Any, Steps] = {}
+# Fields that do not change any compiled function.
+_HOST_ONLY_FIELDS = (
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'eval_every_steps',
+  'keep_checkpoints',
+)
+
+
+def _steps_cache_key(config: ml_collections.ConfigDict, task: types.ModuleType):
+  fields = config.to_dict()
+  fields.pop('task', None)
+  for name in _HOST_ONLY_FIELDS:
+    fields.get('training', {}).pop(name, None)
+  epochs_based = config.training.num_epochs is not None and config.training.num_epochs > 0
+  return (
+    json.dumps(fields, sort_keys=True, default=repr),
+    task.build_model,
+    task.train_loss,
+    task.eval_outputs,
+    task.num_examples if epochs_based else None,
+    jax.local_device_count(),
+  )
+
+
+def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> Steps:
+  """The model, optimizer and pmapped steps for `config` (cached per process)."""
+  key = _steps_cache_key(config, task)
+  if key not in _STEPS_CACHE:
+    num_steps = task_lib.num_train_steps(config, task)
+    model = task.build_model(config)
+    optimizer, schedule = optimizers.make_optimizer(
+      config.optimizer, num_steps=num_steps, batch_size=config.training.batch_size
+    )
+    loss_fn = functools.partial(_with_config, fn=task.train_loss, config=config)
+    outputs_fn = functools.partial(_with_config, fn=task.eval_outputs, config=config)
+    _STEPS_CACHE[key] = Steps(
+      num_steps=num_steps,
+      model=model,
+      optimizer=optimizer,
+      schedule=schedule,
+      p_train_step=parallel.pmap_step(
+        functools.partial(
+          train_state_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
+        ),
+        donate_state=True,
+      ),
+      p_eval_step=parallel.pmap_step(
+        functools.partial(train_state_lib.eval_step, model=model, outputs_fn=outputs_fn),
+        donate_state=False,
+      ),
+    )
+  return _STEPS_CACHE[key]
+
+
+class _MeanAccumulator:
+  """Running means of scalar metrics between two log lines."""
+
+  def __init__(self):
+    self._sums: Dict[str, float] = {}
+    self._count = 0
+
+  def add(self, metrics: Dict[str, float]) -> None:
+    for k, v in metrics.items():
+      self._sums[k] = self._sums.get(k, 0.0) + float(v)
+    self._count += 1
+
+  def means_and_reset(self) -> Dict[str, float]:
+    means = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
+    self._sums, self._count = {}, 0
+    return means
+
+
+class Evaluator:
+  """Evaluates a replicated train state on every example of a split exactly once."""
+
+  def __init__(
+    self, task: types.ModuleType, config: ml_collections.ConfigDict, rng: jax.Array
+  ):
+    """Prepares evaluation.
+
+    Args:
+      task: the task module.
+      config: the experiment config (`evaluation.*` fields).
+      rng: the key passed to the model (dropout is off in evaluation).
+    """
+    self._task = task
+    self._config = config
+    self._rng = parallel.replicate(rng)
+    self._p_eval_step = build_steps(config, task).p_eval_step
+
+  def __call__(
+    self, p_state: train_state_lib.TrainState, split: Optional[str] = None
+  ) -> Dict[str, float]:
+    """Summarised metrics of `p_state` (replicated) on `split` (default: config's).
+
+    Raises:
+      ValueError: the task's evaluation batches do not cover the split exactly once.
+    """
+    config, task = self._config, self._task
+    split = split or config.evaluation.split
+    global_batch = config.evaluation.batch_size
+    batch_dims = parallel.local_batch_dims(global_batch, name='evaluation.batch_size')
+    num_examples = task.num_examples(split, config)
+    num_batches = math.ceil(num_examples / global_batch)
+
+    outputs = []
+    template = None
+    for index, batch in enumerate(
+      task.load(split, is_training=False, batch_dims=batch_dims, config=config)
+    ):
+      if index >= num_batches:
+        raise ValueError(
+          f'task {config.task} yields more than ceil({num_examples} / '
+          f'{global_batch}) = {num_batches} evaluation batches for split {split!r}.'
+        )
+      if 'mask' not in batch:
+        raise ValueError(
+          f'evaluation batches of task {config.task} have no "mask" '
+          f'entry (keys: {sorted(batch)}).'
+        )
+      parallel.check_batch_dims(batch, batch_dims)
+      template = batch
+      outputs.append(self._p_eval_step(p_state, batch, self._rng))
+    if template is None:
+      raise ValueError(
+        f'task {config.task} yielded no evaluation batch for split '
+        f'{split!r} on host {jax.process_index()}.'
+      )
+    # Hosts with fewer batches run all-padding ones so that every host runs the
+    # same number of steps.
+    while len(outputs) < num_batches:
+      outputs.append(
+        self._p_eval_step(p_state, task_lib.padding_batch(template), self._rng)
+      )
+
+    local = jax.tree.map(
+      lambda *xs: np.concatenate(xs), *[parallel.local_values(o) for o in outputs]
+    )
+    # [num_batches * D, b, ...] -> [num_batches * D * b, ...]
+    local = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), local)
+    gathered = parallel.gather_from_hosts(local)  # [P, N_local, ...]
+    gathered = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gathered)
+    real = gathered.pop('mask') > 0.5
+    if int(real.sum()) != num_examples:
+      raise ValueError(
+        f'evaluation of split {split!r} covered {int(real.sum())} examples; '
+        f'task {config.task} reports num_examples={num_examples}.'
+      )
+    per_example = {k: v[real] for k, v in gathered.items()}
+    summary = dict(task.summarize_eval(per_example, config))
+    summary['num_examples'] = num_examples
+    return summary
+
+
+def _rngs(config: ml_collections.ConfigDict):
+  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+  return init_rng, train_rng, eval_rng
+
+
+def _first_device(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  return {k: v[0] for k, v in batch.items()}
+
+
+def _count_params(params: Any) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def train(
+  config: ml_collections.ConfigDict, workdir: str, *, evaluate: bool = False
+) -> train_state_lib.TrainState:
+  """Trains (resuming from the latest checkpoint in `workdir`) and exports the result.
+
+  Args:
+    config: a locked experiment config.
+    workdir: where checkpoints, `metrics.jsonl`, TensorBoard events and the export go.
+    evaluate: also evaluate every `training.eval_every_steps` and at the end.
+
+  Returns:
+    The final train state (host NumPy).
+
+  Raises:
+    NonFiniteError: a step had a non-finite loss or gradient; checkpoints up to the
+      step before it are on disk.
+    preemption.Preempted: SIGTERM arrived; the step it arrived during was checkpointed.
+  """
+  task = task_lib.load_task(config.task)
+  steps = build_steps(config, task)
+  num_steps, schedule = steps.num_steps, steps.schedule
+  training = config.training
+  batch_dims = parallel.local_batch_dims(training.batch_size, name='training.batch_size')
+  init_rng, train_rng, eval_rng = _rngs(config)
+
+  checkpointer = checkpoint_manager.Checkpointer(workdir, keep=training.keep_checkpoints)
+  start_step = checkpointer.latest_step() or 0
+  train_iter = task_lib.train_iterator(
+    task, config, batch_dims=batch_dims, start_step=min(start_step, num_steps)
+  )
+  batch = next(train_iter)
+  parallel.check_batch_dims(batch, batch_dims)
+  if start_step:
+    host_state = checkpointer.restore(
+      train_state_lib.abstract_train_state(
+        steps.model, steps.optimizer, _first_device(batch)
+      ),
+      start_step,
+    )
+    logging.info('Resumed from checkpoint %d in %s.', start_step, checkpointer.directory)
+  else:
+    host_state = train_state_lib.init_train_state(
+      steps.model, steps.optimizer, _first_device(batch), init_rng
+    )
+  if int(host_state.step) != start_step:
+    raise ValueError(
+      f'checkpoint {start_step} holds a state at step {int(host_state.step)}.'
+    )
+  if start_step > num_steps:
+    logging.warning(
+      'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to train.',
+      start_step,
+      num_steps,
+    )
+  logging.info(
+    'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
+    'device(s) (per-device batch %d).',
+    config.task,
+    _count_params(host_state.params),
+    num_steps,
+    training.batch_size,
+    jax.process_count(),
+    jax.local_device_count(),
+    batch_dims[1],
+  )
+
+  writer = metrics_writer.MetricsWriter(
+    workdir, total_steps=num_steps, batch_size=training.batch_size
+  )
+  evaluator = Evaluator(task, config, eval_rng) if evaluate else None
+  p_train_step = steps.p_train_step
+  p_state = parallel.replicate(host_state)
+  p_rng = parallel.replicate(train_rng)
+
+  accumulator = _MeanAccumulator()
+  pending = None  # (step, metrics) of the last dispatched step, not yet checked.
+
+  def check(pending):
+    step, p_metrics = pending
+    metrics = parallel.unreplicate(p_metrics)
+    if metrics.pop('finite') < 1.0:
+      checkpointer.wait()
+      raise NonFiniteError(
+        f'Non-finite loss or gradient at step {step} (loss={metrics.get("loss")}, '
+        f'grad_norm={metrics.get("grad_norm")}); training stopped. The latest '
+        f'good checkpoint is step {checkpointer.latest_step()} in '
+        f'{checkpointer.directory}.'
+      )
+    accumulator.add(metrics)
+
+  step = start_step
+  writer.start(step)
+  watch = preemption.PreemptionWatch()
+  try:
+    watch.start()
+    while step < num_steps:
+      if batch is None:
+        batch = next(train_iter)
+      p_state, p_metrics = p_train_step(p_state, batch, p_rng)
+      batch = None
+      step += 1
+      # Checking the previous step while this one runs keeps the device busy.
+      if pending is not None:
+        check(pending)
+      pending = (step, p_metrics)
+
+      if step == start_step + 1:
+        # Speeds and the ETA leave out the first step, which includes compilation.
+        check(pending)
+        pending = None
+        writer.start(step)
+
+      is_last = step == num_steps
+      log_now = is_last or step % training.log_every_steps == 0
+      save_now = not is_last and step % training.checkpoint_every_steps == 0
+      eval_now = (
+        evaluate
+        and not is_last
+        and training.eval_every_steps > 0
+        and step % training.eval_every_steps == 0
+      )
+      if (log_now or save_now or eval_now) and pending is not None:
+        check(pending)
+        pending = None
+      if log_now:
+        metrics = accumulator.means_and_reset()
+        metrics['learning_rate'] = float(schedule(step - 1))
+        writer.write_train(step, metrics)
+      if save_now:
+        checkpointer.save(step, parallel.unreplicate(p_state))
+      if eval_now:
+        writer.pause()
+        writer.write_eval(step, evaluator(p_state), split_name=config.evaluation.split)
+        writer.resume()
+      if not is_last and watch.should_stop(step):
+        if pending is not None:
+          check(pending)
+          pending = None
+        checkpointer.save(step, parallel.unreplicate(p_state))  # No-op if saved.
+        checkpointer.wait()
+        raise preemption.Preempted(step, checkpointer.directory)
+
+    if pending is not None:
+      check(pending)
+    host_state = parallel.unreplicate(p_state)
+    if int(host_state.step) not in checkpointer.all_steps():
+      checkpointer.save(int(host_state.step), host_state)
+    checkpointer.wait()
+    checkpoint_manager.export_npz(workdir, host_state.params, host_state.state)
+    if evaluate:
+      writer.write_eval(
+        int(host_state.step), evaluator(p_state), split_name=config.evaluation.split
+      )
+  finally:
+    watch.stop()
+    # Finishes saves already started (all of them hold finite states).
+    checkpointer.close()
+    writer.close()
+  return host_state
+
+
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
+) -> Dict[str, float]:
+  """Evaluates checkpoint `step` (default: latest) of `workdir` on the config's split."""
+  task = task_lib.load_task(config.task)
+  steps = build_steps(config, task)
+  _, _, eval_rng = _rngs(config)
+  checkpointer = checkpoint_manager.Checkpointer(
+    workdir, keep=config.training.keep_checkpoints
+  )
+  if checkpointer.latest_step() is None:
+    raise FileNotFoundError(
+      f'no checkpoint in {checkpointer.directory}; train first (--mode=train).'
+    )
+  batch_dims = parallel.local_batch_dims(
+    config.evaluation.batch_size, name='evaluation.batch_size'
+  )
+  batch = next(
+    iter(
+      task.load(
+        config.evaluation.split, is_training=False, batch_dims=batch_dims, config=config
+      )
+    )
+  )
+  batch = {k: v for k, v in _first_device(batch).items() if k != 'mask'}
+  host_state = checkpointer.restore(
+    train_state_lib.abstract_train_state(steps.model, steps.optimizer, batch), step
+  )
+  checkpointer.close()
+  metrics = Evaluator(task, config, eval_rng)(parallel.replicate(host_state))
+  writer = metrics_writer.MetricsWriter(
+    workdir, total_steps=int(host_state.step), batch_size=config.evaluation.batch_size
+  )
+  writer.write_eval(int(host_state.step), metrics, split_name=config.evaluation.split)
+  writer.close()
+  return metrics
+
+
+def use_compilation_cache(directory: str, *, min_compile_time_s: float = 1.0) -> None:
+  """Stores compiled executables in `directory` and loads them from there.
+
+  Executables that took at least `min_compile_time_s` to compile are kept, so a
+  resumed run starts without recompiling its train and evaluation steps.
+  """
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_time_s)
+  # JAX decides whether the cache is on at the first compilation; start it afresh in
+  # case something compiled before (e.g. in a notebook).
+  compilation_cache.reset_cache()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> Any:
+  """Runs `mode` (one of MODES) for `config` in `workdir`."""
+  if mode not in MODES:
+    raise ValueError(f'mode={mode!r} is not one of {MODES}.')
+  os.makedirs(workdir, exist_ok=True)
+  if config.training.get('compilation_cache', False):
+    use_compilation_cache(os.path.join(workdir, 'compilation_cache'))
+  if mode == 'eval':
+    return evaluate_checkpoint(config, workdir)
+  return train(config, workdir, evaluate=(mode == 'train_and_eval'))

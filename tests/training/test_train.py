@@ -1,0 +1,424 @@
+"""The training loop on the digits task (one device, in process).
+
+Covers: a short real run and its outputs, evaluation of a checkpoint, resuming after a
+preemption with identical results, the non-finite guard, and evaluation that counts
+every example exactly once.
+"""
+
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits as digits_config
+from experiments.tasks.digits import task as digits
+from experiments.training import array_data
+from experiments.training import checkpoint_manager as checkpointing
+from experiments.training import host_memory
+from experiments.training import parallel
+from experiments.training import task as task_lib
+from experiments.training import trainer
+from tests import helpers
+
+REPO_ROOT = helpers.REPO_ROOT
+
+
+# One config for the runs of this file, so that they share compiled steps.
+RUN = dict(
+  num_steps=6,
+  batch_size=20,
+  log_every_steps=3,
+  checkpoint_every_steps=3,
+  eval_every_steps=3,
+)
+
+
+def tiny_config(**training):
+  config = digits_config.get_config('tiny')
+  config.model.dropout_prob = 0.1  # Resumed runs must reproduce the dropout keys.
+  for key, value in dict(RUN, **training).items():
+    config.training[key] = value
+  return config
+
+
+def register_task(name, **functions):
+  """A task module `name`: the digits task with some functions replaced."""
+  module = types.ModuleType(name)
+  for fn in task_lib.REQUIRED_FUNCTIONS:
+    setattr(module, fn, getattr(digits, fn))
+  for fn, value in functions.items():
+    setattr(module, fn, value)
+  sys.modules[name] = module
+  return name
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('digits'))
+  config = tiny_config()
+  final = trainer.train(config, workdir, evaluate=True)
+  return config, workdir, final
+
+
+def test_short_run_outputs(trained):
+  config, workdir, final = trained
+  assert int(final.step) == 6
+  records = read_metrics(workdir)
+  train = [r for r in records if r['split'] == 'train']
+  evals = [r for r in records if r['split'] == 'eval']
+  assert [r['step'] for r in train] == [3, 6]
+  assert [r['step'] for r in evals] == [3, 6]
+  for r in train:
+    assert np.isfinite(r['loss']) and r['learning_rate'] > 0
+    assert {'steps_per_sec', 'examples_per_sec', 'top_1_acc', 'grad_norm'} <= set(r)
+  for r in evals:
+    assert r['num_examples'] == 360 and 0.0 <= r['top_1_acc'] <= 1.0
+  # Checkpoints every 3 steps; the export holds the final parameters.
+  assert checkpointing.Checkpointer(workdir, keep=3).all_steps() == [3, 6]
+  from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
+  params, _ = npz_format.load_npz(os.path.join(workdir, 'export', 'params.npz'))
+  assert_trees_equal(params, final.params)
+  assert tensorboard_scalars(workdir)['train/loss'] == [
+    (r['step'], pytest.approx(r['loss'], rel=1e-6)) for r in train
+  ]
+  assert [step for step, _ in tensorboard_scalars(workdir)['eval/top_1_acc']] == [3, 6]
+  del config
+
+
+def tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} from the TensorBoard event files in `workdir`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  scalars = {}
+  for name in sorted(os.listdir(workdir)):
+    if not name.startswith('events.out.tfevents'):
+      continue
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+      for value in event.summary.value:
+        assert value.metadata.plugin_data.plugin_name == 'scalars'
+        scalars.setdefault(value.tag, []).append(
+          (event.step, float(tf.make_ndarray(value.tensor)))
+        )
+  return scalars
+
+
+def test_eval_mode_matches_final_evaluation(trained):
+  config, workdir, _ = trained
+  metrics = trainer.evaluate_checkpoint(config, workdir)
+  final_eval = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-2]
+  assert final_eval['step'] == 6
+  np.testing.assert_allclose(metrics['top_1_acc'], final_eval['top_1_acc'])
+  np.testing.assert_allclose(metrics['loss'], final_eval['loss'], rtol=1e-5)
+
+
+def test_rerun_of_finished_run_trains_nothing(trained):
+  config, workdir, final = trained
+  again = trainer.train(config, workdir)
+  assert_trees_equal(again.params, final.params)
+
+
+class Preempted(Exception):
+  pass
+
+
+def test_resume_after_preemption_is_identical(trained, tmp_path):
+  uninterrupted = trained[2]
+  config = tiny_config()  # The fixture's config, with another task module below.
+
+  def preempted_load(split, *, is_training, batch_dims, config, start_step=0):
+    batches = digits.load(
+      split,
+      is_training=is_training,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
+    if not is_training or start_step:
+      return batches
+
+    def stop_after_three():
+      for _ in range(3):
+        yield next(batches)
+      raise Preempted()
+
+    return stop_after_three()
+
+  config.task = register_task('preempted_digits', load=preempted_load)
+  workdir = str(tmp_path / 'b')
+  with pytest.raises(Preempted):
+    trainer.train(config, workdir)
+  assert checkpointing.Checkpointer(workdir, keep=3).all_steps() == [3]
+  resumed = trainer.train(config, workdir)
+  assert int(resumed.step) == 6
+  assert_trees_equal(resumed.params, uninterrupted.params)
+  assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  bad_step = 3
+
+  def poisoned_load(split, *, is_training, batch_dims, config, start_step=0):
+    batches = digits.load(
+      split,
+      is_training=is_training,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
+    if not is_training:
+      return batches
+
+    def poisoned():
+      for step, batch in enumerate(batches, start=start_step + 1):
+        if step == bad_step:
+          batch['images'][0, 0, 0, 0, 0] = np.nan
+        yield batch
+
+    return poisoned()
+
+  config = tiny_config(checkpoint_every_steps=1)
+  config.task = register_task('poisoned_digits', load=poisoned_load)
+  with pytest.raises(trainer.NonFiniteError, match=f'at step {bad_step} .*step 2'):
+    trainer.train(config, str(tmp_path))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  assert ckpt.latest_step() == bad_step - 1
+  assert not os.path.exists(tmp_path / 'export')
+
+
+@pytest.mark.parametrize('num_examples, eval_batch', [(37, 8), (5, 16)])
+def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch):
+  _, _, final = trained
+
+  def split_with_ids(split, config):
+    arrays = {k: v[:num_examples] for k, v in digits.split_arrays(split, config).items()}
+    arrays['id'] = np.arange(num_examples, dtype=np.int32)
+    return arrays
+
+  def load(split, *, is_training, batch_dims, config, start_step=0):
+    if is_training:
+      return digits.load(
+        split,
+        is_training=True,
+        batch_dims=batch_dims,
+        config=config,
+        start_step=start_step,
+      )
+    return array_data.eval_batches(split_with_ids(split, config), batch_dims=batch_dims)
+
+  def eval_outputs(logits, batch, config):
+    outputs = dict(digits.eval_outputs(logits, batch, config))
+    outputs['id'] = batch['id']
+    return outputs
+
+  seen = []
+
+  def summarize_eval(per_example, config):
+    seen.append(per_example['id'])
+    return digits.summarize_eval(
+      {k: v for k, v in per_example.items() if k != 'id'}, config
+    )
+
+  config = tiny_config()
+  config.evaluation.batch_size = eval_batch
+  config.task = register_task(
+    'counting_digits',
+    load=load,
+    eval_outputs=eval_outputs,
+    summarize_eval=summarize_eval,
+    num_examples=lambda split, config: num_examples,
+  )
+  p_state = parallel.replicate(final)
+  evaluator = trainer.Evaluator(
+    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
+  )
+  metrics = evaluator(p_state)
+  np.testing.assert_array_equal(np.sort(seen[-1]), np.arange(num_examples))
+  assert metrics['num_examples'] == num_examples
+
+  # The means run over exactly the real examples: compare with one big batch.
+  model = digits.build_model(config)
+  arrays = split_with_ids('test', config)
+  logits, _ = jax.jit(functools.partial(model.apply, is_training=False))(
+    final.params, final.state, jax.random.PRNGKey(1), arrays
+  )
+  np.testing.assert_allclose(
+    metrics['top_1_acc'], np.mean(np.argmax(logits, -1) == arrays['labels']), atol=1e-6
+  )
+
+  # A task whose batches miss examples is caught.
+  config.task = register_task(
+    'dropping_digits',
+    load=load,
+    eval_outputs=eval_outputs,
+    summarize_eval=summarize_eval,
+    num_examples=lambda split, config: num_examples + 1,
+  )
+  evaluator = trainer.Evaluator(
+    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
+  )
+  with pytest.raises(ValueError, match=f'covered {num_examples} examples'):
+    evaluator(p_state)
+
+
+def test_command_line_from_another_directory(tmp_path):
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  command = [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+    f'--workdir={workdir}',
+    '--config.training.num_steps=2',
+    '--config.training.batch_size=16',
+  ]
+  result = subprocess.run(
+    command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '[train] step 2/2' in result.stderr
+  assert '[eval test] step 2' in result.stderr
+  # No accelerator plugin here: the CPU backend, so freed host memory is retained.
+  expected = 'retain_per_thread' if host_memory.is_glibc() else 'system'
+  assert f'Host malloc: {expected}.' in result.stderr
+  records = read_metrics(str(workdir))
+  assert [r['step'] for r in records if r['split'] == 'train'] == [1, 2]
+  assert (workdir / 'export' / 'params.npz').exists()
+
+  # A mistyped override fails (the config is locked) and names the field.
+  result = subprocess.run(
+    command + ['--config.training.batch_sise=16'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode != 0 and 'batch_sise' in result.stderr
+
+
+def test_num_train_steps_from_epochs():
+  config = tiny_config()
+  config.training.num_epochs = 2.0
+  config.training.batch_size = 100
+  # ceil(2 * 1437 / 100) steps.
+  assert task_lib.num_train_steps(config, digits) == 29
+  config.training.num_epochs = None
+  config.training.num_steps = 0
+  with pytest.raises(ValueError, match='num_steps=0'):
+    task_lib.num_train_steps(config, digits)
+
+
+def test_compilation_cache_is_written_once_and_reused(tmp_path):
+  cache = tmp_path / 'cache'
+  script = (
+    'import sys, jax, jax.numpy as jnp\n'
+    'from experiments.training import trainer\n'
+    'events = []\n'
+    'jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))\n'
+    'trainer.use_compilation_cache(sys.argv[1], min_compile_time_s=0.0)\n'
+    'f = jax.jit(lambda x: jnp.sin(x) @ x.T)\n'
+    'print(float(f(jnp.arange(15.0).reshape(3, 5)).sum()))\n'
+    'print(sum("cache_hits" in e for e in events))\n'
+  )
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  outputs, listings = [], []
+  for _ in range(2):
+    result = subprocess.run(
+      [sys.executable, '-c', script, str(cache)],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs.append(result.stdout.strip())
+    listings.append(sorted(os.listdir(cache)))
+  assert listings[0], 'nothing was written to the cache'
+  assert listings[1] == listings[0]
+  (value_0, hits_0), (value_1, hits_1) = [out.splitlines()[-2:] for out in outputs]
+  assert value_0 == value_1
+  assert int(hits_0) == 0 and int(hits_1) >= 1  # The second run loaded the executable.
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
+  """A preemption notice mid-run saves the step just finished; a rerun resumes there."""
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  command = [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+    f'--workdir={workdir}',
+    '--mode=train',
+    '--config.training.num_steps=100000',
+    '--config.training.batch_size=16',
+    '--config.training.log_every_steps=1',
+    '--config.training.checkpoint_every_steps=1000',
+  ]
+  proc = subprocess.Popen(
+    command,
+    cwd=str(tmp_path),
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+      if (workdir / 'metrics.jsonl').exists() and len(read_metrics(str(workdir))) >= 3:
+        break
+      time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 143, stderr[-3000:]
+  match = re.search(r'Preempted \(SIGTERM\): saved checkpoint (\d+)', stderr)
+  assert match, stderr[-3000:]
+  saved = int(match.group(1))
+  assert 3 <= saved < 1000  # Not a periodic checkpoint: the step it was on.
+  ckpt = checkpointing.Checkpointer(str(workdir), keep=3)
+  assert ckpt.all_steps() == [saved]
+  assert not (workdir / 'export').exists()
+  # The rerun resumes from it and trains on.
+  result = subprocess.run(
+    command[:-4]
+    + [f'--config.training.num_steps={saved + 2}', '--config.training.batch_size=16'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resumed from checkpoint {saved}' in result.stderr
+  assert (workdir / 'export' / 'params.npz').exists()
