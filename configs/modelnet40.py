@@ -172,6 +172,7 @@ def _data(variant: str) -> ml_collections.ConfigDict:
 
   if variant == 'synthetic':
     data.num_points = 256
+    data.synthetic.rotation = 'up'
     data.augment.scale = (0.85, 1.15)
     data.augment.jitter = 0.01
   elif variant == 'debug':
@@ -217,7 +218,7 @@ def get_config(arg: str = 'perceiver') -> ml_collections.ConfigDict:
     config.optimizer.scale_by_batch = False
     config.optimizer.weight_decay = 0.01
     config.optimizer.schedule.type = 'warmup_cosine'
-    config.optimizer.schedule.warmup_steps = 50
+    config.optimizer.schedule.warmup_fraction = 0.02
     config.training.batch_size = 64
     config.training.num_steps = 3000
     config.training.log_every_steps = 100
