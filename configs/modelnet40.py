@@ -57,10 +57,7 @@ Data fields (`config.data`):
   fake, fake_num_examples: a few generated clouds through the real pipeline.
 """
 
-import inspect
-
 import ml_collections
-from ml_collections import config_dict
 
 from configs import common
 from perceiver import io_processors
@@ -69,30 +66,13 @@ from perceiver import perceiver
 VARIANTS = ('perceiver', 'synthetic', 'debug')
 
 
-def _module_kwargs(cls, **overrides):
-  """`common.module_kwargs` (every keyword of `cls` at its default, then overrides)."""
-  if hasattr(common, 'module_kwargs'):
-    return common.module_kwargs(cls, **overrides)
-  # Until configs/common.py has it (lead's issue 12): the same rule for these classes.
-  params = inspect.signature(cls.__init__).parameters
-  section = ml_collections.ConfigDict()
-  for p in params.values():
-    if p.name in ('self', 'name') or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-      continue
-    value = overrides.get(p.name, p.default)
-    if value is p.empty:
-      continue
-    section[p.name] = config_dict.placeholder(object) if value is None else value
-  return section
-
-
 def _model(variant: str) -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
   if variant == 'perceiver':
-    model.input_preprocessor = _module_kwargs(
+    model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=64, max_resolution=1120
     )
-    model.encoder = _module_kwargs(
+    model.encoder = common.module_kwargs(
       perceiver.PerceiverEncoder,
       num_self_attends_per_block=6,
       num_blocks=8,
@@ -108,10 +88,10 @@ def _model(variant: str) -> ml_collections.ConfigDict:
       share_self_attend_weights=True,
     )
   elif variant == 'synthetic':
-    model.input_preprocessor = _module_kwargs(
+    model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=12, max_resolution=32
     )
-    model.encoder = _module_kwargs(
+    model.encoder = common.module_kwargs(
       perceiver.PerceiverEncoder,
       num_self_attends_per_block=2,
       num_blocks=1,
@@ -123,10 +103,10 @@ def _model(variant: str) -> ml_collections.ConfigDict:
       self_attend_widening_factor=2,
     )
   else:  # debug
-    model.input_preprocessor = _module_kwargs(
+    model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=3, max_resolution=8
     )
-    model.encoder = _module_kwargs(
+    model.encoder = common.module_kwargs(
       perceiver.PerceiverEncoder,
       num_self_attends_per_block=1,
       num_blocks=2,
@@ -139,7 +119,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
       num_cross_attends=2,
       cross_attend_placement='interleaved',
     )
-  model.decoder = _module_kwargs(perceiver.ProjectionDecoder)
+  model.decoder = common.module_kwargs(perceiver.ProjectionDecoder)
   return model
 
 
