@@ -173,3 +173,12 @@ def test_metrics_by_hand():
   assert summary['classes_present'] == 3
   with pytest.raises(ValueError, match=r'predictions must lie in \[0, 4\)'):
     metrics.confusion_matrix(labels, predictions + 2, 4)
+
+
+def test_input_benchmark_reports_rates():
+  from experiments.benchmarks import point_cloud_input  # pylint: disable=g-import-not-at-top
+
+  report = point_cloud_input.benchmark('debug', clouds=8, batch_size=4, mesh_faces=20)
+  for name in ('generate', 'train_pipeline', 'eval_pipeline', 'off_sampling'):
+    assert report[name]['per_s'] > 0 and report[name]['cpu_ms_per_item'] >= 0
+  assert report['num_points'] == 33
