@@ -8,7 +8,7 @@ deepmind-research, directory `perceiver/`), saved as a package named `official_p
 (its imports `from perceiver import ...` changed to `from official_perceiver import ...`,
 and `jax.tree_map` -> `jax.tree.map` where present). That code is not part of this project.
 
-    python tests/data/official_golden/generate.py --official_path=DIR
+    python tests/perceiver/data/official_golden/generate.py --official_path=DIR
 
 where DIR contains the `official_perceiver/` package (or set OFFICIAL_PERCEIVER_PATH).
 Run it from the repository root. It is never run by the test suite.
