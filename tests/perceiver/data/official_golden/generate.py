@@ -1,7 +1,7 @@
-"""Regenerates the golden fixtures used by tests/test_official_compat.py.
+"""Regenerates the golden fixtures used by tests/perceiver/test_official_compat.py.
 
 The fixtures hold what DeepMind's official Perceiver IO modules compute for the tiny model
-definitions in tests/test_official_compat.py, so that the test suite checks compatibility
+definitions in tests/perceiver/test_official_compat.py, so that the test suite checks compatibility
 without the official code. This script needs a local copy of the official release's
 `perceiver.py`, `io_processors.py` and `position_encoding.py` (google-deepmind/
 deepmind-research, directory `perceiver/`), saved as a package named `official_perceiver`
