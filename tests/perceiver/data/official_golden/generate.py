@@ -42,8 +42,8 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS_DIR = os.path.dirname(os.path.dirname(HERE))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
+TESTS_DIR = os.path.dirname(os.path.dirname(HERE))  # tests/perceiver
+REPO_ROOT = os.path.dirname(os.path.dirname(TESTS_DIR))
 PARAM_NOISE = 0.1
 RNG_SEED = 7
 
