@@ -1,4 +1,4 @@
-r"""Speed benchmark configurations (issue 6), run on fake data by `experiments.benchmark`.
+r"""Speed benchmark configurations, run on fake data by `experiments.benchmark`.
 
 Variants (`--config=configs/benchmark.py:<variant>`):
   image64_b8: ImageNet-style classification (task `experiments.tasks.imagenet.task`): 64 x 64 x 3
