@@ -68,10 +68,12 @@ def _moving_digits_size(split: str, config) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _folder(root, annotations, split, fake_key):
+def _folder(root, annotations, split, class_names):
   from experiments.tasks.multimodal import video_folder  # pylint: disable=g-import-not-at-top
 
-  return video_folder.VideoFolder(root, split, annotations=annotations or None)
+  return video_folder.VideoFolder(
+    root, split, annotations=annotations or None, class_names=class_names
+  )
 
 
 def folder(split: str, config: ml_collections.ConfigDict):
@@ -85,9 +87,8 @@ def folder(split: str, config: ml_collections.ConfigDict):
       'config.data.video_folder.root is empty; set it to a Kinetics-layout folder '
       '(see docs/multimodal.md) or use config.data.dataset=moving_digits.'
     )
-  return _folder(
-    root, '' if config.data.fake else vf.annotations, split, config.data.fake
-  )
+  annotations = '' if config.data.fake else vf.annotations
+  return _folder(root, annotations, split, vf.class_names)
 
 
 def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
