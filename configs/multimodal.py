@@ -63,6 +63,7 @@ def _sizes(arg):
       num_self_attends=8,
       self_heads=8,
       decoder_channels=512,
+      label_query=1024,
     )
   if arg == 'synthetic':
     return dict(
@@ -78,6 +79,7 @@ def _sizes(arg):
       num_self_attends=2,
       self_heads=4,
       decoder_channels=128,
+      label_query=128,
     )
   return dict(  # debug
     num_frames=3,
@@ -92,6 +94,7 @@ def _sizes(arg):
     num_self_attends=1,
     self_heads=2,
     decoder_channels=12,
+    label_query=12,
   )
 
 
@@ -176,12 +179,11 @@ def model_fields(s: dict, *, samples_per_patch: int = 16) -> ml_collections.Conf
     use_query_residual=False,
     concat_preprocessed_input=False,
     position_encoding_type='trainable',
-    trainable_position_encoding_kwargs=dict(num_channels=1024, init_scale=0.02),
+    # The label query's channels (1,024 in the release).
+    trainable_position_encoding_kwargs=dict(
+      num_channels=s['label_query'], init_scale=0.02
+    ),
   )
-  if s['decoder_channels'] < 1024:  # Smaller label query for the small variants.
-    model.label_decoder.trainable_position_encoding_kwargs.num_channels = s[
-      'decoder_channels'
-    ]
   model.decoder = common.module_kwargs(
     perceiver.MultimodalDecoder,
     exclude=(
@@ -219,7 +221,7 @@ def _data(s: dict, arg: str) -> ml_collections.ConfigDict:
   data.image_size = s['image_size']
   data.samples_per_frame = s['samples_per_frame']
   data.num_classes = s['num_classes']
-  data.fps = s['fps']
+  data.fps = s['fps']  # Audio rate: samples_per_frame * fps (48 kHz for kinetics).
   data.moving_digits = ml_collections.ConfigDict()
   data.moving_digits.num_train = 4096
   data.moving_digits.num_eval = 256  # Clips in 'validation' and in 'test'.
@@ -230,7 +232,6 @@ def _data(s: dict, arg: str) -> ml_collections.ConfigDict:
   data.video_folder.root = ''  # <root>/<split>/<id>_<start:06d>_<end:06d>.<ext>
   data.video_folder.annotations = ''  # Default: <root>/annotations/<split>.csv
   data.video_folder.num_workers = 2
-  data.video_folder.sample_rate = 48000
   data.video_folder.random_crop = True  # Training crops; evaluation is centre-cropped.
   data.video_folder.class_names = (
     'kinetics700'  # Or '' for the annotations' sorted labels.

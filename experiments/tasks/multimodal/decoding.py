@@ -78,7 +78,7 @@ class Reconstructor:
 
   def init(self, rng: jax.Array, batch: Mapping[str, np.ndarray]):
     """`(params, state)` of a freshly initialised model for batches like `batch`."""
-    return self._codec.init(rng, batch, True)
+    return jax.jit(lambda r, b: self._codec.init(r, b, True))(rng, batch)
 
   def modality_sizes(self, params, state, batch) -> Dict[str, int]:
     """Preprocessed input elements per modality (static, from shapes only)."""

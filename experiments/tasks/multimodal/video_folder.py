@@ -308,20 +308,21 @@ def _read_or_error(args):
 
 
 def options_from_config(config, *, is_training: bool) -> ReadOptions:
+  """Reading options of `config.data`: the audio rate is `samples_per_frame * fps`."""
   d = config.data
-  vf = d.video_folder
-  if abs(d.samples_per_frame * d.fps - vf.sample_rate) > 1e-6:
+  sample_rate = d.samples_per_frame * d.fps
+  if abs(sample_rate - round(sample_rate)) > 1e-6:
     raise ValueError(
-      f'config.data.samples_per_frame={d.samples_per_frame} x fps={d.fps} must equal '
-      f'config.data.video_folder.sample_rate={vf.sample_rate}.'
+      f'config.data.samples_per_frame={d.samples_per_frame} x fps={d.fps} must be a '
+      'whole number of audio samples per second.'
     )
   return ReadOptions(
     num_frames=d.num_frames,
     image_size=d.image_size,
     fps=d.fps,
-    sample_rate=vf.sample_rate,
+    sample_rate=int(round(sample_rate)),
     samples_per_frame=d.samples_per_frame,
-    random=is_training and vf.random_crop,
+    random=is_training and d.video_folder.random_crop,
   )
 
 
@@ -516,7 +517,8 @@ def write_clip(
     if video_codec == 'libx264':
       vs.options = {'crf': '18', 'preset': 'veryfast'}
     if audio is not None and audio_codec:
-      audio_rate = 48000 if audio_codec == 'libopus' else sample_rate
+      # AAC and Opus take standard rates only: they carry the audio resampled to 48 kHz.
+      audio_rate = sample_rate if audio_codec == 'pcm_s16le' else 48000
       aus = container.add_stream(audio_codec, rate=audio_rate)
       aus.layout = 'mono'
     for frame in video:
@@ -528,6 +530,8 @@ def write_clip(
       samples = np.clip(np.asarray(audio, np.float32), -1, 1)[None]
       frame = av.AudioFrame.from_ndarray(samples, format='flt', layout='mono')
       frame.sample_rate = sample_rate
+      frame.pts = 0
+      frame.time_base = fractions.Fraction(1, int(sample_rate))
       resampler = av.AudioResampler(
         format=aus.codec_context.format.name, layout='mono', rate=audio_rate
       )

@@ -1,6 +1,7 @@
 """The multimodal autoencoder: the release's parameters and outputs, chunked decoding
 equal to decoding every point at once, and the encoder run once per clip."""
 
+import functools
 import os
 
 import jax
@@ -14,6 +15,7 @@ from experiments.tasks.multimodal import model as model_lib
 from experiments.tasks.multimodal import task
 from perceiver import perceiver
 from tests import helpers
+from tests.tasks.multimodal import fixtures
 
 GOLDEN = os.path.join(
   helpers.REPO_ROOT,
@@ -40,11 +42,11 @@ def _golden_config():
     num_self_attends=1,
     self_heads=4,
     decoder_channels=12,
+    label_query=9,
   )
   config = multimodal_config.get_config('debug')
   with config.unlocked():
     config.model = multimodal_config.model_fields(sizes, samples_per_patch=4)
-    config.model.label_decoder.trainable_position_encoding_kwargs.num_channels = 9
     config.data.num_classes = 5
   return config
 
@@ -69,8 +71,8 @@ def test_chunked_reconstruction_matches_the_release():
   config = _golden_config()
   shapes = model_lib.batch_shapes(batch, 5)
   rec = decoding.Reconstructor(config, shapes, num_chunks=num_chunks)
-  fresh, _ = rec.init(jax.random.PRNGKey(0), batch)
-  assert jax.tree.map(np.shape, fresh) == jax.tree.map(np.shape, params)
+  fresh, _ = jax.eval_shape(rec.init, jax.random.PRNGKey(0), batch)
+  assert jax.tree.map(lambda x: tuple(x.shape), fresh) == jax.tree.map(np.shape, params)
   rng = jax.random.PRNGKey(int(golden['rng_seed']))
   out = rec(params, {}, rng, batch)
   for key in ('image', 'label'):
@@ -94,7 +96,9 @@ def test_chunks_equal_one_group_and_training_model_shares_parameters():
   batch = _debug_batch(config)
   shapes = model_lib.batch_shapes(batch, config.data.num_classes)
   model = task.build_model(config)
-  params, state = model.init(jax.random.PRNGKey(1), batch, is_training=True)
+  params, state = fixtures.random_params(
+    functools.partial(model.init, is_training=True), jax.random.PRNGKey(1), batch
+  )
   rng = jax.random.PRNGKey(2)
   whole = decoding.Reconstructor(config, shapes, num_chunks=1)(params, state, rng, batch)
   seen = []
@@ -115,7 +119,9 @@ def test_in_graph_evaluation_runs_the_encoder_once(monkeypatch):
   config = multimodal_config.get_config('debug')  # eval_num_chunks = 3
   batch = _debug_batch(config, n=1)
   model = task.build_model(config)
-  params, state = model.init(jax.random.PRNGKey(1), batch, is_training=True)
+  params, state = fixtures.random_params(
+    functools.partial(model.init, is_training=True), jax.random.PRNGKey(1), batch
+  )
   calls = {'encoder': 0, 'decoder': 0}
   for cls, key in (
     (perceiver.PerceiverEncoder, 'encoder'),
