@@ -8,15 +8,22 @@ that batch (`jax.eval_shape`, so full-size models cost no compute).
 
 import glob
 import importlib.util
+import inspect
 import os
 
+from absl import flags
+import haiku as hk
 import jax
 import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from configs import common
 from experiments.training import parallel
 from experiments.training import task as task_lib
 from experiments.training import train_state
+from perceiver import io_processors
+from perceiver import perceiver
 from tests import helpers
 
 REPO_ROOT = helpers.REPO_ROOT
@@ -116,3 +123,136 @@ def test_digits_variants_differ_only_where_documented():
   assert permuted.to_dict() == default.to_dict()
   with pytest.raises(ValueError, match="variant 'shuffled'"):
     module.get_config('shuffled')
+
+
+MODEL_SECTIONS = ('input_preprocessor', 'encoder', 'decoder', 'output_postprocessor')
+
+
+def _module_classes():
+  """Every Haiku module class of the public `perceiver` and `io_processors` modules."""
+  classes = set()
+  for module in (perceiver, io_processors):
+    for value in vars(module).values():
+      if isinstance(value, type) and issubclass(value, hk.Module):
+        classes.add(value)
+  return classes
+
+
+def _record_constructors(monkeypatch):
+  """Patches every module class to record `(class, keyword arguments)` per construction."""
+  calls = []
+  for cls in _module_classes():
+    if '__init__' not in vars(cls):
+      continue
+    original = cls.__init__
+
+    def init(self, *args, _original=original, _cls=cls, **kwargs):
+      calls.append((_cls, kwargs))
+      _original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, '__init__', init)
+  return calls
+
+
+def _build_and_trace(config):
+  """Shapes the model's parameters on one fake batch (no compute)."""
+  config.data.fake = True
+  task = task_lib.load_task(config.task)
+  batch = next(task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0))
+  example = {k: v[0] for k, v in batch.items()}
+  model = task.build_model(config)
+  return jax.eval_shape(
+    lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), example
+  )
+
+
+@pytest.mark.parametrize('path, variant', _cases())
+def test_model_sections_hold_every_keyword_and_reach_the_modules(
+  path, variant, monkeypatch
+):
+  """Each model section holds every keyword of one constructor, each passed to it."""
+  module = _load_module(path)
+  config = module.get_config() if variant is None else module.get_config(variant)
+  sections = {s: config.model[s] for s in MODEL_SECTIONS if s in config.model}
+  assert 'encoder' in sections and 'decoder' in sections, path
+  # Values a user would set on the command line (the config stays locked).
+  config.model.encoder.compute_dtype = 'bfloat16'
+  config.model.encoder.remat = True
+  if 'attention_query_chunk_size' in config.model.decoder:
+    config.model.decoder.attention_query_chunk_size = 3
+  keywords = {cls: common._keywords(cls) for cls in _module_classes()}  # pylint: disable=protected-access
+  calls = _record_constructors(monkeypatch)
+  _build_and_trace(config)
+  for name, section in sections.items():
+    kwargs = section.to_dict()
+    matches = [
+      (cls, given)
+      for cls, given in calls
+      if all(k in given and _same(given[k], v) for k, v in kwargs.items())
+    ]
+    assert matches, f'{path}:{variant}: model.{name} reached no module constructor.'
+    cls, given = matches[0]
+    # Every keyword with a default is in the section or passed by the task itself.
+    missing = sorted(
+      k
+      for k, default in keywords[cls].items()
+      if default is not inspect.Parameter.empty and k not in kwargs and k not in given
+    )
+    assert not missing, f'{path}:{variant}: model.{name} lacks {cls.__name__} {missing}.'
+
+
+def _same(a, b):
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return tuple(a) == tuple(b)
+  if isinstance(a, dict) and isinstance(b, dict):
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+  return a == b
+
+
+@pytest.mark.parametrize(
+  'config_arg', ['digits.py:tiny', 'imagenet.py:debug', 'mlm.py:debug', 'glue.py:debug']
+)
+def test_scale_options_from_the_command_line_change_the_computation(config_arg):
+  """`--config.model.encoder.compute_dtype=bfloat16` and `remat=True` parse and apply."""
+  path, variant = config_arg.split(':')
+  overrides = [
+    '--config.model.encoder.compute_dtype=bfloat16',
+    '--config.model.encoder.remat=True',
+    '--config.model.decoder.attention_query_chunk_size=4096',
+  ]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values, lock_config=True)
+  flag_values(
+    ['prog', f'--config={os.path.join(REPO_ROOT, "configs", path)}:{variant}', *overrides]
+  )
+  config = flag_values.config
+  assert config.model.encoder.compute_dtype == 'bfloat16'
+  assert config.model.encoder.remat is True
+  assert config.model.decoder.attention_query_chunk_size == 4096
+  config.data.fake = True
+  task = task_lib.load_task(config.task)
+  batch = next(task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0))
+  example = {k: v[0] for k, v in batch.items()}
+  model = task.build_model(config)
+  params, state = model.init(jax.random.PRNGKey(0), example, is_training=True)
+  jaxpr = jax.make_jaxpr(
+    lambda p: model.apply(p, state, jax.random.PRNGKey(1), example, is_training=True)[0]
+  )(params)
+  primitives = [(e.primitive.name, e) for e in _equations(jaxpr.jaxpr)]
+  assert any(name in ('checkpoint', 'remat') for name, _ in primitives), 'no remat'
+  assert any(
+    name == 'dot_general' and e.invars[0].aval.dtype == jax.numpy.bfloat16
+    for name, e in primitives
+  ), 'no bfloat16 matrix product'
+
+
+def _equations(jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs nested in its equations."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else (value,):
+        if hasattr(sub, 'jaxpr') and hasattr(sub.jaxpr, 'eqns'):
+          yield from _equations(sub.jaxpr)
+        elif hasattr(sub, 'eqns'):
+          yield from _equations(sub)
