@@ -266,17 +266,17 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.evaluation.batch_size = 8
     config.evaluation.split = 'validate'
   elif arg == 'synthetic':
-    config.model.train_image_points = 1024
+    config.model.train_image_points = 512
     config.optimizer.name = 'adamw'
-    config.optimizer.base_lr = 1e-3
+    config.optimizer.base_lr = 1.5e-3
     config.optimizer.scale_by_batch = False
     config.optimizer.weight_decay = 0.01
     config.optimizer.schedule.type = 'warmup_cosine'
     config.optimizer.schedule.warmup_steps = 50
-    config.training.batch_size = 32
-    config.training.num_steps = 1500
-    config.training.log_every_steps = 100
-    config.training.checkpoint_every_steps = 500
+    config.training.batch_size = 16
+    config.training.num_steps = 1200
+    config.training.log_every_steps = 50
+    config.training.checkpoint_every_steps = 400
     config.training.eval_every_steps = 0
     config.evaluation.batch_size = 64
   else:  # debug
