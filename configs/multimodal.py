@@ -186,16 +186,7 @@ def model_fields(s: dict, *, samples_per_patch: int = 16) -> ml_collections.Conf
   )
   model.decoder = common.module_kwargs(
     perceiver.MultimodalDecoder,
-    exclude=(
-      'modalities',
-      'num_outputs',
-      'subsampled_index_dims',
-      'position_encoding_type',
-      'output_index_dims',
-      'project_pos_dim',
-      'trainable_position_encoding_kwargs',
-      'fourier_position_encoding_kwargs',
-    ),
+    exclude=('modalities', 'num_outputs'),
     output_num_channels=s['decoder_channels'],
     use_query_residual=False,
     concat_preprocessed_input=False,
