@@ -1,5 +1,9 @@
 """Every config file in configs/ loads by path, is locked, and builds its model.
 
+Each model section (`model.input_preprocessor`, `encoder`, `decoder`,
+`output_postprocessor`) must hold every keyword of one library constructor and reach
+that constructor unchanged, with scale options set as a user would set them.
+
 For each file and each of its variants (`VARIANTS`), the task module's input pipeline
 runs on fake data (`data.fake=True`, the real pipeline code on generated examples) for
 one training and one evaluation batch, and the model's parameters are shaped from
@@ -65,7 +69,7 @@ def test_config_files_exist():
 
 
 @pytest.mark.parametrize('path, variant', _cases())
-def test_config_loads_and_builds_model(path, variant):
+def test_config_loads_and_builds_model(path, variant, monkeypatch):
   module = _load_module(path)
   config = module.get_config() if variant is None else module.get_config(variant)
   assert isinstance(config, ml_collections.ConfigDict)
@@ -98,9 +102,13 @@ def test_config_loads_and_builds_model(path, variant):
 
   from experiments.training import trainer  # pylint: disable=g-import-not-at-top
 
+  sections = _set_scale_options(config)
+  keywords = {cls: common._keywords(cls) for cls in _module_classes()}  # pylint: disable=protected-access
+  calls = _record_constructors(monkeypatch)
   steps = trainer.build_steps(config, task)
   example = {k: v[0] for k, v in train_batch.items()}
   state = train_state.abstract_train_state(steps.model, steps.optimizer, example)
+  _check_sections_reached_modules(f'{path}:{variant}', sections, calls, keywords)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   assert num_params > 0
   outputs = jax.eval_shape(
@@ -154,43 +162,27 @@ def _record_constructors(monkeypatch):
   return calls
 
 
-def _build_and_trace(config):
-  """Shapes the model's parameters on one fake batch (no compute)."""
-  config.data.fake = True
-  task = task_lib.load_task(config.task)
-  batch = next(task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0))
-  example = {k: v[0] for k, v in batch.items()}
-  model = task.build_model(config)
-  return jax.eval_shape(
-    lambda rng, b: model.init(rng, b, is_training=True), jax.random.PRNGKey(0), example
-  )
-
-
-@pytest.mark.parametrize('path, variant', _cases())
-def test_model_sections_hold_every_keyword_and_reach_the_modules(
-  path, variant, monkeypatch
-):
-  """Each model section holds every keyword of one constructor, each passed to it."""
-  module = _load_module(path)
-  config = module.get_config() if variant is None else module.get_config(variant)
-  sections = {s: config.model[s] for s in MODEL_SECTIONS if s in config.model}
-  assert 'encoder' in sections and 'decoder' in sections, path
+def _set_scale_options(config):
+  """Sets scale options as a user would; returns the model sections `{name: kwargs}`."""
+  sections = [s for s in MODEL_SECTIONS if s in config.model]
+  assert 'encoder' in sections, sections
   # Values a user would set on the command line (the config stays locked).
   config.model.encoder.compute_dtype = 'bfloat16'
   config.model.encoder.remat = True
-  if 'attention_query_chunk_size' in config.model.decoder:
+  if 'decoder' in sections and 'attention_query_chunk_size' in config.model.decoder:
     config.model.decoder.attention_query_chunk_size = 3
-  keywords = {cls: common._keywords(cls) for cls in _module_classes()}  # pylint: disable=protected-access
-  calls = _record_constructors(monkeypatch)
-  _build_and_trace(config)
-  for name, section in sections.items():
-    kwargs = section.to_dict()
+  return {s: config.model[s].to_dict() for s in sections}
+
+
+def _check_sections_reached_modules(case, sections, calls, keywords):
+  """Each section holds every keyword of one constructor, and reached it unchanged."""
+  for name, kwargs in sections.items():
     matches = [
       (cls, given)
       for cls, given in calls
       if all(k in given and _same(given[k], v) for k, v in kwargs.items())
     ]
-    assert matches, f'{path}:{variant}: model.{name} reached no module constructor.'
+    assert matches, f'{case}: model.{name} reached no module constructor.'
     cls, given = matches[0]
     # Every keyword with a default is in the section or passed by the task itself.
     missing = sorted(
@@ -198,7 +190,7 @@ def test_model_sections_hold_every_keyword_and_reach_the_modules(
       for k, default in keywords[cls].items()
       if default is not inspect.Parameter.empty and k not in kwargs and k not in given
     )
-    assert not missing, f'{path}:{variant}: model.{name} lacks {cls.__name__} {missing}.'
+    assert not missing, f'{case}: model.{name} lacks {cls.__name__} {missing}.'
 
 
 def _same(a, b):
@@ -220,11 +212,16 @@ def test_scale_options_from_the_command_line_change_the_computation(config_arg):
     '--config.model.encoder.remat=True',
     '--config.model.decoder.attention_query_chunk_size=4096',
   ]
+  argv = [
+    'prog',
+    f'--config={os.path.join(REPO_ROOT, "configs", path)}:{variant}',
+    *overrides,
+  ]
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values, lock_config=True)
-  flag_values(
-    ['prog', f'--config={os.path.join(REPO_ROOT, "configs", path)}:{variant}', *overrides]
+  config_flags.DEFINE_config_file(
+    'config', None, 'config', flag_values, lock_config=True, sys_argv=argv
   )
+  flag_values(argv)
   config = flag_values.config
   assert config.model.encoder.compute_dtype == 'bfloat16'
   assert config.model.encoder.remat is True
@@ -239,7 +236,9 @@ def test_scale_options_from_the_command_line_change_the_computation(config_arg):
     lambda p: model.apply(p, state, jax.random.PRNGKey(1), example, is_training=True)[0]
   )(params)
   primitives = [(e.primitive.name, e) for e in _equations(jaxpr.jaxpr)]
-  assert any(name in ('checkpoint', 'remat') for name, _ in primitives), 'no remat'
+  assert any(name in ('checkpoint', 'remat', 'remat2') for name, _ in primitives), (
+    'no remat'
+  )
   assert any(
     name == 'dot_general' and e.invars[0].aval.dtype == jax.numpy.bfloat16
     for name, e in primitives
