@@ -17,12 +17,12 @@ Shape glossary:
 
 import collections
 import os
-import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import haiku as hk
 import numpy as np
 
+from experiments.inference import plotting
 from perceiver._src import attention as attention_lib
 
 ENCODER_CROSS_ATTENTION = 'perceiver_encoder/~/cross_attention/attention'
@@ -195,7 +195,7 @@ def save_overlay_grid(
   Returns:
     `path`.
   """
-  plt = require_matplotlib()
+  plt = plotting.require_matplotlib()
   panels = overlays(image, maps, alpha=alpha)
   titles = (
     list(titles) if titles is not None else [f'map {i}' for i in range(len(panels))]
@@ -221,19 +221,3 @@ def save_overlay_grid(
   figure.savefig(path, format='png', dpi=100)
   plt.close(figure)
   return path
-
-
-def require_matplotlib():
-  """`matplotlib.pyplot` with a headless backend, or ImportError naming the extra."""
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    if 'matplotlib.pyplot' not in sys.modules and not os.environ.get('MPLBACKEND'):
-      matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError(
-      'Plots need matplotlib: install the plot extra, `pip install -e ".[plot]"` '
-      '(or `pip install matplotlib`).'
-    ) from e
-  return plt
