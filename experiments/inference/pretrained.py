@@ -361,7 +361,7 @@ def example_batch(config) -> Dict[str, np.ndarray]:
       'input_mask': np.ones([1, length], np.int32),
     }
   if config.task == 'experiments.tasks.digits.task':
-    return {'images': np.zeros([1, 8, 8], np.float32)}
+    return {'images': np.zeros([1, 8, 8, 1], np.float32)}
   raise ValueError(f'No example batch is known for task {config.task!r}.')
 
 
@@ -470,6 +470,73 @@ def load(
     state=state,
     preprocess=preprocessing.for_config(config),
     path=path,
+  )
+
+
+def tiny_config(name: str) -> ml_collections.ConfigDict:
+  """The release's config shrunk to a few thousand parameters, same kind of model.
+
+  ImageNet: 32 x 32 images, 8 latents of 16 channels, one self-attend; the input
+  preprocessing of the release (Fourier pixels, learned positions or conv) is kept.
+  Language: `configs/mlm.py:debug` (64 bytes).
+
+  Raises:
+    ValueError: no config for `name`.
+  """
+  release = get_release(name)
+  if not release.config:
+    raise ValueError(f'The {name!r} release has no config in this checkout.')
+  if release.config.startswith('configs/mlm.py'):
+    return load_config('configs/mlm.py:debug')
+  config = load_config(release.config)
+  with config.unlocked():
+    config.data.image_size = 32
+    encoder = config.model.encoder
+    encoder.update(
+      dict(
+        z_index_dim=8,
+        num_z_channels=16,
+        num_blocks=1,
+        num_self_attends_per_block=1,
+        num_self_attend_heads=2,
+      )
+    )
+    config.model.decoder.num_z_channels = 16
+    config.model.decoder.trainable_position_encoding_kwargs.num_channels = 16
+    prep = config.model.input_preprocessor
+    if 'fourier_position_encoding_kwargs' in prep:
+      side = 32 // prep.get('spatial_downsample', 1)
+      prep.fourier_position_encoding_kwargs.num_bands = 4
+      prep.fourier_position_encoding_kwargs.max_resolution = (side, side)
+    if prep.get('position_encoding_type') == 'trainable':
+      prep.num_channels = 8
+      prep.project_pos_dim = 8
+      prep.trainable_position_encoding_kwargs.num_channels = 8
+    if prep.get('prep_type') == 'conv':
+      prep.num_channels = 8
+  return config
+
+
+def smoke_model(name: str, seed: int = 0) -> Pretrained:
+  """A tiny randomly initialised stand-in for release `name` (`tiny_config`): the
+  same interface as `load(name)`, with no download (for smoke tests and demos)."""
+  from experiments.inference import preprocessing  # pylint: disable=import-outside-toplevel
+
+  config = tiny_config(name)
+  task = importlib.import_module(config.task)
+  model = task.build_model(config)
+  batch = example_batch(config)
+  params, state = jax.jit(lambda rng: model.init(rng, batch, is_training=True))(
+    jax.random.PRNGKey(seed)
+  )
+  return Pretrained(
+    name=f'{name} (smoke: tiny random model)',
+    config=config,
+    model=model,
+    params=jax.device_get(params),
+    state=jax.device_get(state),
+    preprocess=preprocessing.for_config(config),
+    path='',
   )
 
 
