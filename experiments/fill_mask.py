@@ -73,6 +73,11 @@ def define_flags():
   )
 
 
+def _optional(flag_values, name, default):
+  """The value of an optional flag (callers may pass only the original three)."""
+  return flag_values[name].value if name in flag_values else default
+
+
 def main(argv, *, flag_values):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -80,7 +85,7 @@ def main(argv, *, flag_values):
     raise app.UsageError('--checkpoint is required.')
   if flag_values['text'].value is None:
     raise app.UsageError('--text is required.')
-  top_k = flag_values['top_k'].value
+  top_k = _optional(flag_values, 'top_k', 1)
   if top_k < 1:
     raise app.UsageError(f'--top_k must be >= 1, got {top_k}.')
   try:
@@ -92,11 +97,11 @@ def main(argv, *, flag_values):
       flag_values['text'].value,
       flag_values['config'].value,
       top_k,
-      flag_values['beam'].value,
+      _optional(flag_values, 'beam', 0),
     )
   except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
     sys.exit(f'fill_mask: error: {e}')
-  if flag_values['json'].value:
+  if _optional(flag_values, 'json', False):
     print(json.dumps(fill_mask.top_k_as_dict(result), ensure_ascii=False))
     return
   print(result.completed)
