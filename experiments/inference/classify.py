@@ -20,11 +20,18 @@ def resolve_config(
   checkpoint: str, config: Optional[ml_collections.ConfigDict]
 ) -> ml_collections.ConfigDict:
   """`config`, else the release's config for a registry name, else io_fourier's."""
-  if config is not None:
-    return config
-  if checkpoint in pretrained.RELEASES and pretrained.RELEASES[checkpoint].config:
-    return pretrained.load_config(pretrained.RELEASES[checkpoint].config)
-  return pretrained.load_config(DEFAULT_CONFIG)
+  if checkpoint in pretrained.RELEASES:
+    spec = pretrained.RELEASES[checkpoint].config
+    if not spec.startswith('configs/imagenet.py'):
+      imagenet = sorted(
+        n for n, r in pretrained.RELEASES.items() if 'imagenet' in r.config
+      )
+      raise ValueError(
+        f'--checkpoint={checkpoint!r} is no ImageNet classifier; released ones: {imagenet}.'
+      )
+    if config is None:
+      return pretrained.load_config(spec)
+  return config if config is not None else pretrained.load_config(DEFAULT_CONFIG)
 
 
 @functools.lru_cache(maxsize=4)

@@ -127,3 +127,14 @@ def test_command_names_a_bad_image_and_exits_1(debug_checkpoint, tmp_path):
   assert result.returncode == 1, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('classify: error: Cannot decode image') and 'broken.jpg' in last
+
+
+def test_resolve_config():
+  assert classify.resolve_config(
+    'imagenet_conv', None
+  ).model.input_preprocessor.prep_type == ('conv')
+  assert classify.resolve_config(
+    '/some/file.npz', None
+  ).model.input_preprocessor.prep_type == ('pixels')
+  with pytest.raises(ValueError, match='no ImageNet classifier'):
+    classify.resolve_config('language_bytes', None)
