@@ -190,3 +190,22 @@ def test_offline_fails_at_once_with_url_and_local_file_hint(server, tmp_path):
       _release(server + '/missing'), str(tmp_path / 'y'), progress=False
     )
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+  'name', ['imagenet_fourier', 'imagenet_learned', 'imagenet_conv']
+)
+def test_tiny_configs_keep_the_release_preprocessing(name):
+  full = pretrained.load_config(pretrained.get_release(name).config)
+  tiny = pretrained.tiny_config(name)
+  assert (
+    tiny.model.input_preprocessor.prep_type == full.model.input_preprocessor.prep_type
+  )
+  model = imagenet_task.build_model(tiny)
+  params, _ = jax.eval_shape(
+    lambda: model.init(
+      jax.random.PRNGKey(0), pretrained.example_batch(tiny), is_training=True
+    )
+  )
+  count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+  assert 10_000 < count < 50_000  # The release's models hold ~48M.
