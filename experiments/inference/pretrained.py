@@ -504,7 +504,7 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
     config.model.decoder.num_z_channels = 16
     config.model.decoder.trainable_position_encoding_kwargs.num_channels = 16
     prep = config.model.input_preprocessor
-    if 'fourier_position_encoding_kwargs' in prep:
+    if prep.get('position_encoding_type') == 'fourier':
       side = 32 // prep.get('spatial_downsample', 1)
       prep.fourier_position_encoding_kwargs.num_bands = 4
       prep.fourier_position_encoding_kwargs.max_resolution = (side, side)
