@@ -5,7 +5,11 @@ The procedure of the release's optical-flow colab:
   * pixels are normalised to [-1, 1] (`value / 255 * 2 - 1`);
   * tile corners: along each axis, `range(0, size, tile - min_overlap)`, and the last
     corner is moved to `size - tile` so the last tile is flush with the border (this can
-    leave that tile overlapping its neighbour by more than `min_overlap`);
+    leave that tile overlapping its neighbour by more than `min_overlap`, or repeat a
+    tile, which is then computed and weighted twice, as in the colab). For sizes where a
+    middle corner would put a tile past the border (e.g. 960 pixels for tiles of 496,
+    where the colab's slicing yields a short tile and the model fails), that corner is
+    clamped to `size - tile`;
   * every tile of both frames goes through the model; its flow is weighted by
     `min(d_y, d_x)` where `d` is the 1-based distance to the nearest tile border
     (`min(i + 1, tile - i)` along each axis), and the weighted flows are summed and
@@ -51,7 +55,8 @@ def grid_indices(
   for size, tile in zip(image_size[:2], tile_size):
     starts = list(range(0, size, tile - min_overlap))
     starts[-1] = size - tile
-    corners.append(starts)
+    # Where the colab's slice would run past the border (it then fails), clamp.
+    corners.append([min(start, size - tile) for start in starts])
   return list(itertools.product(*corners))
 
 

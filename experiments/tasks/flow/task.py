@@ -198,7 +198,9 @@ def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
 def _read(example, config, index):
   """One example as arrays; with `data.fake`, a generated stand-in."""
   if config.data.fake:
-    options = synthetic.SceneOptions(size=_FAKE_SIZE, num_objects=(0, 1), textures='noise')
+    options = synthetic.SceneOptions(
+      size=_FAKE_SIZE, num_objects=(0, 1), textures='noise'
+    )
     return synthetic.generate(index, seed=config.seed, options=options)
   return datasets.load_example(example)
 
