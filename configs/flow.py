@@ -15,7 +15,7 @@ Variants:
           --config.model.init_checkpoint=optical_flow_checkpoint.pystate \
           --config.data.dataset=sintel --config.data.data_dir=/data/MPI-Sintel
 
-  synthetic: a small model on 32x48 flying-objects pairs generated here, learning on a
+  synthetic: a small model on 24x32 flying-objects pairs generated here, learning on a
     2-core CPU in about 15 minutes:
 
       python -m experiments.train --config=configs/flow.py:synthetic --workdir=/tmp/flow_syn
@@ -152,11 +152,11 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.model.decoder.attention_query_chunk_size = 8192
   elif variant == 'synthetic':
     config.model = model_config(
-      image_size=(32, 48),
-      num_bands=16,
-      num_latents=64,
-      num_z_channels=128,
-      num_self_attends=4,
+      image_size=(24, 32),
+      num_bands=8,
+      num_latents=32,
+      num_z_channels=64,
+      num_self_attends=2,
       num_self_attend_heads=4,
     )
   else:
@@ -177,7 +177,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # Generated data (see experiments/tasks/flow/synthetic.py).
   d.synthetic_seed = 0
   d.synthetic_size = ()  # () = model.image_size.
-  d.num_train_examples = 4096
+  d.num_train_examples = 2048
   d.num_eval_examples = 256
   d.num_objects = (1, 3)
   d.object_radius = (0.15, 0.35)
@@ -187,7 +187,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   d.object_rotation = 10.0
   d.background_scale = 0.03
   d.object_scale = 0.08
-  d.texture_scale = (2.0, 4.0)
+  d.texture_scale = (0.75, 1.5)
   # Augmentation of training examples (see experiments/tasks/flow/augment.py).
   d.augment = ml_collections.ConfigDict()
   d.augment.min_log2_scale = 0.0

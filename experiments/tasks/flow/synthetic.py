@@ -62,7 +62,7 @@ class SceneOptions:
   background_scale: float = 0.03
   object_scale: float = 0.08
   textures: str = 'photos'
-  texture_scale: Tuple[float, float] = (2.0, 4.0)
+  texture_scale: Tuple[float, float] = (0.75, 1.5)
 
 
 @functools.cache
