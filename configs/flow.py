@@ -41,8 +41,6 @@ zero-initialises the decoder's output layer), `model.tile_min_overlap` (20),
 is loaded; the shapes must fit).
 """
 
-import inspect
-
 import ml_collections
 
 from configs import common
@@ -51,21 +49,6 @@ from perceiver import perceiver
 
 VARIANTS = ('perceiver_io', 'synthetic', 'debug')
 RELEASE_SIZE = (368, 496)
-
-
-def _module_kwargs(cls, **overrides):
-  """Every keyword of `cls`'s constructor at its default, with `overrides`."""
-  module_kwargs = getattr(common, 'module_kwargs', None)
-  if module_kwargs is not None:
-    return module_kwargs(cls, **overrides)
-  kwargs = {}
-  for name, parameter in inspect.signature(cls.__init__).parameters.items():
-    if parameter.default is not inspect.Parameter.empty and not callable(
-      parameter.default
-    ):
-      kwargs[name] = parameter.default
-  kwargs.update(overrides)
-  return ml_collections.ConfigDict(kwargs)
 
 
 def _fourier(num_bands, size):
@@ -91,7 +74,7 @@ def model_config(
   model.zero_init_output = True
   model.tile_min_overlap = 20 if min(image_size) > 20 else 2
   model.init_checkpoint = ''
-  model.input_preprocessor = _module_kwargs(
+  model.input_preprocessor = common.module_kwargs(
     io_processors.ImagePreprocessor,
     position_encoding_type='fourier',
     fourier_position_encoding_kwargs=_fourier(num_bands, image_size),
@@ -102,7 +85,7 @@ def model_config(
     temporal_downsample=2,
     num_channels=num_channels,
   )
-  model.encoder = _module_kwargs(
+  model.encoder = common.module_kwargs(
     perceiver.PerceiverEncoder,
     num_self_attends_per_block=num_self_attends,
     num_blocks=1,
@@ -115,19 +98,17 @@ def model_config(
     dropout_prob=0.0,
     z_pos_enc_init_scale=0.02,
     cross_attention_shape_for_attn='kv',
-    name='perceiver_encoder',
   )
-  model.decoder = _module_kwargs(
-    perceiver.BasicDecoder,
+  model.decoder = common.module_kwargs(
+    perceiver.FlowDecoder,
+    exclude=('output_w_init',),  # Set by the task from model.zero_init_output.
     rescale_factor=100.0,
+    num_z_channels=num_z_channels,
     use_query_residual=False,
     output_num_channels=2,
     position_encoding_type='fourier',
     fourier_position_encoding_kwargs=_fourier(num_bands, image_size),
   )
-  # FlowDecoder takes its own name, output_num_channels and rescale_factor and passes
-  # the other keywords to its BasicDecoder (whose name stays 'basic_decoder').
-  model.decoder.name = 'flow_decoder'
   return model
 
 
@@ -159,6 +140,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
       num_self_attends=2,
       num_self_attend_heads=4,
     )
+    # Unlike the release, the decoder adds its query (the pixel's own patches of both
+    # frames) to the attention output, so per-pixel evidence reaches the output even
+    # with few latents.
+    config.model.decoder.use_query_residual = True
   else:
     config.model = model_config(
       image_size=(13, 19),
@@ -221,6 +206,13 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.training.batch_size = 8
     config.training.num_steps = 100_000
     config.evaluation.batch_size = 1
+  elif variant == 'synthetic':
+    d.num_train_examples = 1024
+    d.background_translation = 1.0
+    d.object_translation = 1.5
+    config.optimizer.base_lr = 2e-3
+    config.training.num_steps = 2000
+    config.training.eval_every_steps = 500
   elif variant == 'debug':
     d.num_train_examples = 32
     d.num_eval_examples = 7

@@ -55,11 +55,10 @@ _FAKE_SIZE = (11, 17)
 def flow_model(m: ml_collections.ConfigDict):
   """`f(frames [B, 2, h, w, 3]) -> flow [B, h, w, 2]` for one tile (call in a transform)."""
   decoder_kwargs = dict(m.decoder.to_dict())
-  if m.zero_init_output:
-    decoder_kwargs['output_w_init'] = jnp.zeros
+  decoder_kwargs['output_w_init'] = jnp.zeros if m.zero_init_output else None
   model = perceiver.Perceiver(
     input_preprocessor=io_processors.ImagePreprocessor(**m.input_preprocessor.to_dict()),
-    encoder=perceiver.PerceiverEncoder(**m.encoder.to_dict()),
+    encoder=perceiver.PerceiverEncoder(name='perceiver_encoder', **m.encoder.to_dict()),
     decoder=perceiver.FlowDecoder(tuple(m.image_size), **decoder_kwargs),
     output_postprocessor=None,
   )
