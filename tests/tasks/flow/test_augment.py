@@ -80,10 +80,10 @@ def test_augment_crops_to_size_and_is_deterministic():
     example, np.random.default_rng(0), augment.AugmentOptions((5, 7))
   )
   windows = [
-    (t, l)
-    for t in range(5)
-    for l in range(7)
-    if np.array_equal(plain['flow'], flow[t : t + 5, l : l + 7])
+    (top, left)
+    for top in range(5)
+    for left in range(7)
+    if np.array_equal(plain['flow'], flow[top : top + 5, left : left + 7])
   ]
   assert len(windows) == 1
   # Too small an example is scaled up to the crop size first.
