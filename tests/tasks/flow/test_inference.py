@@ -119,7 +119,9 @@ def _debug_checkpoint(tmp_path):
   return config, path
 
 
-def test_command_end_to_end(tmp_path):
+def test_command_end_to_end(tmp_path, capsys):
+  from experiments import optical_flow
+
   config, path = _debug_checkpoint(tmp_path)
   rng = np.random.default_rng(1)
   frames = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
@@ -127,31 +129,45 @@ def test_command_end_to_end(tmp_path):
   formats.write_image(str(tmp_path / 'b.png'), frames[1])
   truth = rng.normal(size=(20, 30, 2)).astype(np.float32)
   formats.write_flo(str(tmp_path / 'gt.flo'), truth)
-  formats.write_image(str(tmp_path / 'small.png'), frames[0, :10])
+  flags = _flags(
+    config=config,
+    checkpoint=path,
+    frame1=str(tmp_path / 'a.png'),
+    frame2=str(tmp_path / 'b.png'),
+    output=str(tmp_path / 'out.flo'),
+    visualization=str(tmp_path / 'out.png'),
+    ground_truth=str(tmp_path / 'gt.flo'),
+  )
+  optical_flow.main(['optical_flow'], flag_values=flags)  # No SystemExit: status 0.
+  captured = capsys.readouterr()
+  assert 'tile 4/4' in captured.err
+  flow = formats.read_flo(str(tmp_path / 'out.flo'))
+  model = compute.FlowModel.from_checkpoint(config, path)
+  np.testing.assert_allclose(flow, model(frames[0], frames[1]), rtol=1e-5, atol=1e-6)
+  scores = json.loads(captured.out.strip().splitlines()[-1])
+  assert scores['epe'] == pytest.approx(
+    np.linalg.norm(flow - truth, axis=-1).mean(), rel=1e-5
+  )
+  assert formats.read_image(str(tmp_path / 'out.png')).shape == (20, 30, 3)
+
+
+def test_command_exits_with_status_1(tmp_path):
+  (tmp_path / 'a.png').write_text('not an image')
   command = [
     sys.executable,
     '-m',
     'experiments.optical_flow',
     f'--config={helpers.REPO_ROOT}/configs/flow.py:debug',
-    f'--checkpoint={path}',
+    f'--checkpoint={tmp_path / "none.npz"}',
     f'--frame1={tmp_path / "a.png"}',
-    f'--frame2={tmp_path / "b.png"}',
+    f'--frame2={tmp_path / "a.png"}',
     f'--output={tmp_path / "out.flo"}',
-    f'--visualization={tmp_path / "out.png"}',
-    f'--ground_truth={tmp_path / "gt.flo"}',
   ]
   env = dict(os.environ, PYTHONPATH=helpers.REPO_ROOT, JAX_PLATFORMS='cpu')
   result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
-  assert result.returncode == 0, result.stderr
-  assert 'tile 4/4' in result.stderr
-  flow = formats.read_flo(str(tmp_path / 'out.flo'))
-  model = compute.FlowModel.from_checkpoint(config, path)
-  np.testing.assert_allclose(flow, model(frames[0], frames[1]), rtol=1e-5, atol=1e-6)
-  scores = json.loads(result.stdout.strip().splitlines()[-1])
-  assert scores['epe'] == pytest.approx(
-    np.linalg.norm(flow - truth, axis=-1).mean(), rel=1e-5
-  )
-  assert formats.read_image(str(tmp_path / 'out.png')).shape == (20, 30, 3)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('optical_flow: error:') and 'a.png' in last
 
 
 def _flags(**values):
@@ -176,11 +192,14 @@ def test_command_errors_name_the_input(tmp_path):
   (tmp_path / 'text.flo').write_text('this is not a flow file')
   formats.write_image(str(tmp_path / 'b.png'), frames[1])
   other = flow_config.get_config('synthetic')
-  params = task.build_model(other).init(
-    jax.random.PRNGKey(0),
-    {'frames': np.zeros((1, 2, 24, 32, 3), np.float32)},
-    is_training=True,
-  )[0]
+  shapes = jax.eval_shape(
+    lambda: task.build_model(other).init(
+      jax.random.PRNGKey(0),
+      {'frames': jnp.zeros((1, 2, 24, 32, 3), jnp.float32)},
+      is_training=True,
+    )[0]
+  )
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   checkpoint.save_npz(str(tmp_path / 'other.npz'), params)
   base = dict(
     config=config,
