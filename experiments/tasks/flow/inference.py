@@ -6,7 +6,9 @@ The procedure of the release's optical-flow colab:
   * tile corners: along each axis, `range(0, size, tile - min_overlap)`, and the last
     corner is moved to `size - tile` so the last tile is flush with the border (this can
     leave that tile overlapping its neighbour by more than `min_overlap`, or repeat a
-    tile, which is then computed and weighted twice, as in the colab). For sizes where a
+    tile, which is then computed and weighted twice, as in the colab; along an axis
+    exactly one tile long every tile is repeated alike, so there the repeats, which do
+    not change the blend, are skipped). For sizes where a
     middle corner would put a tile past the border (e.g. 960 pixels for tiles of 496,
     where the colab's slicing yields a short tile and the model fails), that corner is
     clamped to `size - tile`;
@@ -25,7 +27,7 @@ Shape glossary:
 """
 
 import itertools
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -51,13 +53,15 @@ def grid_indices(
       f'image of size {tuple(image_size)} is smaller than a tile {tuple(tile_size)}; '
       'pad it first (pad_to_tile).'
     )
-  corners = []
-  for size, tile in zip(image_size[:2], tile_size):
-    starts = list(range(0, size, tile - min_overlap))
-    starts[-1] = size - tile
-    # Where the colab's slice would run past the border (it then fails), clamp.
-    corners.append([min(start, size - tile) for start in starts])
+  corners = [_axis_starts(s, t, min_overlap) for s, t in zip(image_size[:2], tile_size)]
   return list(itertools.product(*corners))
+
+
+def _axis_starts(size: int, tile: int, min_overlap: int) -> List[int]:
+  starts = list(range(0, size, tile - min_overlap))
+  starts[-1] = size - tile
+  # Where the colab's slice would run past the border (it then fails), clamp.
+  return [min(start, size - tile) for start in starts]
 
 
 def tile_weights(tile_size: Sequence[int]) -> np.ndarray:
@@ -109,8 +113,13 @@ def tiled_flow(
   full_h, full_w = padded.shape[-3:-1]
   h, w = tile_size
   weights = tile_weights(tile_size)[None, :, :, None]
-  corners = grid_indices((full_h, full_w), tile_size, min_overlap)
-  if len(corners) == 1 and (full_h, full_w) == (h, w):
+  grid_indices((full_h, full_w), tile_size, min_overlap)  # Checks the arguments.
+  # Along an axis one tile long the colab repeats every tile the same number of times,
+  # which leaves the blend unchanged: those repeats are skipped.
+  ys = [0] if full_h == h else _axis_starts(full_h, h, min_overlap)
+  xs = [0] if full_w == w else _axis_starts(full_w, w, min_overlap)
+  corners = list(itertools.product(ys, xs))
+  if len(corners) == 1:
     flow = apply_tile(padded)
     if progress:
       progress(1, 1)
@@ -128,9 +137,3 @@ def tiled_flow(
     if progress:
       progress(done, len(corners))
   return (flows / counts)[:, :height, :width]
-
-
-def all_corners(frames_size: Iterable[int], tile_size, min_overlap=MIN_OVERLAP):
-  """The corners `tiled_flow` uses for frames of `frames_size` (after padding)."""
-  size = [max(s, t) for s, t in zip(frames_size, tile_size)]
-  return grid_indices(size, tile_size, min_overlap)

@@ -72,7 +72,7 @@ def test_weights_by_hand():
   )
 
 
-@pytest.mark.parametrize('size', [(19, 29), (7, 11), (19, 23)])
+@pytest.mark.parametrize('size', [(19, 29), (7, 11), (19, 23), (7, 27)])
 def test_tiled_flow_equals_the_colab_procedure(size):
   rng = np.random.default_rng(size[0])
   img1, img2 = rng.uniform(-1, 1, (2,) + size + (3,)).astype(np.float32)
