@@ -22,6 +22,8 @@ def _version():
 
 
 _MEDIA = ['av>=12']
+# Reading frames (PNG, PPM) for optical flow, and scikit-learn's sample photographs.
+_FLOW = ['Pillow>=9']
 _POINTCLOUDS = ['h5py>=3.8']
 _PLOT = ['matplotlib>=3.7']
 _NOTEBOOKS = ['nbclient>=0.9', 'nbformat>=5.9', 'ipykernel>=6'] + _PLOT
@@ -57,6 +59,8 @@ setuptools.setup(
     'tpu': ['jax[tpu]>=0.4.30'],
     # Decoding audio and video files (FFmpeg through PyAV).
     'media': _MEDIA,
+    # Optical flow: frame files and the photographs textures are cut from.
+    'flow': _FLOW,
     # The HDF5 files of ModelNet40.
     'pointclouds': _POINTCLOUDS,
     'plot': _PLOT,
@@ -66,6 +70,7 @@ setuptools.setup(
     # its output is the enforced style).
     'test': ['pytest>=7', 'pytest-xdist>=3', 'ruff~=0.17.0']
     + _MEDIA
+    + _FLOW
     + _POINTCLOUDS
     + _NOTEBOOKS,
   },
