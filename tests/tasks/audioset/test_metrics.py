@@ -20,7 +20,9 @@ def test_ties_form_one_threshold():
   scores = np.array([0.5, 0.5, 0.2])
   labels = np.array([1, 0, 1])
   # Threshold 0.5: P = 1/2, R = 1/2; threshold 0.2: P = 2/3, R = 1.
-  assert metrics.average_precision(scores, labels) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+  assert metrics.average_precision(scores, labels) == pytest.approx(
+    0.5 * 0.5 + 0.5 * 2 / 3
+  )
   # Pairs (0.5 vs 0.5): tie = 1/2; (0.2 vs 0.5): 0.
   assert metrics.roc_auc(scores, labels) == pytest.approx(0.25)
 
