@@ -17,7 +17,8 @@ with each of the configured extensions. For example the template
 `balanced_train_segments/--PJHxphWEs_30000_40000.wav`.
 
 Clips are decoded with PyAV (FFmpeg): any audio or video container FFmpeg reads
-(WAV, FLAC, MP3, M4A, MP4, MKV, WebM, ...). Audio is mixed to mono and resampled;
+(WAV, FLAC, MP3, M4A, MP4, MKV, WebM, ...). Audio is resampled and its channels
+averaged to mono;
 video frames are sampled at given times, resized (shorter side) and centre-cropped.
 """
 
@@ -161,18 +162,26 @@ def _open(path: str):
 
 
 def decode_audio(path: str, sample_rate: int) -> np.ndarray:
-  """`[S]` float32 mono samples of the file's first audio stream at `sample_rate`."""
+  """`[S]` float32 samples of the file's first audio stream at `sample_rate`.
+
+  Samples are in [-1, 1] for integer formats; channels are averaged to mono.
+  """
   import av  # pylint: disable=g-import-not-at-top
 
   with _open(path) as container:
     if not container.streams.audio:
       raise ClipError(f'{path}: has no audio stream.')
-    resampler = av.AudioResampler(format='flt', layout='mono', rate=sample_rate)
+    resampler = None
     chunks = []
     try:
       for frame in container.decode(audio=0):
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-      chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+        if resampler is None:  # Keeps the channels; they are averaged below.
+          resampler = av.AudioResampler(
+            format='fltp', layout=frame.layout.name, rate=sample_rate
+          )
+        chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(frame))
+      if resampler is not None:
+        chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(None))
     except av.FFmpegError as e:
       raise ClipError(f'{path}: audio cannot be decoded ({e}).') from None
   if not chunks:

@@ -29,6 +29,7 @@ import numpy as np
 from experiments.tasks.audioset import mel
 
 AUDIO_INPUTS = ('raw', 'mel', 'none')
+_MEL_CHUNK = 256
 
 
 def check_data_config(data: ml_collections.ConfigDict) -> None:
@@ -63,7 +64,14 @@ def audio_features(waveforms: np.ndarray, data: ml_collections.ConfigDict) -> np
   """`[N, S]` waveforms -> `[N, S]` (raw) or `[N, F, M]` (mel) float32 features."""
   if data.audio_input == 'raw':
     return np.asarray(waveforms, np.float32)
-  spec = mel.log_mel_spectrogram(waveforms, mel_params(data))
+  params = mel_params(data)
+  waveforms = np.asarray(waveforms)
+  spec = np.concatenate(  # In chunks: the float64 frames of many clips are large.
+    [
+      mel.log_mel_spectrogram(waveforms[i : i + _MEL_CHUNK], params)
+      for i in range(0, max(1, len(waveforms)), _MEL_CHUNK)
+    ]
+  )
   mean = spec.mean(axis=(-2, -1), keepdims=True)
   std = spec.std(axis=(-2, -1), keepdims=True)
   return ((spec - mean) / np.maximum(std, 1e-5)).astype(np.float32)
