@@ -54,15 +54,11 @@ Data fields (`config.data`):
   fake, fake_num_examples: generated inputs through the real pipeline (tests).
 """
 
-import inspect
-
 import ml_collections
-from ml_collections import config_dict
 
 from configs import common
 from perceiver import io_processors
 from perceiver import perceiver
-from perceiver import position_encoding
 
 VARIANTS = (
   'audio_raw',
@@ -73,53 +69,6 @@ VARIANTS = (
   'synthetic_audio_video',
   'debug',
 )
-_INT_PLACEHOLDERS = (
-  'qk_channels',
-  'v_channels',
-  'attention_query_chunk_size',
-  'attention_key_chunk_size',
-)
-
-
-def _fallback_module_kwargs(cls, *, exclude=(), **overrides) -> ml_collections.ConfigDict:
-  """`configs.common.module_kwargs` until main provides it (same contract)."""
-  keywords = {}
-  for p in inspect.signature(cls.__init__).parameters.values():
-    if p.name in ('self', 'name') or p.kind is p.VAR_POSITIONAL:
-      continue
-    if p.kind is p.VAR_KEYWORD:
-      if p.name == 'position_encoding_kwargs':
-        params = inspect.signature(position_encoding.build_position_encoding).parameters
-        keywords.update(
-          (q.name, q.default)
-          for q in params.values()
-          if q.default is not q.empty and q.name != 'name'
-        )
-      continue
-    keywords[p.name] = p.default
-  unknown = sorted((set(overrides) | set(exclude)) - set(keywords))
-  if unknown:
-    raise ValueError(f'{cls.__name__} has no keyword argument(s) {unknown}.')
-  section = ml_collections.ConfigDict()
-  for name, default in keywords.items():
-    value = overrides.get(name, default)
-    if name in exclude or value is inspect.Parameter.empty:
-      continue
-    if isinstance(value, dict):
-      value = ml_collections.ConfigDict(value)
-    elif value is None:
-      value = config_dict.placeholder(
-        int
-        if name in _INT_PLACEHOLDERS
-        else str
-        if name in ('compute_dtype', 'remat_policy')
-        else object
-      )
-    section[name] = value
-  return section
-
-
-module_kwargs = getattr(common, 'module_kwargs', _fallback_module_kwargs)
 
 
 def _fourier(num_bands: int, max_resolution) -> dict:
@@ -135,7 +84,7 @@ def _fourier(num_bands: int, max_resolution) -> dict:
 
 
 def _audio_preprocessor(samples_per_patch: int, num_patches: int, num_bands: int):
-  return module_kwargs(
+  return common.module_kwargs(
     io_processors.AudioPreprocessor,
     samples_per_patch=samples_per_patch,
     **_fourier(num_bands, (num_patches,)),
@@ -143,7 +92,7 @@ def _audio_preprocessor(samples_per_patch: int, num_patches: int, num_bands: int
 
 
 def _video_preprocessor(temporal: int, spatial: int, grid, num_bands: int):
-  return module_kwargs(
+  return common.module_kwargs(
     io_processors.ImagePreprocessor,
     prep_type='patches',
     temporal_downsample=temporal,
@@ -153,7 +102,7 @@ def _video_preprocessor(temporal: int, spatial: int, grid, num_bands: int):
 
 
 def _paper_encoder():
-  return module_kwargs(
+  return common.module_kwargs(
     perceiver.PerceiverEncoder,
     num_self_attends_per_block=6,
     num_blocks=8,
@@ -171,7 +120,7 @@ def _paper_encoder():
 
 
 def _small_encoder(latents: int, channels: int, self_attends: int, heads: int):
-  return module_kwargs(
+  return common.module_kwargs(
     perceiver.PerceiverEncoder,
     num_self_attends_per_block=self_attends,
     num_blocks=1,
@@ -232,7 +181,7 @@ def get_config(arg: str = 'audio_video') -> ml_collections.ConfigDict:
   config.data = data = _data()
   model = config.model = ml_collections.ConfigDict()
   model.decoder_type = 'projection'
-  model.input_preprocessor = module_kwargs(
+  model.input_preprocessor = common.module_kwargs(
     io_processors.MultimodalPreprocessor, exclude=('modalities',), min_padding_size=4
   )
 
@@ -240,7 +189,7 @@ def get_config(arg: str = 'audio_video') -> ml_collections.ConfigDict:
   model.audio_preprocessor = _audio_preprocessor(128, 480, 64)
   model.video_preprocessor = _video_preprocessor(2, 8, (16, 28, 28), 16)
   model.encoder = _paper_encoder()
-  model.decoder = module_kwargs(perceiver.ProjectionDecoder)
+  model.decoder = common.module_kwargs(perceiver.ProjectionDecoder)
   config.optimizer.base_lr = 1e-3
   config.optimizer.schedule.type = 'step'
   config.optimizer.schedule.decay_boundaries = (0.7, 0.85, 0.95)
