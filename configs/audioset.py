@@ -11,9 +11,9 @@ Task `experiments.tasks.audioset.task`; see docs/audioset.md. Variants
     inputs of 384 values) + 3D Fourier features (16 bands; 483 channels).
   audio_video: video + raw audio through the multimodal preprocessor, channels padded
     to 487 with trainable per-modality padding (13,024 inputs x 487 channels).
-    `--config.data.audio_input=mel --config.model.audio_preprocessor.samples_per_patch=1
-    --config.model.audio_preprocessor.fourier_position_encoding_kwargs.max_resolution=
-    "(4800,)"` gives the mel version (17,344 inputs).
+    The mel version (17,344 inputs): add `--config.data.audio_input=mel
+    --config.model.audio_preprocessor.samples_per_patch=1
+    '--config.model.audio_preprocessor.fourier_position_encoding_kwargs.max_resolution=(4800,)'`.
   synthetic: generated sound events (16 classes, 1.0 s at 4 kHz) as log-mel frames,
     a small Perceiver that learns on a 2-core CPU in minutes.
   synthetic_audio_video: the same clips with their pictures (8 frames of 16 x 16).
