@@ -213,7 +213,7 @@ def sigmoid_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def train_loss(logits, batch, config):
   del config
   loss = jnp.mean(sigmoid_cross_entropy(logits, batch['labels']))
-  return loss, {'sigmoid_xent': loss}
+  return loss, {'loss': loss}
 
 
 def eval_outputs(logits, batch, config):
