@@ -92,6 +92,10 @@ def test_missing_clips_are_counted_with_one_warning_and_bad_clips_skipped(
   # Same seed and step: same batch (resumable).
   again = next(local_clips.train_batches(clips, batch_dims=(1, 5), seed=0, start_step=0))
   np.testing.assert_array_equal(again['audio'], batch['audio'])
+  second = next(batches)
+  resumed = next(local_clips.train_batches(clips, batch_dims=(1, 5), seed=0, start_step=1))
+  np.testing.assert_array_equal(resumed['audio'], second['audio'])
+  np.testing.assert_array_equal(resumed['labels'], second['labels'])
 
 
 def test_eval_split_drops_too_short_clips_pads_and_centres(tmp_path, caplog):
