@@ -93,7 +93,9 @@ def test_missing_clips_are_counted_with_one_warning_and_bad_clips_skipped(
   again = next(local_clips.train_batches(clips, batch_dims=(1, 5), seed=0, start_step=0))
   np.testing.assert_array_equal(again['audio'], batch['audio'])
   second = next(batches)
-  resumed = next(local_clips.train_batches(clips, batch_dims=(1, 5), seed=0, start_step=1))
+  resumed = next(
+    local_clips.train_batches(clips, batch_dims=(1, 5), seed=0, start_step=1)
+  )
   np.testing.assert_array_equal(resumed['audio'], second['audio'])
   np.testing.assert_array_equal(resumed['labels'], second['labels'])
 
