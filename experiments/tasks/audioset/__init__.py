@@ -1,0 +1,1 @@
+"""AudioSet-style multi-label audio, video and audio+video classification (paper 1)."""
