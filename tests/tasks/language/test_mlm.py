@@ -19,11 +19,18 @@ from experiments.training import trainer
 def tiny_config(**data):
   """configs/mlm.py:debug shrunk further: 32-byte sequences, one self-attend."""
   config = mlm_config.get_config('debug')
-  m = config.model
-  m.max_seq_len, m.d_model, m.num_latents, m.num_z_channels = 64, 32, 8, 32
-  m.num_self_attends_per_block, m.num_cross_attend_heads = 1, 2
-  m.num_self_attend_heads, m.qk_channels, m.v_channels = 2, 16, 32
-  m.decoder_num_heads, m.decoder_qk_channels = 2, 16
+  config.model = mlm_config.model_fields(
+    max_seq_len=64,
+    d_model=32,
+    num_latents=8,
+    num_z_channels=32,
+    num_self_attends=1,
+    cross_heads=2,
+    self_heads=2,
+    qk_channels=16,
+    decoder_heads=2,
+    decoder_qk_channels=16,
+  )
   config.data.seq_len = 32
   config.data.shuffle_buffer = 16
   config.data.document_shuffle_buffer = 16
