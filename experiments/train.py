@@ -7,14 +7,20 @@ Examples:
   # A variant, and an override:
   python -m experiments.train --config=configs/digits.py:permuted \
       --config.training.batch_size=64 --workdir=/tmp/digits_permuted
-  # Evaluate the latest checkpoint:
+  # Evaluate the newest intact checkpoint (read-only; safe beside a running trainer):
   python -m experiments.train --config=configs/digits.py --workdir=/tmp/digits \
       --mode=eval
+  # Follow a running trainer, evaluating each new checkpoint and keeping the best:
+  python -m experiments.train --config=configs/digits.py --workdir=/tmp/digits \
+      --mode=eval_continuous --config.evaluation.best_metric=top_1_acc
   # Host 1 of a two-host job (run the same command with --process_id=0 on host 0):
   python -m experiments.train --config=configs/digits.py --workdir=/shared/digits \
       --coordinator_address=host0:1234 --num_processes=2 --process_id=1
 
-Re-running a command with the same `--workdir` resumes from its latest checkpoint.
+Re-running a command with the same `--workdir` resumes from its latest checkpoint
+(the newest intact one: a damaged one is moved to `<workdir>/checkpoints_set_aside/`).
+Only one trainer runs per workdir (`<workdir>/lock`). Errors in the config, the files
+or the run end with one line and exit status 1. See docs/reliability.md.
 """
 
 import logging as std_logging
@@ -32,9 +38,11 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments.training import checkpoint_manager
 from experiments.training import host_memory
 from experiments.training import preemption
 from experiments.training import trainer
+from experiments.training import workdir_lock
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -58,6 +66,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 )
 _PROCESS_ID = flags.DEFINE_integer(
   'process_id', None, 'Index of this host in [0, num_processes).'
+)
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+  'coordinator_timeout_s',
+  300,
+  'Multi-host runs: how long to wait for every host to connect to the coordinator '
+  'before failing.',
 )
 _HOST_MALLOC = flags.DEFINE_enum(
   'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
@@ -97,11 +111,32 @@ def _maybe_initialize_distributed() -> None:
       f'--process_id={_PROCESS_ID.value} must be in '
       f'[0, --num_processes={_NUM_PROCESSES.value}).'
     )
-  jax.distributed.initialize(
-    coordinator_address=_COORDINATOR_ADDRESS.value,
-    num_processes=_NUM_PROCESSES.value,
-    process_id=_PROCESS_ID.value,
+  if _COORDINATOR_TIMEOUT.value < 1:
+    raise app.UsageError(
+      f'--coordinator_timeout_s={_COORDINATOR_TIMEOUT.value} must be >= 1.'
+    )
+  logging.warning(
+    'Connecting to the coordinator %s as process %s of %s; waiting up to %d s '
+    '(--coordinator_timeout_s) for every host.',
+    _COORDINATOR_ADDRESS.value,
+    _PROCESS_ID.value,
+    _NUM_PROCESSES.value,
+    _COORDINATOR_TIMEOUT.value,
   )
+  try:
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR_ADDRESS.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+      initialization_timeout=_COORDINATOR_TIMEOUT.value,
+    )
+  except Exception as e:  # pylint: disable=broad-except  # XlaRuntimeError etc.
+    first_line = (str(e).strip().splitlines() or [''])[0][:300]
+    sys.exit(
+      f'train: error: could not connect to the coordinator '
+      f'{_COORDINATOR_ADDRESS.value} with {_NUM_PROCESSES.value} processes within '
+      f'{_COORDINATOR_TIMEOUT.value} s (--coordinator_timeout_s): {first_line}'
+    )
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -137,6 +172,19 @@ def main(argv):
   except preemption.Preempted as e:
     logging.warning('%s', e)
     sys.exit(PREEMPTED_EXIT_CODE)
+  except _ONE_LINE_ERRORS as e:
+    sys.exit('train: error: ' + ' '.join(str(e).split()))
+
+
+# Errors that are the user's input or the run's situation, not a bug: one line each.
+_ONE_LINE_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  PermissionError,
+  workdir_lock.WorkdirBusyError,
+  checkpoint_manager.CheckpointWriteError,
+  trainer.NonFiniteError,
+)
 
 
 if __name__ == '__main__':

@@ -126,7 +126,7 @@ def tensorboard_scalars(workdir):
 def test_eval_mode_matches_final_evaluation(trained):
   config, workdir, _ = trained
   metrics = trainer.evaluate_checkpoint(config, workdir)
-  final_eval = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-2]
+  final_eval = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-1]
   assert final_eval['step'] == 6
   np.testing.assert_allclose(metrics['top_1_acc'], final_eval['top_1_acc'])
   np.testing.assert_allclose(metrics['loss'], final_eval['loss'], rtol=1e-5)
