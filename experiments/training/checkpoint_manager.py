@@ -143,7 +143,7 @@ def read_step_metadata(directory: str, step: int) -> Dict[str, Any]:
 
 
 def _stored_shapes(item_dir: str) -> Optional[List[tuple]]:
-  """(shape, dtype) of every stored array in flattening order, or None if unreadable."""
+  """(shape, dtype) of every stored array, or None if the metadata is unreadable."""
   try:
     with ocp.StandardCheckpointer() as reader:
       tree = reader.metadata(item_dir).item_metadata.tree
@@ -204,8 +204,13 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
       restored = reader.restore(item_dir, target)
   except Exception as e:  # pylint: disable=broad-except  # Classified below.
     stored = _stored_shapes(item_dir)
-    if stored is not None and stored != want:
-      raise mismatch(f'{len(stored)} stored arrays vs {len(want)} expected') from e
+    # Orbax stores named tuples as mappings (another order): compare as multisets.
+    if stored is not None and sorted(stored) != sorted(want):
+      missing = sorted(set(want) - set(stored))[:3]
+      raise mismatch(
+        f'{len(stored)} stored arrays vs {len(want)} expected; expected shapes and '
+        f'dtypes not stored: {missing}'
+      ) from e
     if not os.path.isdir(step_dir):
       raise FileNotFoundError(
         f'checkpoint {step} in {directory} was removed while being read.'
