@@ -25,7 +25,9 @@ or the run end with one line and exit status 1. See docs/reliability.md.
 
 import logging as std_logging
 import os
+import socket
 import sys
+import time
 
 # Before TensorFlow (input pipelines, summaries) is first imported: keep its C++ INFO
 # banners out of the training log unless asked for.
@@ -123,6 +125,10 @@ def _maybe_initialize_distributed() -> None:
     _NUM_PROCESSES.value,
     _COORDINATOR_TIMEOUT.value,
   )
+  if _PROCESS_ID.value:
+    # JAX aborts the whole process (no Python exception) when the coordinator does
+    # not answer in time: find out first whether anything listens there.
+    _wait_for_coordinator(_COORDINATOR_ADDRESS.value, _COORDINATOR_TIMEOUT.value)
   try:
     jax.distributed.initialize(
       coordinator_address=_COORDINATOR_ADDRESS.value,
@@ -137,6 +143,25 @@ def _maybe_initialize_distributed() -> None:
       f'{_COORDINATOR_ADDRESS.value} with {_NUM_PROCESSES.value} processes within '
       f'{_COORDINATOR_TIMEOUT.value} s (--coordinator_timeout_s): {first_line}'
     )
+
+
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+  """Returns once `host:port` accepts connections; exits with one line after timeout_s."""
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    raise app.UsageError(f'--coordinator_address={address!r} is not host:port.')
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip('[]'), int(port)), timeout=1.0):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        sys.exit(
+          f'train: error: the coordinator {address} did not answer within '
+          f'{timeout_s} s (--coordinator_timeout_s): {e}. Start process 0 there first.'
+        )
+      time.sleep(0.5)
 
 
 class _QuietLibraries(std_logging.Filter):
