@@ -17,8 +17,14 @@ def _version():
   with open(os.path.join(_HERE, 'perceiver', '__init__.py')) as f:
     for line in f:
       if line.startswith('__version__'):
-        return line.split('=', 1)[1].strip().strip('"')
+        return line.split('=', 1)[1].strip().strip('\'"')
   raise RuntimeError('perceiver/__init__.py defines no __version__')
+
+
+_MEDIA = ['av>=12']
+_POINTCLOUDS = ['h5py>=3.8']
+_PLOT = ['matplotlib>=3.7']
+_NOTEBOOKS = ['nbclient>=0.9', 'nbformat>=5.9', 'ipykernel>=6'] + _PLOT
 
 
 setuptools.setup(
@@ -26,7 +32,7 @@ setuptools.setup(
   version=_version(),
   description=(
     'Perceiver and Perceiver IO in JAX + Haiku: drop-in compatible with '
-    "DeepMind's release, with training for every experiment."
+    "DeepMind's release, with training and evaluation code for its experiments."
   ),
   long_description=open(os.path.join(_HERE, 'README.md')).read(),
   long_description_content_type='text/markdown',
@@ -43,8 +49,19 @@ setuptools.setup(
   python_requires='>=3.11',
   install_requires=_requirements(),
   extras_require={
-    'test': ['pytest>=7', 'pytest-xdist>=3'],
-    'plot': ['matplotlib>=3.7'],
+    # Decoding audio and video files (FFmpeg through PyAV).
+    'media': _MEDIA,
+    # The HDF5 files of ModelNet40.
+    'pointclouds': _POINTCLOUDS,
+    'plot': _PLOT,
+    # Running the notebooks in colabs/ outside Colab.
+    'notebooks': _NOTEBOOKS,
+    # The test suite and the style check (the formatter is pinned to a minor version:
+    # its output is the enforced style).
+    'test': ['pytest>=7', 'pytest-xdist>=3', 'ruff~=0.17.0']
+    + _MEDIA
+    + _POINTCLOUDS
+    + _NOTEBOOKS,
   },
   license='Apache-2.0',
   classifiers=[

@@ -1,4 +1,4 @@
-r"""Speed benchmark configurations (issue 6), run on fake data by `experiments.benchmark`.
+r"""Speed benchmark configurations, run on fake data by `experiments.benchmark`.
 
 Variants (`--config=configs/benchmark.py:<variant>`):
   image64_b8: ImageNet-style classification (task `experiments.tasks.imagenet.task`): 64 x 64 x 3
@@ -35,19 +35,10 @@ import ml_collections
 
 from configs import common
 from configs import imagenet
-from configs import mlm
+from configs import mlm as mlm_config
+from perceiver import perceiver
 
 VARIANTS = ('image64_b8', 'mlm2048_b4')
-
-# Encoder / decoder options for large inputs and outputs (see `perceiver._src.encoder`):
-# all off by default, so the benchmark measures the float32 model of the release.
-SCALE_OPTIONS = dict(
-  compute_dtype='',
-  remat=False,
-  remat_policy='',
-  attention_query_chunk_size=0,
-  attention_key_chunk_size=0,
-)
 
 
 def _image64_b8() -> ml_collections.ConfigDict:
@@ -56,7 +47,8 @@ def _image64_b8() -> ml_collections.ConfigDict:
     config.model.input_preprocessor.fourier_position_encoding_kwargs = dict(
       num_bands=32, max_resolution=(64, 64), sine_only=False, concat_pos=True
     )
-    config.model.encoder = dict(
+    config.model.encoder = common.module_kwargs(
+      perceiver.PerceiverEncoder,
       num_self_attends_per_block=4,
       num_blocks=2,
       z_index_dim=256,
@@ -69,16 +61,13 @@ def _image64_b8() -> ml_collections.ConfigDict:
       z_pos_enc_init_scale=0.02,
       cross_attention_shape_for_attn='kv',
       use_query_residual=True,
-      unroll_shared_layers=False,
-      scan_layers=False,
-      **SCALE_OPTIONS,
     )
-    config.model.decoder = dict(
+    config.model.decoder = common.module_kwargs(
+      perceiver.ClassificationDecoder,
       num_z_channels=512,
       use_query_residual=True,
       position_encoding_type='trainable',
       trainable_position_encoding_kwargs=dict(num_channels=512, init_scale=0.02),
-      **SCALE_OPTIONS,
     )
     config.data.fake = True
     config.data.fake_num_examples = 16
@@ -95,20 +84,20 @@ def _image64_b8() -> ml_collections.ConfigDict:
 
 
 def _mlm2048_b4() -> ml_collections.ConfigDict:
-  config = mlm.get_config('bytes')
+  config = mlm_config.get_config('bytes')
   with config.unlocked():
-    config.model.max_seq_len = 2048
-    config.model.d_model = 256
-    config.model.num_latents = 256
-    config.model.num_z_channels = 512
-    config.model.num_blocks = 1
-    config.model.num_self_attends_per_block = 6
-    config.model.num_cross_attend_heads = 8
-    config.model.num_self_attend_heads = 8
-    config.model.qk_channels = 256
-    config.model.v_channels = 512
-    config.model.decoder_num_heads = 8
-    config.model.decoder_qk_channels = 256
+    config.model = mlm_config.model_fields(
+      max_seq_len=2048,
+      d_model=256,
+      num_latents=256,
+      num_z_channels=512,
+      num_self_attends=6,
+      cross_heads=8,
+      self_heads=8,
+      qk_channels=256,
+      decoder_heads=8,
+      decoder_qk_channels=256,
+    )
     config.data.fake = True
     config.data.seq_len = 2048
     config.data.fake_documents = 64

@@ -43,8 +43,100 @@ ignored. Field reference:
     run that died), besides stopping once the final step is evaluated.
 """
 
+import inspect
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from perceiver import perceiver
+from perceiver import position_encoding
+
+# Keywords a wrapper decoder passes to its inner `BasicDecoder` itself.
+_SET_BY_WRAPPER = {
+  'ClassificationDecoder': ('output_num_channels', 'output_index_dims'),
+  'FlowDecoder': ('output_num_channels',),
+}
+# Keywords never put in a config section: Haiku module names fix parameter paths.
+_EXCLUDED = ('self', 'name')
+# Types of keywords whose default is None (a placeholder keeps them settable).
+_NONE_DEFAULT_TYPES = {
+  'compute_dtype': str,
+  'remat_policy': str,
+  'qk_channels': int,
+  'v_channels': int,
+  'attention_query_chunk_size': int,
+  'attention_key_chunk_size': int,
+  'output_index_dims': tuple,
+  'subsampled_index_dims': tuple,
+}
+
+
+def _keywords(cls) -> dict:
+  """`{keyword: default}` of `cls`, expanding forwarded `**kwargs`."""
+  out = {}
+  for p in inspect.signature(cls.__init__).parameters.values():
+    if p.name in _EXCLUDED or p.kind is p.VAR_POSITIONAL:
+      continue
+    if p.kind is p.VAR_KEYWORD:
+      if p.name == 'decoder_kwargs':  # Forwarded to the inner BasicDecoder.
+        inner = _keywords(perceiver.BasicDecoder)
+        for key in _SET_BY_WRAPPER.get(cls.__name__, ()):
+          inner.pop(key, None)
+        out.update(inner)
+      elif p.name == 'position_encoding_kwargs':  # Forwarded to the position encoding.
+        params = inspect.signature(position_encoding.build_position_encoding).parameters
+        out.update(
+          (q.name, q.default)
+          for q in params.values()
+          if q.default is not q.empty and q.name != 'name'
+        )
+      continue
+    out[p.name] = p.default  # `inspect.Parameter.empty` for required arguments.
+  return out
+
+
+def _field(name: str, value: Any):
+  if isinstance(value, dict):
+    return ml_collections.ConfigDict(value)
+  if value is None:
+    if name.endswith('_kwargs'):
+      return config_dict.placeholder(object)
+    return config_dict.placeholder(_NONE_DEFAULT_TYPES.get(name, object))
+  return value
+
+
+def module_kwargs(cls, *, exclude=(), **overrides) -> ml_collections.ConfigDict:
+  """Every keyword argument of `cls` at its default, updated with `overrides`.
+
+  The section of a model config for one module: the task builds the module with
+  `cls(*task_arguments, **section.to_dict())`. Keywords whose default is None become
+  typed placeholders (settable from the command line); dict values become nested
+  ConfigDicts. Required arguments (no default) appear only when given in `overrides`:
+  the task supplies the others (e.g. a decoder's number of classes). `name` is left
+  out, since module names fix the parameter paths of checkpoints.
+
+  Args:
+    cls: a `perceiver` or `io_processors` module class.
+    exclude: keywords the task itself passes (derived from other fields), left out.
+    **overrides: keyword values that differ from the defaults.
+
+  Returns:
+    A ConfigDict with one field per keyword.
+  """
+  keywords = _keywords(cls)
+  unknown = sorted((set(overrides) | set(exclude)) - set(keywords))
+  if unknown:
+    raise ValueError(f'{cls.__name__} has no keyword argument(s) {unknown}.')
+  section = ml_collections.ConfigDict()
+  for name, default in keywords.items():
+    if name in exclude:
+      continue
+    value = overrides.get(name, default)
+    if value is inspect.Parameter.empty:
+      continue
+    section[name] = _field(name, value)
+  return section
 
 
 def get_base_config() -> ml_collections.ConfigDict:

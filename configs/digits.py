@@ -19,6 +19,8 @@ Variant `tiny`: a very small model and a few steps, for smoke tests (seconds):
 import ml_collections
 
 from configs import common
+from perceiver import io_processors
+from perceiver import perceiver
 
 VARIANTS = ('permuted', 'tiny')
 
@@ -32,17 +34,35 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.model = ml_collections.ConfigDict()
-  config.model.num_bands = 4
-  config.model.num_latents = 16
-  config.model.num_z_channels = 32
-  config.model.num_blocks = 1
-  config.model.num_self_attends_per_block = 2
-  config.model.num_cross_attend_heads = 1
-  config.model.num_self_attend_heads = 4
-  config.model.cross_attend_widening_factor = 1
-  config.model.self_attend_widening_factor = 2
-  config.model.dropout_prob = 0.0
   config.model.permute_pixels = arg == 'permuted'
+  config.model.input_preprocessor = common.module_kwargs(
+    io_processors.ImagePreprocessor,
+    prep_type='pixels',
+    spatial_downsample=1,
+    position_encoding_type='fourier',
+    fourier_position_encoding_kwargs=dict(
+      num_bands=4, max_resolution=(8, 8), concat_pos=True, sine_only=False
+    ),
+  )
+  config.model.encoder = common.module_kwargs(
+    perceiver.PerceiverEncoder,
+    num_self_attends_per_block=2,
+    num_blocks=1,
+    z_index_dim=16,
+    num_z_channels=32,
+    num_cross_attend_heads=1,
+    num_self_attend_heads=4,
+    cross_attend_widening_factor=1,
+    self_attend_widening_factor=2,
+    dropout_prob=0.0,
+  )
+  config.model.decoder = common.module_kwargs(
+    perceiver.ClassificationDecoder,
+    num_z_channels=32,
+    position_encoding_type='trainable',
+    trainable_position_encoding_kwargs=dict(num_channels=32, init_scale=0.02),
+    use_query_residual=True,
+  )
 
   config.data.max_shift = 0  # Random translations of training images (pixels).
 
@@ -60,11 +80,15 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   config.evaluation.split = 'test'
 
   if arg == 'tiny':
-    config.model.num_bands = 2
-    config.model.num_latents = 4
-    config.model.num_z_channels = 8
-    config.model.num_self_attends_per_block = 1
-    config.model.num_self_attend_heads = 2
+    config.model.input_preprocessor.fourier_position_encoding_kwargs.num_bands = 2
+    config.model.encoder.update(
+      z_index_dim=4,
+      num_z_channels=8,
+      num_self_attends_per_block=1,
+      num_self_attend_heads=2,
+    )
+    config.model.decoder.num_z_channels = 8
+    config.model.decoder.trainable_position_encoding_kwargs.num_channels = 8
     config.training.batch_size = 32
     config.training.num_steps = 5
     config.training.log_every_steps = 1

@@ -18,11 +18,11 @@ Fine-tune from this project's MLM export (`<mlm workdir>/export/params.npz`):
 MNLI evaluates on `validation_matched`; add
 `--config.evaluation.split=validation_mismatched` for the other one.
 
-Fields beyond `configs/mlm.py`'s model:
+Model fields: those of `configs/mlm.py` (byte embedding and `model.encoder`), with
+  model.decoder: keywords of the `ClassificationDecoder` (one trainable class query
+    attending to the latents; the number of classes comes from the GLUE task).
   model.init_checkpoint: MLM checkpoint for the embedding, positions and encoder
     ('' trains from scratch).
-  model.decoder_query_channels, decoder_qk_channels, decoder_v_channels,
-    decoder_num_heads: the class-query cross-attention.
   data.task: the GLUE task; data.seq_len: bytes per example (pairs are joined
     by SEP and truncated longest-first beyond it, reported as
     `truncated_fraction`); data.shuffle_buffer; data.fake_examples (with
@@ -33,10 +33,13 @@ cosine decay; batch 32 for 10 epochs on the small tasks, 128 for 3 epochs on
 SST-2, QQP, MNLI, QNLI) are this project's defaults, not published values.
 """
 
+import copy
+
 import ml_collections
 
 from configs import common
 from configs import mlm as mlm_config
+from perceiver import perceiver
 
 TASKS = ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli')
 _LARGE_TASKS = ('sst2', 'qqp', 'mnli', 'qnli')
@@ -57,11 +60,21 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   config = common.get_base_config()
   config.task = 'experiments.tasks.language.glue'
   base = mlm_config.get_config('debug' if debug else 'bytes')
-  config.model.update(base.model.to_dict())
+  config.model = copy.deepcopy(base.model)
+  config.model.unlock()
   config.model.init_checkpoint = ''
-  config.model.decoder_query_channels = base.model.num_z_channels
-  config.model.decoder_v_channels = base.model.num_z_channels
-  # decoder_qk_channels and decoder_num_heads come with the MLM model fields.
+  # One trainable class query attending to the latents (the MLM's encoder width).
+  width = base.model.encoder.num_z_channels
+  config.model.decoder = common.module_kwargs(
+    perceiver.ClassificationDecoder,
+    num_z_channels=width,
+    qk_channels=base.model.decoder.qk_channels,
+    v_channels=width,
+    num_heads=base.model.decoder.num_heads,
+    use_query_residual=True,
+    position_encoding_type='trainable',
+    trainable_position_encoding_kwargs=dict(num_channels=width, init_scale=0.02),
+  )
 
   config.data.task = task
   config.data.seq_len = base.data.seq_len

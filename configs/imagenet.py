@@ -57,13 +57,16 @@ Data fields (`config.data`):
 import ml_collections
 
 from configs import common
+from perceiver import io_processors
+from perceiver import perceiver
 
 VARIANTS = ('io_fourier', 'io_learned', 'io_conv', 'perceiver', 'debug')
 NUM_TRAIN_EXAMPLES = 1_281_167
 
 
-def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224) -> dict:
-  return dict(
+def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
+  return common.module_kwargs(
+    io_processors.ImagePreprocessor,
     prep_type='pixels',
     spatial_downsample=1,
     position_encoding_type='fourier',
@@ -77,7 +80,7 @@ def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224) -> dict:
   )
 
 
-def _encoder(**overrides) -> dict:
+def _encoder(**overrides):
   encoder = dict(
     num_self_attends_per_block=6,
     num_blocks=8,
@@ -94,11 +97,12 @@ def _encoder(**overrides) -> dict:
     scan_layers=False,
   )
   encoder.update(overrides)
-  return encoder
+  return common.module_kwargs(perceiver.PerceiverEncoder, **encoder)
 
 
 def _classification_decoder(num_channels: int = 1024, use_query_residual: bool = True):
-  return dict(
+  return common.module_kwargs(
+    perceiver.ClassificationDecoder,
     num_z_channels=num_channels,
     use_query_residual=use_query_residual,
     position_encoding_type='trainable',
@@ -116,7 +120,8 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.encoder = _encoder()
     model.decoder = _classification_decoder()
   elif variant == 'io_learned':
-    model.input_preprocessor = dict(
+    model.input_preprocessor = common.module_kwargs(
+      io_processors.ImagePreprocessor,
       prep_type='conv1x1',
       spatial_downsample=1,
       num_channels=256,
@@ -128,7 +133,8 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.encoder = _encoder()
     model.decoder = _classification_decoder(use_query_residual=False)
   elif variant == 'io_conv':
-    model.input_preprocessor = dict(
+    model.input_preprocessor = common.module_kwargs(
+      io_processors.ImagePreprocessor,
       prep_type='conv',
       spatial_downsample=4,
       num_channels=64,
@@ -150,7 +156,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
       share_self_attend_weights=True,
     )
     model.decoder_type = 'projection'
-    model.decoder = dict()
+    model.decoder = common.module_kwargs(perceiver.ProjectionDecoder)
   else:  # debug
     model.input_preprocessor = _fourier_pixels(num_bands=4, max_resolution=16)
     model.encoder = _encoder(

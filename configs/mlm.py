@@ -47,49 +47,92 @@ for pretraining from scratch; the release published no training code.
 import ml_collections
 
 from configs import common
+from perceiver import perceiver
+
+
+def model_fields(
+  *,
+  max_seq_len: int,
+  d_model: int,
+  num_latents: int,
+  num_z_channels: int,
+  num_self_attends: int,
+  cross_heads: int,
+  self_heads: int,
+  qk_channels: int,
+  decoder_heads: int,
+  decoder_qk_channels: int,
+) -> ml_collections.ConfigDict:
+  """The language model: byte embedding, encoder and decoder sections."""
+  model = ml_collections.ConfigDict()
+  model.max_seq_len = max_seq_len
+  model.d_model = d_model
+  # Only affects training from scratch: the tied embedding starts small so that the
+  # initial logits are O(1) (Haiku's default, 1.0, gives a loss of ~20).
+  model.embed_init_scale = 0.02
+  model.pos_init_scale = 0.02  # The input position embedding's init scale.
+  model.encoder = common.module_kwargs(
+    perceiver.PerceiverEncoder,
+    num_self_attends_per_block=num_self_attends,
+    num_blocks=1,
+    z_index_dim=num_latents,
+    num_z_channels=num_z_channels,
+    qk_channels=qk_channels,
+    v_channels=num_z_channels,
+    num_cross_attend_heads=cross_heads,
+    num_self_attend_heads=self_heads,
+    cross_attend_widening_factor=1,
+    self_attend_widening_factor=1,
+    dropout_prob=0.0,
+    z_pos_enc_init_scale=0.02,
+    use_query_residual=True,
+  )
+  # One query per byte position (output_index_dims = max_seq_len, set by the task), no
+  # final projection: the tied EmbeddingDecoder maps the d_model outputs to bytes.
+  model.decoder = common.module_kwargs(
+    perceiver.BasicDecoder,
+    exclude=('output_index_dims',),
+    output_num_channels=d_model,
+    position_encoding_type='trainable',
+    num_z_channels=num_z_channels,
+    qk_channels=decoder_qk_channels,
+    v_channels=d_model,
+    num_heads=decoder_heads,
+    use_query_residual=False,
+    final_project=False,
+    trainable_position_encoding_kwargs=dict(num_channels=d_model, init_scale=0.02),
+  )
+  return model
 
 
 def _model_bytes() -> ml_collections.ConfigDict:
-  model = ml_collections.ConfigDict()
-  model.max_seq_len = 2048
-  model.d_model = 768
-  model.num_latents = 256
-  model.num_z_channels = 1280
-  model.num_blocks = 1
-  model.num_self_attends_per_block = 26
-  model.num_cross_attend_heads = 8
-  model.num_self_attend_heads = 8
-  model.qk_channels = 8 * 32
-  model.v_channels = 1280
-  model.cross_attend_widening_factor = 1
-  model.self_attend_widening_factor = 1
-  model.decoder_num_heads = 8
-  model.decoder_qk_channels = 8 * 32
-  model.dropout_prob = 0.0
-  model.pos_init_scale = 0.02
-  # One hk.scan over the self-attends (same parameters and results): compiles the
-  # 26-layer encoder about twice as fast, for slightly slower steps.
-  model.scan_layers = False
-  # Only affects training from scratch: the tied embedding starts small so that
-  # the initial logits are O(1) (Haiku's default, 1.0, gives a loss of ~20).
-  model.embed_init_scale = 0.02
-  return model
+  return model_fields(
+    max_seq_len=2048,
+    d_model=768,
+    num_latents=256,
+    num_z_channels=1280,
+    num_self_attends=26,
+    cross_heads=8,
+    self_heads=8,
+    qk_channels=8 * 32,
+    decoder_heads=8,
+    decoder_qk_channels=8 * 32,
+  )
 
 
 def _model_debug() -> ml_collections.ConfigDict:
-  model = _model_bytes()
-  model.max_seq_len = 64
-  model.d_model = 64
-  model.num_latents = 32
-  model.num_z_channels = 96
-  model.num_self_attends_per_block = 2
-  model.num_cross_attend_heads = 2
-  model.num_self_attend_heads = 4
-  model.qk_channels = 32
-  model.v_channels = 96
-  model.decoder_num_heads = 2
-  model.decoder_qk_channels = 32
-  return model
+  return model_fields(
+    max_seq_len=64,
+    d_model=64,
+    num_latents=32,
+    num_z_channels=96,
+    num_self_attends=2,
+    cross_heads=2,
+    self_heads=4,
+    qk_channels=32,
+    decoder_heads=2,
+    decoder_qk_channels=32,
+  )
 
 
 def _data(seq_len: int) -> ml_collections.ConfigDict:
@@ -134,14 +177,14 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
   config.optimizer.schedule.warmup_steps = 1000
 
   if arg == 'bytes':
-    config.model.update(_model_bytes())
+    config.model = _model_bytes()
     config.data.update(_data(seq_len=2048))
     config.training.batch_size = 512
     config.training.num_steps = 500_000
     config.training.eval_every_steps = 10_000
     config.evaluation.batch_size = 64
   else:
-    config.model.update(_model_debug())
+    config.model = _model_debug()
     config.data.update(_data(seq_len=64))
     config.data.shuffle_buffer = 256
     config.data.document_shuffle_buffer = 256

@@ -115,14 +115,14 @@ def test_benchmark_compile_command_compares_block_counts(tmp_path):
       '-m',
       'experiments.benchmarks.compile_time',
       '--config=configs/digits.py:tiny',
-      '--blocks_field=model.num_blocks',
+      '--blocks_field=model.encoder.num_blocks',
       '--num_blocks=1,3',
       f'--output={output}',
     ]
   )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(output.read_text())
-  assert report['field'] == 'model.num_blocks'
+  assert report['field'] == 'model.encoder.num_blocks'
   assert set(report['results']) == {'1', '3'}
   ratio = report['results']['3']['compile_s'] / report['results']['1']['compile_s']
   assert abs(report['compile_ratio_3_over_1'] - ratio) < 1e-2

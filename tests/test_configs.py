@@ -1,5 +1,9 @@
 """Every config file in configs/ loads by path, is locked, and builds its model.
 
+Each model section (`model.input_preprocessor`, `encoder`, `decoder`,
+`output_postprocessor`) must hold every keyword of one library constructor and reach
+that constructor unchanged, with scale options set as a user would set them.
+
 For each file and each of its variants (`VARIANTS`), the task module's input pipeline
 runs on fake data (`data.fake=True`, the real pipeline code on generated examples) for
 one training and one evaluation batch, and the model's parameters are shaped from
@@ -8,15 +12,22 @@ that batch (`jax.eval_shape`, so full-size models cost no compute).
 
 import glob
 import importlib.util
+import inspect
 import os
 
+from absl import flags
+import haiku as hk
 import jax
 import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from configs import common
 from experiments.training import parallel
 from experiments.training import task as task_lib
 from experiments.training import train_state
+from perceiver import io_processors
+from perceiver import perceiver
 from tests import helpers
 
 REPO_ROOT = helpers.REPO_ROOT
@@ -58,7 +69,7 @@ def test_config_files_exist():
 
 
 @pytest.mark.parametrize('path, variant', _cases())
-def test_config_loads_and_builds_model(path, variant):
+def test_config_loads_and_builds_model(path, variant, monkeypatch):
   module = _load_module(path)
   config = module.get_config() if variant is None else module.get_config(variant)
   assert isinstance(config, ml_collections.ConfigDict)
@@ -91,9 +102,13 @@ def test_config_loads_and_builds_model(path, variant):
 
   from experiments.training import trainer  # pylint: disable=g-import-not-at-top
 
+  sections = _set_scale_options(config)
+  keywords = {cls: common._keywords(cls) for cls in _module_classes()}  # pylint: disable=protected-access
+  calls = _record_constructors(monkeypatch)
   steps = trainer.build_steps(config, task)
   example = {k: v[0] for k, v in train_batch.items()}
   state = train_state.abstract_train_state(steps.model, steps.optimizer, example)
+  _check_sections_reached_modules(f'{path}:{variant}', sections, calls, keywords)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   assert num_params > 0
   outputs = jax.eval_shape(
@@ -116,3 +131,120 @@ def test_digits_variants_differ_only_where_documented():
   assert permuted.to_dict() == default.to_dict()
   with pytest.raises(ValueError, match="variant 'shuffled'"):
     module.get_config('shuffled')
+
+
+MODEL_SECTIONS = ('input_preprocessor', 'encoder', 'decoder', 'output_postprocessor')
+
+
+def _module_classes():
+  """Every Haiku module class of the public `perceiver` and `io_processors` modules."""
+  classes = set()
+  for module in (perceiver, io_processors):
+    for value in vars(module).values():
+      if isinstance(value, type) and issubclass(value, hk.Module):
+        classes.add(value)
+  return classes
+
+
+def _record_constructors(monkeypatch):
+  """Patches every module class to record `(class, keyword arguments)` per construction."""
+  calls = []
+  for cls in _module_classes():
+    if '__init__' not in vars(cls):
+      continue
+    original = cls.__init__
+
+    def init(self, *args, _original=original, _cls=cls, **kwargs):
+      calls.append((_cls, kwargs))
+      _original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, '__init__', init)
+  return calls
+
+
+def _set_scale_options(config):
+  """Sets scale options as a user would; returns the model sections `{name: kwargs}`."""
+  sections = [s for s in MODEL_SECTIONS if s in config.model]
+  assert 'encoder' in sections, sections
+  # Values a user would set on the command line (the config stays locked).
+  config.model.encoder.compute_dtype = 'bfloat16'
+  config.model.encoder.remat = True
+  if 'decoder' in sections and 'attention_query_chunk_size' in config.model.decoder:
+    config.model.decoder.attention_query_chunk_size = 3
+  return {s: config.model[s].to_dict() for s in sections}
+
+
+def _check_sections_reached_modules(case, sections, calls, keywords):
+  """Each section holds every keyword of one constructor, and reached it unchanged."""
+  for name, kwargs in sections.items():
+    matches = [
+      (cls, given)
+      for cls, given in calls
+      if all(k in given and _same(given[k], v) for k, v in kwargs.items())
+    ]
+    assert matches, f'{case}: model.{name} reached no module constructor.'
+    cls, given = matches[0]
+    # Every keyword with a default is in the section or passed by the task itself.
+    missing = sorted(
+      k
+      for k, default in keywords[cls].items()
+      if default is not inspect.Parameter.empty and k not in kwargs and k not in given
+    )
+    assert not missing, f'{case}: model.{name} lacks {cls.__name__} {missing}.'
+
+
+def _same(a, b):
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return tuple(a) == tuple(b)
+  if isinstance(a, dict) and isinstance(b, dict):
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+  return a == b
+
+
+@pytest.mark.parametrize(
+  'config_arg', ['digits.py:tiny', 'imagenet.py:debug', 'mlm.py:debug', 'glue.py:debug']
+)
+def test_scale_options_from_the_command_line_change_the_computation(config_arg):
+  """`--config.model.encoder.compute_dtype=bfloat16` and `remat=True` parse and apply."""
+  path, variant = config_arg.split(':')
+  overrides = [
+    '--config.model.encoder.compute_dtype=bfloat16',
+    '--config.model.encoder.remat=True',
+    '--config.model.decoder.attention_query_chunk_size=4096',
+  ]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values, lock_config=True)
+  flag_values(
+    ['prog', f'--config={os.path.join(REPO_ROOT, "configs", path)}:{variant}', *overrides]
+  )
+  config = flag_values.config
+  assert config.model.encoder.compute_dtype == 'bfloat16'
+  assert config.model.encoder.remat is True
+  assert config.model.decoder.attention_query_chunk_size == 4096
+  config.data.fake = True
+  task = task_lib.load_task(config.task)
+  batch = next(task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0))
+  example = {k: v[0] for k, v in batch.items()}
+  model = task.build_model(config)
+  params, state = model.init(jax.random.PRNGKey(0), example, is_training=True)
+  jaxpr = jax.make_jaxpr(
+    lambda p: model.apply(p, state, jax.random.PRNGKey(1), example, is_training=True)[0]
+  )(params)
+  primitives = [(e.primitive.name, e) for e in _equations(jaxpr.jaxpr)]
+  assert any(name in ('checkpoint', 'remat') for name, _ in primitives), 'no remat'
+  assert any(
+    name == 'dot_general' and e.invars[0].aval.dtype == jax.numpy.bfloat16
+    for name, e in primitives
+  ), 'no bfloat16 matrix product'
+
+
+def _equations(jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs nested in its equations."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else (value,):
+        if hasattr(sub, 'jaxpr') and hasattr(sub.jaxpr, 'eqns'):
+          yield from _equations(sub.jaxpr)
+        elif hasattr(sub, 'eqns'):
+          yield from _equations(sub)

@@ -1,13 +1,11 @@
 """Host memory for the CPU backend: keep freed blocks for reuse instead of unmapping them.
 
 XLA's CPU runtime allocates each step's temporary buffers with `malloc` and frees them
-when the step ends. For the `image64_b8` benchmark step that is one 1.25 GB block of
-XLA temporaries plus about 2,000 scratch blocks of 132 KB to 16 MB for its YNNPACK
-kernels, every step. With glibc's defaults every such block goes back to the kernel
-when it is freed: blocks above the mmap threshold (128 KB, rising to at most 32 MB)
-are mapped and unmapped one by one, so the next step touches fresh pages that the
-kernel zero-fills one 4 KiB page fault at a time. On the 2-core development VM that is
-about 600,000 faults and 1.3 s of system CPU time in a 2.3-2.8 s step.
+when the step ends: one large block of XLA temporaries plus thousands of scratch blocks
+for its kernels, every step. With glibc's defaults every such block goes back to the
+kernel when it is freed (blocks above the mmap threshold are mapped and unmapped one by
+one), so the next step touches fresh pages that the kernel zero-fills one page fault at a
+time, which costs a large share of a CPU step in system time.
 
 Two settings of glibc's `mallopt` keep freed blocks in the process:
 
@@ -17,28 +15,22 @@ Two settings of glibc's `mallopt` keep freed blocks in the process:
 Each thread other than the main one allocates from an arena of 64 MiB heaps, and glibc
 still maps any block larger than such a heap on its own. XLA allocates its per-step
 temporaries on a worker thread, so with these two settings alone (`'retain_per_thread'`)
-a temporary block over 64 MiB is still mapped afresh each step (for `image64_b8`: the
-1.25 GB block, 320,000 faults). A third setting closes that gap:
+a temporary block over 64 MiB is still mapped afresh each step. A third setting closes
+that gap:
 
 * `M_ARENA_MAX = 1` (`'retain'`): every thread allocates from the main arena, which
   grows with `sbrk` and keeps blocks of any size.
 
-It has a price: all threads then take one allocator lock. XLA's compiler threads
-contend for it (about 90,000 context switches and 1-2 s more compilation for
-`image64_b8`), and so does a small model's dispatch-bound training loop: the digits
-demo ran at 33 steps/s instead of 65. So `'auto'` picks `'retain_per_thread'` on the
-CPU backend (digits: 81 steps/s; `image64_b8`: step 1.85-2.00 s instead of 2.38-2.73 s
-with glibc's defaults), and a long CPU run of a large model should ask for `'retain'`
-(`image64_b8`: 1.46-1.88 s; `mlm2048_b4`: 0.91-1.01 s instead of 1.78-1.83 s). README
-"Speed" has the measurements and commands.
+Its price is one allocator lock for all threads: XLA's compiler threads and a small
+model's dispatch-bound training loop contend for it. So `'auto'` picks
+`'retain_per_thread'` on the CPU backend, and a long CPU run of a large model should ask
+for `'retain'`. docs/performance.md has the measurements and the commands.
 
 Nothing computed changes. Resident memory stays near its high-water mark instead of
-falling between steps, plus what fragmentation adds (`image64_b8`: a 3.0 GB peak with
-glibc's defaults, 3.2 GB with `'retain_per_thread'`, 2.9 GB over 6 steps with
-`'retain'` and 4.2 GB over 25 steps, after its heap fragmented once). The settings only reach threads that allocate
-after them, so apply them before JAX starts its backend (before the first
-`jax.devices()`, array or jitted call); `experiments.train` and
-`experiments.benchmark` do so from their `--host_malloc` flag.
+falling between steps, plus what fragmentation adds. The settings only reach threads that
+allocate after them, so apply them before JAX starts its backend (before the first
+`jax.devices()`, array or jitted call); `experiments.train` and `experiments.benchmark` do
+so from their `--host_malloc` flag.
 """
 
 import ctypes

@@ -1,16 +1,17 @@
 """The task-module contract between an experiment and the training loop.
 
-`config.task` names a module (e.g. `'experiments.tasks.digits.task'`) that defines:
+`config.task` names a module (e.g. `'experiments.tasks.digits.task'`) that satisfies the
+`Task` protocol below, checked by `load_task`; `docs/adding_a_task.md` walks through one:
 
   build_model(config) -> hk.TransformedWithState
       forward `f(batch, *, is_training)` returning logits or a dict of outputs.
-  load(split, *, is_training, batch_dims, config[, start_step=0]) -> iterator of batches
+  load(split, *, is_training, batch_dims, config, start_step=0) -> iterator of batches
       dicts of NumPy arrays, each leaf shaped `[*batch_dims, ...]` (`batch_dims` is
       `[local_devices, per_device_batch]`). Data is sharded by host
       (`jax.process_index()` of `jax.process_count()`). Training iterators repeat
       forever in an order fixed by `config.seed`; with `start_step`, they begin at the
       batch a fresh iterator would yield at that step (so a resumed run sees the same
-      data as an uninterrupted one; without the argument the loop skips batches).
+      data as an uninterrupted one).
       Evaluation iterators cover this host's share of the split exactly once, pad the
       last batch and add `'mask'` (float32, 1 for real examples, 0 for padding); every
       host yields the same number of batches, `ceil(num_examples / global_batch)`.
@@ -26,9 +27,18 @@ import importlib
 import inspect
 import math
 import types
-from typing import Iterator, Sequence
+from typing import (
+  Any,
+  Dict,
+  Iterator,
+  Mapping,
+  Protocol,
+  Sequence,
+  Tuple,
+  runtime_checkable,
+)
 
-from absl import logging
+import haiku as hk
 import ml_collections
 import numpy as np
 
@@ -40,21 +50,78 @@ REQUIRED_FUNCTIONS = (
   'eval_outputs',
   'summarize_eval',
 )
+# Old task names (before the layout of experiments/tasks/), still accepted.
+_RENAMED = {
+  'experiments.digits': 'experiments.tasks.digits.task',
+  'experiments.imagenet': 'experiments.tasks.imagenet.task',
+  'experiments.mlm': 'experiments.tasks.language.mlm',
+  'experiments.glue': 'experiments.tasks.language.glue',
+}
+
+
+@runtime_checkable
+class Task(Protocol):
+  """What a task module defines (see the module docstring for the semantics)."""
+
+  def build_model(self, config: ml_collections.ConfigDict) -> hk.TransformedWithState: ...
+
+  def load(
+    self,
+    split: str,
+    *,
+    is_training: bool,
+    batch_dims: Sequence[int],
+    config: ml_collections.ConfigDict,
+    start_step: int = 0,
+  ) -> Iterator[Dict[str, np.ndarray]]: ...
+
+  def num_examples(self, split: str, config: ml_collections.ConfigDict) -> int: ...
+
+  def train_loss(
+    self, outputs: Any, batch: Mapping[str, Any], config: ml_collections.ConfigDict
+  ) -> Tuple[Any, Dict[str, Any]]: ...
+
+  def eval_outputs(
+    self, outputs: Any, batch: Mapping[str, Any], config: ml_collections.ConfigDict
+  ) -> Dict[str, Any]: ...
+
+  def summarize_eval(
+    self, per_example: Dict[str, np.ndarray], config: ml_collections.ConfigDict
+  ) -> Dict[str, float]: ...
+
+
+def check_task(module: types.ModuleType) -> None:
+  """Raises ValueError unless `module` satisfies `Task`, with keyword-only `load`
+  arguments `is_training`, `batch_dims`, `config` and `start_step`."""
+  name = getattr(module, '__name__', repr(module))
+  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
+  if missing or not isinstance(module, Task):
+    raise ValueError(f'task module {name!r} does not define {missing}.')
+  params = inspect.signature(module.load).parameters
+  for keyword in ('is_training', 'batch_dims', 'config', 'start_step'):
+    if keyword not in params or params[keyword].kind not in (
+      inspect.Parameter.KEYWORD_ONLY,
+      inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+      raise ValueError(
+        f'task module {name!r}: load() must take the keyword argument {keyword!r} '
+        '(see experiments/training/task.py).'
+      )
 
 
 def load_task(name: str) -> types.ModuleType:
-  """Imports the task module `name` and checks it defines the contract's functions."""
+  """Imports the task module `name` and checks it against the `Task` protocol."""
   if not name:
     raise ValueError(
-      'config.task is empty; set it to a task module such as "experiments.tasks.digits.task".'
+      'config.task is empty; set it to a task module such as '
+      '"experiments.tasks.digits.task".'
     )
+  name = _RENAMED.get(name, name)
   try:
     module = importlib.import_module(name)
   except ModuleNotFoundError as e:
     raise ValueError(f'config.task={name!r} cannot be imported: {e}') from e
-  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
-  if missing:
-    raise ValueError(f'task module {name!r} does not define {missing}.')
+  check_task(module)
   return module
 
 
@@ -80,26 +147,9 @@ def train_iterator(
   start_step: int,
 ) -> Iterator[dict]:
   """The task's training iterator positioned at `start_step`."""
-  params = inspect.signature(task.load).parameters
-  if 'start_step' in params:
-    return task.load(
-      'train',
-      is_training=True,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-  iterator = task.load('train', is_training=True, batch_dims=batch_dims, config=config)
-  if start_step:
-    logging.warning(
-      'Task %s has no load(start_step=...); skipping %d batches to '
-      'resume the data order.',
-      config.task,
-      start_step,
-    )
-    for _ in range(start_step):
-      next(iterator)
-  return iterator
+  return task.load(
+    'train', is_training=True, batch_dims=batch_dims, config=config, start_step=start_step
+  )
 
 
 def padding_batch(batch: dict) -> dict:

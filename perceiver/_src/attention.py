@@ -47,8 +47,7 @@ class PositionwiseLinear(hk.Linear):
   product and the result is reshaped back to `[..., K]`: the same values and the same
   parameters (`w` `[C, K]`, `b` `[K]`) as `hk.Linear`. The flat form makes the
   weight gradient a plain `[C, P] x [P, K]` product; with the leading axes kept, XLA
-  contracts the gradient over several axes and copies activations into new layouts,
-  which made the backward pass of a CPU train step about a quarter slower.
+  contracts the gradient over several axes and copies activations into new layouts.
   The module is named like `hk.Linear` (`linear`, `linear_1`, ...) unless `name` is
   given.
   """

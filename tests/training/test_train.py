@@ -44,7 +44,7 @@ RUN = dict(
 
 def tiny_config(**training):
   config = digits_config.get_config('tiny')
-  config.model.dropout_prob = 0.1  # Resumed runs must reproduce the dropout keys.
+  config.model.encoder.dropout_prob = 0.1  # Resumed runs must reproduce the dropout keys.
   for key, value in dict(RUN, **training).items():
     config.training[key] = value
   return config

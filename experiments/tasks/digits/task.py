@@ -15,7 +15,6 @@ Shape glossary:
   H = W = 8: image size; M = 64 inputs.
 """
 
-import copy
 import functools
 from typing import Dict, Iterator, Sequence
 
@@ -170,45 +169,18 @@ def pixel_permutation(num_inputs: int = IMAGE_SIZE * IMAGE_SIZE) -> np.ndarray:
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The Perceiver classifier; forward `f(batch, *, is_training) -> logits [B, 10]`."""
-  m = copy.deepcopy(config.model)  # Later edits of `config` do not change the model.
+  # Read now: later edits of `config` do not change the built model.
+  preprocessor_kwargs = config.model.input_preprocessor.to_dict()
+  encoder_kwargs = config.model.encoder.to_dict()
+  decoder_kwargs = config.model.decoder.to_dict()
+  permutation = pixel_permutation() if config.model.permute_pixels else None
 
   def forward(batch, *, is_training):
-    preprocessor = io_processors.ImagePreprocessor(
-      prep_type='pixels',
-      spatial_downsample=1,
-      position_encoding_type='fourier',
-      fourier_position_encoding_kwargs=dict(
-        num_bands=m.num_bands,
-        max_resolution=(IMAGE_SIZE, IMAGE_SIZE),
-        concat_pos=True,
-        sine_only=False,
-      ),
-    )
-    encoder = perceiver.PerceiverEncoder(
-      num_self_attends_per_block=m.num_self_attends_per_block,
-      num_blocks=m.num_blocks,
-      z_index_dim=m.num_latents,
-      num_z_channels=m.num_z_channels,
-      num_cross_attend_heads=m.num_cross_attend_heads,
-      num_self_attend_heads=m.num_self_attend_heads,
-      cross_attend_widening_factor=m.cross_attend_widening_factor,
-      self_attend_widening_factor=m.self_attend_widening_factor,
-      dropout_prob=m.dropout_prob,
-    )
-    decoder = perceiver.ClassificationDecoder(
-      NUM_CLASSES,
-      num_z_channels=m.num_z_channels,
-      position_encoding_type='trainable',
-      trainable_position_encoding_kwargs=dict(
-        num_channels=m.num_z_channels, init_scale=0.02
-      ),
-      use_query_residual=True,
-    )
     model = perceiver.Perceiver(
-      encoder=encoder,
-      decoder=decoder,
-      input_preprocessor=preprocessor,
-      input_permutation=pixel_permutation() if m.permute_pixels else None,
+      encoder=perceiver.PerceiverEncoder(**encoder_kwargs),
+      decoder=perceiver.ClassificationDecoder(NUM_CLASSES, **decoder_kwargs),
+      input_preprocessor=io_processors.ImagePreprocessor(**preprocessor_kwargs),
+      input_permutation=permutation,
     )
     return model(batch['images'], is_training=is_training)
 

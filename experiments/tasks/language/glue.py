@@ -64,17 +64,7 @@ def classifier_outputs(
   """Class logits `[B, K]` for byte ids `inputs` `[B, L]`."""
   embedded, _ = mlm.embed_inputs(inputs, model_config)
   decoder = perceiver.ClassificationDecoder(
-    num_classes=num_classes,
-    num_z_channels=model_config.num_z_channels,
-    qk_channels=model_config.decoder_qk_channels,
-    v_channels=model_config.decoder_v_channels,
-    num_heads=model_config.decoder_num_heads,
-    use_query_residual=True,
-    position_encoding_type='trainable',
-    trainable_position_encoding_kwargs=dict(
-      num_channels=model_config.decoder_query_channels,
-      init_scale=model_config.pos_init_scale,
-    ),
+    num_classes=num_classes, **model_config.decoder.to_dict()
   )
   model = perceiver.Perceiver(encoder=mlm.make_encoder(model_config), decoder=decoder)
   return model(embedded, is_training=is_training, input_mask=input_mask)

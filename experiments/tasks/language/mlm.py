@@ -108,23 +108,8 @@ def embed_inputs(inputs: jax.Array, model_config) -> Tuple[jax.Array, hk.Embed]:
 
 
 def make_encoder(model_config) -> perceiver.PerceiverEncoder:
-  """The `perceiver_encoder` of the language models."""
-  return perceiver.PerceiverEncoder(
-    num_self_attends_per_block=model_config.num_self_attends_per_block,
-    num_blocks=model_config.num_blocks,
-    z_index_dim=model_config.num_latents,
-    num_z_channels=model_config.num_z_channels,
-    qk_channels=model_config.qk_channels,
-    v_channels=model_config.v_channels,
-    num_cross_attend_heads=model_config.num_cross_attend_heads,
-    num_self_attend_heads=model_config.num_self_attend_heads,
-    cross_attend_widening_factor=model_config.cross_attend_widening_factor,
-    self_attend_widening_factor=model_config.self_attend_widening_factor,
-    dropout_prob=model_config.dropout_prob,
-    z_pos_enc_init_scale=model_config.pos_init_scale,
-    use_query_residual=True,
-    scan_layers=model_config.scan_layers,
-  )
+  """The `perceiver_encoder` of the language models (`model.encoder` keywords)."""
+  return perceiver.PerceiverEncoder(**model_config.encoder.to_dict())
 
 
 def mlm_logits(
@@ -134,18 +119,7 @@ def mlm_logits(
   length = inputs.shape[-1]
   embedded, embed = embed_inputs(inputs, model_config)
   decoder = perceiver.BasicDecoder(
-    output_num_channels=model_config.d_model,
-    position_encoding_type='trainable',
-    output_index_dims=model_config.max_seq_len,
-    num_z_channels=model_config.num_z_channels,
-    qk_channels=model_config.decoder_qk_channels,
-    v_channels=model_config.d_model,
-    num_heads=model_config.decoder_num_heads,
-    use_query_residual=False,
-    final_project=False,
-    trainable_position_encoding_kwargs=dict(
-      num_channels=model_config.d_model, init_scale=model_config.pos_init_scale
-    ),
+    output_index_dims=model_config.max_seq_len, **model_config.decoder.to_dict()
   )
   model = perceiver.Perceiver(encoder=make_encoder(model_config), decoder=decoder)
   subsampled = None

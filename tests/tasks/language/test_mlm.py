@@ -158,13 +158,13 @@ def test_shorter_sequences_equal_padded_full_length():
 
 def test_scan_layers_gives_the_same_logits():
   config = tiny_config()
-  config.model.num_self_attends_per_block = 3
+  config.model.encoder.num_self_attends_per_block = 3
   batch = _batch(config)
   model = mlm.build_model(config)
   params, state = jax.jit(model.init, static_argnames='is_training')(
     jax.random.PRNGKey(0), batch, is_training=False
   )
-  config.model.scan_layers = True
+  config.model.encoder.scan_layers = True
   scanned = mlm.build_model(config)
   logits = {}
   for name, m in (('plain', model), ('scanned', scanned)):
