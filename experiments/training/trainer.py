@@ -258,7 +258,9 @@ def good_step(
 
   Good: its parameters were finite and the training loss of its step was finite when
   it was saved (as recorded in its metadata; older checkpoints without the record count
-  as good).
+  as good). Call with `before = bad_step - 1`: the parameters of step `bad_step - 1`
+  are the ones that gave the non-finite loss or gradient, so they are not good however
+  finite they are.
   """
   for step in reversed(checkpointer.all_steps()):
     if step >= before:
@@ -344,8 +346,15 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
       task, config, batch_dims=batch_dims, start_step=min(step, num_steps) + data_offset
     )
 
-  # The first batch shapes the restore target; its position does not matter.
-  batch = next(iterator_at(0, 0))
+  # The data position of the latest checkpoint; its first batch shapes the restore
+  # target (and is trained on unless an earlier checkpoint is restored instead).
+  guess_step = checkpointer.latest_step() or 0
+  try:
+    guess_offset = int(checkpointer.metadata(guess_step).get('data_offset', 0))
+  except checkpoint_manager.DamagedCheckpointError:
+    guess_offset = 0
+  train_iter = iterator_at(guess_step, guess_offset)
+  batch = next(train_iter)
   parallel.check_batch_dims(batch, batch_dims)
   target = train_state_lib.abstract_train_state(
     steps.model, steps.optimizer, _first_device(batch)
@@ -361,8 +370,9 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     raise ValueError(
       f'checkpoint {start_step} holds a state at step {int(host_state.step)}.'
     )
-  train_iter = iterator_at(start_step, data_offset)
-  batch = None
+  if (start_step, data_offset) != (guess_step, guess_offset):
+    train_iter = iterator_at(start_step, data_offset)
+    batch = None
   if start_step > num_steps:
     logging.warning(
       'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to train.',
@@ -444,14 +454,15 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
       except _Diverged as diverged:
         checkpointer.wait()
         bad = diverged.step
-        good = good_step(checkpointer, bad)
+        good = good_step(checkpointer, bad - 1)
         loss = diverged.metrics.get('loss')
         grad_norm = diverged.metrics.get('grad_norm')
         if rollbacks_left <= 0 or good is None:
           raise NonFiniteError(
             f'Non-finite loss or gradient at step {bad} (loss={loss}, '
             f'grad_norm={grad_norm}); training stopped. The latest good checkpoint '
-            f'(finite parameters and loss) is step {good} in '
+            f'(finite parameters and loss, older than the step {bad - 1} whose '
+            f'parameters gave the bad step) is step {good} in '
             f'{checkpointer.directory}'
             + (
               '; set training.rollback_on_nonfinite to go back to it and skip the '

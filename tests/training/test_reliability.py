@@ -240,25 +240,17 @@ def test_rollback_skips_the_batches_after_the_good_checkpoint(tmp_path):
   assert reader.metadata(6)['data_offset'] == 2
   assert reader.all_steps() == [2, 4, 6]
 
-  # The same run without the poisoned batches, and with batches 3 and 4 skipped by
-  # hand, ends with the same parameters.
+  # A clean run resumed from the same step-2 state with batches 3 and 4 skipped by
+  # hand (data_offset=2) ends with the same parameters.
   clean = _config(num_steps=6, checkpoint_every_steps=2, log_every_steps=1)
   clean.task = _poisoned_task({10**9})
   reference_dir = str(tmp_path / 'reference')
-  trainer.train(_with_steps(clean, 2), reference_dir)
+  step_2 = reader.restore(final, 2)  # `final` only gives the structure.
   ckpt = checkpointing.Checkpointer(reference_dir, keep=3)
-  state = ckpt.restore(final, 2)  # `final` only gives the structure.
-  ckpt.set_aside(2, 'test')
-  ckpt.save(2, state, data_offset=2)
+  ckpt.save(2, step_2, data_offset=2)
   ckpt.close()
   reference = trainer.train(clean, reference_dir)
   test_train.assert_trees_equal(reference.params, final.params)
-
-
-def _with_steps(config, num_steps):
-  config = config.copy_and_resolve_references()
-  config.training.num_steps = num_steps
-  return config
 
 
 def test_disk_full_during_a_save_is_one_clear_error(tmp_path, monkeypatch):
@@ -307,3 +299,20 @@ def test_disk_full_on_a_real_small_file_system(tmp_path):
     ckpt_tests._assert_equal(restored, ckpt_tests._state(1, size=7))
   finally:
     subprocess.run(['umount', '-l', str(mount)], capture_output=True)
+
+
+def test_good_step_skips_checkpoints_with_non_finite_loss_or_parameters(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5)
+  ckpt.save(1, ckpt_tests._state(1), loss=2.5)
+  ckpt.save(2, ckpt_tests._state(2), loss=float('inf'))
+  ckpt.save(3, ckpt_tests._state(3, value=float('nan')), loss=1.0)
+  ckpt.save(4, ckpt_tests._state(4), loss=1.0)
+  ckpt.wait()
+  assert ckpt.metadata(2)['loss'] is None and not ckpt.metadata(2)['loss_finite']
+  assert not ckpt.metadata(3)['params_finite']
+  # A non-finite step 6: step 5's parameters caused it, so the newest candidate is 4.
+  assert trainer.good_step(ckpt, 6 - 1) == 4
+  # A non-finite step 5: step 4's parameters caused it; 3 and 2 are not good.
+  assert trainer.good_step(ckpt, 5 - 1) == 1
+  assert trainer.good_step(ckpt, 1) is None
+  ckpt.close()
