@@ -191,6 +191,7 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
   if not os.path.isfile(tree_metadata):
     raise DamagedCheckpointError(step, tree_metadata, 'the file is missing')
   metadata = read_step_metadata(directory, step)
+  target = jax.tree.map(np.asarray, target)  # Orbax restores into arrays only.
   want = _target_shapes(target)
 
   def mismatch(detail):
@@ -461,11 +462,20 @@ class Checkpointer:
     self._finish_pending()
 
   def close(self) -> None:
-    """Finishes pending saves and releases the manager."""
+    """Finishes pending saves and releases the manager.
+
+    Raises:
+      CheckpointWriteError: the disk filled while writing the pending save.
+    """
     try:
       self._finish_pending()
-    finally:
-      self._manager.close()
+    except BaseException:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except  # The first error is the one.
+        pass
+      raise
+    self._manager.close()
 
 
 def export_npz(workdir: str, params: Any, state: Any) -> Optional[str]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -64,9 +65,9 @@ def _truncate(step_dir):
     open(path, 'wb').write(data[: len(data) // 2])
 
 
-def _random_state(step):
+def _random_state(step, size=300):
   """A train state of incompressible values (so a flipped byte hits array data)."""
-  state = ckpt_tests._state(step, size=300)
+  state = ckpt_tests._state(step, size=size)
   rng = np.random.default_rng(step)
   return state._replace(
     params={
@@ -245,7 +246,7 @@ def test_rollback_skips_the_batches_after_the_good_checkpoint(tmp_path):
   clean = _config(num_steps=6, checkpoint_every_steps=2, log_every_steps=1)
   clean.task = _poisoned_task({10**9})
   reference_dir = str(tmp_path / 'reference')
-  step_2 = reader.restore(final, 2)  # `final` only gives the structure.
+  step_2 = reader.restore(jax.tree.map(np.asarray, final), 2)  # Only the structure.
   ckpt = checkpointing.Checkpointer(reference_dir, keep=3)
   ckpt.save(2, step_2, data_offset=2)
   ckpt.close()
@@ -289,7 +290,7 @@ def test_disk_full_on_a_real_small_file_system(tmp_path):
     ckpt.save(1, ckpt_tests._state(1, size=7))
     ckpt.wait()
     with pytest.raises(checkpointing.CheckpointWriteError, match='no space left'):
-      ckpt.save(2, ckpt_tests._state(2, size=30_000))  # 360 KB of float32.
+      ckpt.save(2, _random_state(2, size=30_000))  # 360 KB of random float32.
       ckpt.wait()
     ckpt.close()
     assert checkpointing.committed_steps(str(mount / 'checkpoints')) == [1]
