@@ -15,8 +15,8 @@ skipped (the trainer sets it aside).
 Outputs go to `workdir/eval_<split>/` (host 0): `metrics.jsonl` and TensorBoard
 events (`tensorboard --logdir=<workdir>` shows them as run `eval_<split>`). With
 `evaluation.best_metric` set, the checkpoint that is best by that metric is kept in
-`workdir/eval_<split>/best/`: `checkpoints/<step>/` (a copy of the orbax checkpoint,
-the full train state), `params.npz` (params and model state in the library's npz
+`workdir/eval_<split>/best/`: `checkpoints/<step>/` (the full train state as an
+orbax checkpoint, written from the evaluated state), `params.npz` (params and model state in the library's npz
 format) and `best.json` (`step`, `metric`, `value`). A restarted evaluator continues
 after the newest step in its `metrics.jsonl`. Metrics are always logged first, so an
 evaluation of a read-only workdir still prints them when they cannot be written.
@@ -93,7 +93,12 @@ class _Job:
         self.reader.directory,
       )
     except checkpoint_manager.DamagedCheckpointError as e:
-      logging.warning('Not evaluating %s.', e)
+      # A checkpoint the trainer is deleting looks damaged for a moment.
+      time.sleep(1.0)
+      if not os.path.isdir(os.path.join(self.reader.directory, str(step))):
+        logging.warning('Checkpoint %d was removed while being read; skipping it.', step)
+      else:
+        logging.warning('Not evaluating %s.', e)
     return None
 
   def open_writer(self, step: int) -> Optional[metrics_writer.MetricsWriter]:
@@ -193,33 +198,40 @@ def _is_better(value: float, best: Optional[Dict[str, Any]], higher: bool) -> bo
 
 
 def _keep_best(job: _Job, step: int, state: Any, value: float) -> Dict[str, Any]:
-  """Writes the best checkpoint's copy, npz export and record (host 0)."""
+  """Writes the best state as a checkpoint, an npz export and a record.
+
+  The state is written from memory (it was verified against its checksum when read),
+  so a trainer deleting its checkpoint meanwhile does not matter.
+  """
   record = {'step': step, 'metric': job.config.evaluation.best_metric, 'value': value}
-  if jax.process_index() != 0:
-    return record
   best_dir = os.path.join(job.out_dir, BEST_SUBDIR)
   staging = best_dir + '.tmp'
-  shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(os.path.join(staging, checkpoint_manager.CHECKPOINT_SUBDIR))
+  if jax.process_index() == 0:
+    shutil.rmtree(staging, ignore_errors=True)
+  parallel.sync_hosts('best_staging')
   try:
-    shutil.copytree(
-      os.path.join(job.reader.directory, str(step)),
-      os.path.join(staging, checkpoint_manager.CHECKPOINT_SUBDIR, str(step)),
-    )
-  except OSError as e:  # The trainer deleted it meanwhile: the npz still holds it.
-    logging.warning('Could not copy checkpoint %d into %s: %s', step, best_dir, e)
-  from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+    metadata = job.reader.metadata(step)
+  except checkpoint_manager.DamagedCheckpointError:
+    metadata = {}
+  checkpointer = checkpoint_manager.Checkpointer(staging, keep=1)
+  checkpointer.save(
+    step, state, loss=metadata.get('loss'), data_offset=metadata.get('data_offset', 0)
+  )
+  checkpointer.close()
+  if jax.process_index() == 0:
+    from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
 
-  npz_format.save_npz(os.path.join(staging, 'params.npz'), state.params, state.state)
-  with open(os.path.join(staging, BEST_RECORD), 'w') as f:
-    json.dump(record, f)
-  # Swap in the new best; the previous one is only removed once the new one is whole.
-  previous = best_dir + '.previous'
-  shutil.rmtree(previous, ignore_errors=True)
-  if os.path.exists(best_dir):
-    os.rename(best_dir, previous)
-  os.rename(staging, best_dir)
-  shutil.rmtree(previous, ignore_errors=True)
+    npz_format.save_npz(os.path.join(staging, 'params.npz'), state.params, state.state)
+    with open(os.path.join(staging, BEST_RECORD), 'w') as f:
+      json.dump(record, f)
+    # Swap in the new best; the previous one is removed only once the new one is whole.
+    previous = best_dir + '.previous'
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(best_dir):
+      os.rename(best_dir, previous)
+    os.rename(staging, best_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+  parallel.sync_hosts('best_written')
   logging.info(
     'New best checkpoint: step %d, %s = %.6g (%s).',
     step,
