@@ -49,6 +49,10 @@ setuptools.setup(
   python_requires='>=3.11',
   install_requires=_requirements(),
   extras_require={
+    # JAX for NVIDIA GPUs (CUDA 12 wheels from PyPI) and for Cloud TPUs; the input
+    # pipelines keep using the CPU build of TensorFlow, which never claims accelerators.
+    'cuda12': ['jax[cuda12]>=0.4.30'],
+    'tpu': ['jax[tpu]>=0.4.30'],
     # Decoding audio and video files (FFmpeg through PyAV).
     'media': _MEDIA,
     # The HDF5 files of ModelNet40.

@@ -1,6 +1,12 @@
-"""Training system and experiment task modules.
+"""Training, evaluation and tools for the Perceiver experiments.
 
-Run an experiment with `python -m experiments.train --config=configs/<name>.py`; the
-library modules here (`trainer`, `train_state`, `parallel`, `optimizers`, `losses`,
-`checkpointing`, `metrics_writer`) are importable from a notebook.
+The modules at this level are the commands a user runs (`python -m experiments.train`,
+`experiments.benchmark`, `experiments.fill_mask`); their logic lives in packages a
+notebook can import:
+
+  training/         task-agnostic machinery: trainer, train state, optimizers, losses,
+                    pmap, checkpoints, preemption, metrics, host memory, task contract.
+  tasks/<family>/   one package per experiment family: task module, input pipeline,
+                    augmentation, metrics, data preparation.
+  benchmarks/       speed, compile-time and input-pipeline benchmarks; scaling study.
 """

@@ -1,0 +1,1 @@
+"""Benchmarks: train step, compile time, FLOP counting, input pipeline, scaling."""

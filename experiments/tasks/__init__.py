@@ -1,0 +1,1 @@
+"""One package per experiment family; `config.task` names its task module."""

@@ -1,0 +1,1 @@
+"""Task-agnostic training machinery: the loop, its state, optimizers and I/O."""

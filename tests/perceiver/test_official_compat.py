@@ -5,17 +5,17 @@ language modelling, optical flow, video autoencoding) at tiny sizes, written the
 with official code would write them: only through the public modules
 `from perceiver import perceiver, io_processors, position_encoding`.
 
-`tests/data/official_golden/<family>.npz` holds, for each family, parameters and state that
+`tests/perceiver/data/official_golden/<family>.npz` holds, for each family, parameters and state that
 the official modules created (perturbed so that zero-initialised layers matter), the inputs,
 and the outputs that the official modules computed from them in evaluation mode and, where
 training mode computes something else (BatchNorm statistics and state updates, dropout
 masks), in training mode. Here our modules must create exactly the same parameter paths and
 shapes, reproduce those outputs from those parameters, and (for the language model) create
 the same initial values as the official modules from the same seed.
-`tests/data/official_golden/generate.py` documents how the fixtures were made.
+`tests/perceiver/data/official_golden/generate.py` documents how the fixtures were made.
 
 The full-size ImageNet Fourier classifier and byte-level language model must create exactly
-the parameter paths and shapes listed in `tests/data/official_param_names.txt` (computed with
+the parameter paths and shapes listed in `tests/perceiver/data/official_param_names.txt` (computed with
 `jax.eval_shape`, nothing is allocated).
 """
 

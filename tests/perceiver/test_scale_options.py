@@ -163,7 +163,7 @@ def test_scanned_shared_layers_match_unrolled():
   """Paper 1's interleaved encoder: [ca0, b, ca1, b, ca1, b] runs (b, ca1) in a scan.
 
   (The official pattern [ca0, b, b, b] is checked against a hand-unrolled forward in
-  tests/test_encoder.py.)
+  tests/perceiver/test_encoder.py.)
   """
   x = _inputs()
   kwargs = dict(num_cross_attends=3, cross_attend_placement='interleaved')
@@ -194,7 +194,7 @@ def test_shared_blocks_trace_once():
 @pytest.mark.parametrize(
   'kwargs',
   [
-    # (One block alone: tests/test_mlm.py and the bfloat16 test below.)
+    # (One block alone: tests/tasks/language/test_mlm.py and the bfloat16 test below.)
     dict(num_blocks=2, remat=True),  # The layer scan runs inside the block scan.
     dict(
       num_blocks=2,

@@ -1,0 +1,1 @@
+"""ImageNet classification: task, tf.data pipeline, augmentation, data preparation."""

@@ -1,0 +1,1 @@
+"""Byte-level language: masked language modelling, GLUE fine-tuning, fill-mask."""

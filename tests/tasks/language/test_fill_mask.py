@@ -115,7 +115,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
   with pytest.raises(ValueError, match='is not a file'):
     fill_mask.fill_mask(str(tmp_path / 'missing.npz'), 'a[MASK:1]', config)
   smaller = mlm_config.get_config('debug')
-  smaller.model.d_model = 32
+  smaller.model.encoder.z_index_dim = 16  # Fewer latents than the export.
   with pytest.raises(ValueError, match='do not fit the --config architecture'):
     fill_mask.fill_mask(path, 'a[MASK:1]', smaller)
 

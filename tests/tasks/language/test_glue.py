@@ -178,8 +178,8 @@ def test_fine_tunes_on_tfds_mock_data_from_a_checkpoint(tmp_path):
   config.training.log_every_steps = 1
   glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
   with tfds.testing.mock_data(num_examples=10):
-    # Evaluation through the trainer is covered by tests/test_mlm.py; the GLUE
-    # evaluation batches by tests/test_glue_input.py.
+    # Evaluation through the trainer is covered by tests/tasks/language/test_mlm.py; the GLUE
+    # evaluation batches by tests/tasks/language/test_glue_data.py.
     state = trainer.train(config, str(tmp_path / 'work'), evaluate=False)
   assert int(state.step) == 3
   source = _cached_mlm_params()

@@ -1,14 +1,14 @@
-"""Regenerates the golden fixtures used by tests/test_official_compat.py.
+"""Regenerates the golden fixtures used by tests/perceiver/test_official_compat.py.
 
 The fixtures hold what DeepMind's official Perceiver IO modules compute for the tiny model
-definitions in tests/test_official_compat.py, so that the test suite checks compatibility
+definitions in tests/perceiver/test_official_compat.py, so that the test suite checks compatibility
 without the official code. This script needs a local copy of the official release's
 `perceiver.py`, `io_processors.py` and `position_encoding.py` (google-deepmind/
 deepmind-research, directory `perceiver/`), saved as a package named `official_perceiver`
 (its imports `from perceiver import ...` changed to `from official_perceiver import ...`,
 and `jax.tree_map` -> `jax.tree.map` where present). That code is not part of this project.
 
-    python tests/data/official_golden/generate.py --official_path=DIR
+    python tests/perceiver/data/official_golden/generate.py --official_path=DIR
 
 where DIR contains the `official_perceiver/` package (or set OFFICIAL_PERCEIVER_PATH).
 Run it from the repository root. It is never run by the test suite.
@@ -42,8 +42,8 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS_DIR = os.path.dirname(os.path.dirname(HERE))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
+TESTS_DIR = os.path.dirname(os.path.dirname(HERE))  # tests/perceiver
+REPO_ROOT = os.path.dirname(os.path.dirname(TESTS_DIR))
 PARAM_NOISE = 0.1
 RNG_SEED = 7
 
