@@ -14,7 +14,6 @@ from experiments import fill_mask as fill_mask_command
 from experiments.tasks.language import fill_mask
 from experiments.tasks.language import mlm
 from perceiver import checkpoint as checkpoint_lib
-from tests.tasks.language import test_mlm
 
 
 def test_huge_mask_count_fails_before_allocating():
@@ -26,7 +25,7 @@ def test_huge_mask_count_fails_before_allocating():
 
 
 def _embed(inputs, jit):
-  config = test_mlm.tiny_config()
+  config = mlm_config.get_config('debug')
   model = hk.transform(lambda x: mlm.embed_inputs(x, config.model)[0])
   params = model.init(jax.random.PRNGKey(0), jnp.zeros([1, 5], jnp.int32))
   apply = jax.jit(model.apply) if jit else model.apply
