@@ -165,14 +165,23 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO records of checkpointing internals, keeping the run's own log readable."""
+  """Drops INFO records of checkpointing internals, keeping the run's own log readable.
+
+  Also drops orbax's own reports (with tracebacks) of a full disk: the run ends with
+  one line saying which checkpoint could not be written.
+  """
 
   _PATH_PARTS = (os.sep + 'orbax' + os.sep,)
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(
-      part in record.pathname for part in self._PATH_PARTS
-    )
+    if not any(part in record.pathname for part in self._PATH_PARTS):
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return 'No space left on device' not in text
 
 
 def main(argv):
