@@ -131,8 +131,7 @@ def test_checkpoint_of_another_model_keeps_its_clear_error(finished, tmp_path):
   workdir, _ = finished
   shutil.copytree(workdir, tmp_path / 'run')
   config = _config()
-  with config.unlocked():
-    config.model.num_latents = 5
+  config.model.encoder.z_index_dim = 5  # Another latent array shape.
   with pytest.raises(checkpointing.CheckpointMismatchError, match='does not match'):
     trainer.train(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / checkpointing.SET_ASIDE_SUBDIR).exists()
