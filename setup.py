@@ -46,6 +46,8 @@ setuptools.setup(
       'configs.*',
     ]
   ),
+  # The ImageNet class names of `experiments.classify`.
+  package_data={'experiments.inference': ['data/*.tsv']},
   python_requires='>=3.11',
   install_requires=_requirements(),
   extras_require={

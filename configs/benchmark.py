@@ -36,7 +36,6 @@ import ml_collections
 from configs import common
 from configs import imagenet
 from configs import mlm as mlm_config
-from perceiver import perceiver
 
 VARIANTS = ('image64_b8', 'mlm2048_b4')
 
@@ -44,31 +43,13 @@ VARIANTS = ('image64_b8', 'mlm2048_b4')
 def _image64_b8() -> ml_collections.ConfigDict:
   config = imagenet.get_config('io_fourier')
   with config.unlocked():
-    config.model.input_preprocessor.fourier_position_encoding_kwargs = dict(
-      num_bands=32, max_resolution=(64, 64), sine_only=False, concat_pos=True
+    config.model.input_preprocessor = imagenet.fourier_pixels(
+      num_bands=32, max_resolution=64
     )
-    config.model.encoder = common.module_kwargs(
-      perceiver.PerceiverEncoder,
-      num_self_attends_per_block=4,
-      num_blocks=2,
-      z_index_dim=256,
-      num_z_channels=512,
-      num_cross_attend_heads=1,
-      num_self_attend_heads=8,
-      cross_attend_widening_factor=1,
-      self_attend_widening_factor=1,
-      dropout_prob=0.0,
-      z_pos_enc_init_scale=0.02,
-      cross_attention_shape_for_attn='kv',
-      use_query_residual=True,
+    config.model.encoder = imagenet.encoder(
+      num_self_attends_per_block=4, num_blocks=2, z_index_dim=256, num_z_channels=512
     )
-    config.model.decoder = common.module_kwargs(
-      perceiver.ClassificationDecoder,
-      num_z_channels=512,
-      use_query_residual=True,
-      position_encoding_type='trainable',
-      trainable_position_encoding_kwargs=dict(num_channels=512, init_scale=0.02),
-    )
+    config.model.decoder = imagenet.classification_decoder(num_channels=512)
     config.data.fake = True
     config.data.fake_num_examples = 16
     config.data.image_size = 64

@@ -56,6 +56,7 @@ from perceiver import position_encoding
 _SET_BY_WRAPPER = {
   'ClassificationDecoder': ('output_num_channels', 'output_index_dims'),
   'FlowDecoder': ('output_num_channels',),
+  'MultimodalDecoder': ('position_encoding_type', 'output_index_dims'),
 }
 # Keywords never put in a config section: Haiku module names fix parameter paths.
 _EXCLUDED = ('self', 'name')

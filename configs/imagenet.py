@@ -64,7 +64,8 @@ VARIANTS = ('io_fourier', 'io_learned', 'io_conv', 'perceiver', 'debug')
 NUM_TRAIN_EXAMPLES = 1_281_167
 
 
-def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
+def fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
+  """`ImagePreprocessor` keywords: raw pixels + 2D Fourier features (concatenated)."""
   return common.module_kwargs(
     io_processors.ImagePreprocessor,
     prep_type='pixels',
@@ -80,7 +81,8 @@ def _fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
   )
 
 
-def _encoder(**overrides):
+def encoder(**overrides):
+  """`PerceiverEncoder` keywords of the release's ImageNet models, with `overrides`."""
   encoder = dict(
     num_self_attends_per_block=6,
     num_blocks=8,
@@ -100,7 +102,8 @@ def _encoder(**overrides):
   return common.module_kwargs(perceiver.PerceiverEncoder, **encoder)
 
 
-def _classification_decoder(num_channels: int = 1024, use_query_residual: bool = True):
+def classification_decoder(num_channels: int = 1024, use_query_residual: bool = True):
+  """`ClassificationDecoder` keywords: one trainable query of `num_channels`."""
   return common.module_kwargs(
     perceiver.ClassificationDecoder,
     num_z_channels=num_channels,
@@ -116,9 +119,9 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   model.permute_inputs = False
   model.permutation_seed = 0
   if variant == 'io_fourier':
-    model.input_preprocessor = _fourier_pixels()
-    model.encoder = _encoder()
-    model.decoder = _classification_decoder()
+    model.input_preprocessor = fourier_pixels()
+    model.encoder = encoder()
+    model.decoder = classification_decoder()
   elif variant == 'io_learned':
     model.input_preprocessor = common.module_kwargs(
       io_processors.ImagePreprocessor,
@@ -130,8 +133,8 @@ def _model(variant: str) -> ml_collections.ConfigDict:
       project_pos_dim=256,
       trainable_position_encoding_kwargs=dict(num_channels=256, init_scale=0.02),
     )
-    model.encoder = _encoder()
-    model.decoder = _classification_decoder(use_query_residual=False)
+    model.encoder = encoder()
+    model.decoder = classification_decoder(use_query_residual=False)
   elif variant == 'io_conv':
     model.input_preprocessor = common.module_kwargs(
       io_processors.ImagePreprocessor,
@@ -145,11 +148,11 @@ def _model(variant: str) -> ml_collections.ConfigDict:
         num_bands=64, max_resolution=(56, 56), sine_only=False, concat_pos=True
       ),
     )
-    model.encoder = _encoder()
-    model.decoder = _classification_decoder()
+    model.encoder = encoder()
+    model.decoder = classification_decoder()
   elif variant == 'perceiver':
-    model.input_preprocessor = _fourier_pixels()
-    model.encoder = _encoder(
+    model.input_preprocessor = fourier_pixels()
+    model.encoder = encoder(
       num_cross_attends=8,
       cross_attend_placement='interleaved',
       share_cross_attend_weights=True,
@@ -158,15 +161,15 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.decoder_type = 'projection'
     model.decoder = common.module_kwargs(perceiver.ProjectionDecoder)
   else:  # debug
-    model.input_preprocessor = _fourier_pixels(num_bands=4, max_resolution=16)
-    model.encoder = _encoder(
+    model.input_preprocessor = fourier_pixels(num_bands=4, max_resolution=16)
+    model.encoder = encoder(
       num_self_attends_per_block=1,
       num_blocks=1,
       z_index_dim=16,
       num_z_channels=32,
       num_self_attend_heads=4,
     )
-    model.decoder = _classification_decoder(num_channels=32)
+    model.decoder = classification_decoder(num_channels=32)
   return model
 
 

@@ -13,6 +13,9 @@ same names as DeepMind's official release, so parameter trees are interchangeabl
 """
 
 import contextlib
+import math
+import threading
+from typing import Callable, List, Optional, Tuple
 
 import haiku as hk
 import jax
@@ -149,7 +152,8 @@ def rematerializer(remat, policy=None):
     if saver is not None:
       raise ValueError(f'remat_policy={policy!r} needs remat=True.')
     return lambda fn: fn
-  return lambda fn: hk.remat(fn, policy=saver)
+  # While attention weights are recorded, run unrematerialised (same values).
+  return lambda fn: fn if _RECORDER.stack else hk.remat(fn, policy=saver)
 
 
 @contextlib.contextmanager
@@ -204,6 +208,78 @@ def _check_divisible(channels, num_heads, arg_name):
     raise ValueError(
       f'{arg_name} ({channels}) must be divisible by num_heads ({num_heads}).'
     )
+
+
+class _Recorder(threading.local):
+  """Per-thread stack of active attention-weight recordings."""
+
+  def __init__(self):
+    super().__init__()
+    self.stack: List[Tuple[Callable[[str], bool], list]] = []
+
+
+_RECORDER = _Recorder()
+
+
+def _is_cross_attention(module_name: str) -> bool:
+  return 'cross_attention' in module_name
+
+
+@contextlib.contextmanager
+def record_attention_weights(select: Optional[Callable[[str], bool]] = None):
+  """Records the attention weights of every `Attention` called inside the scope.
+
+  Off by default; nothing changes outside this scope. Inside it, each selected
+  `Attention` call also computes its softmax weights `[B, H, T, S]` (float32, before
+  attention dropout; zeros for fully masked query rows, as the attended values) and
+  appends `(module name, weights)` to the yielded list, in call order. Parameters,
+  state and outputs are unchanged. While recording, `hk.remat` and the `hk.scan` over
+  repeated shared layers are bypassed (the same values, unrolled) so that no weight
+  escapes a nested trace; enter the scope inside the function that `jax.jit`
+  traces (e.g. around `model.apply` in a jitted function) to get the weights out of
+  a jitted computation.
+
+  Args:
+    select: `module_name -> bool`, which attention modules to record; default: the
+      cross-attentions (names containing 'cross_attention', e.g.
+      'perceiver_encoder/~/cross_attention/attention').
+
+  Yields:
+    The list of `(module_name, weights)` pairs, filled as the modules run.
+  """
+  records = []
+  _RECORDER.stack.append((select or _is_cross_attention, records))
+  try:
+    yield records
+  finally:
+    _RECORDER.stack.pop()
+
+
+def recording_attention_weights() -> bool:
+  """Whether a `record_attention_weights` scope is active in this thread."""
+  return bool(_RECORDER.stack)
+
+
+def _record(module_name, weights_fn):
+  wanted = [records for select, records in _RECORDER.stack if select(module_name)]
+  if wanted:
+    weights = weights_fn()
+    for records in wanted:
+      records.append((module_name, weights))
+
+
+def attention_weights(q, k, attention_mask=None):
+  """Softmax attention weights `[B, H, T, S]` (float32) of queries `[B, T, H, D]` and
+  keys `[B, S, H, D]`; masked keys get 0 and fully masked query rows are all 0."""
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  logits = jnp.einsum(
+    'bthd,bshd->bhts', q.astype(jnp.float32), k.astype(jnp.float32)
+  ) * jnp.float32(scale)
+  if attention_mask is None:
+    return jax.nn.softmax(logits, axis=-1)
+  allowed = attention_mask[:, None, :, :] != 0
+  weights = jax.nn.softmax(jnp.where(allowed, logits, -jnp.inf), axis=-1)
+  return jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
 
 
 class Attention(hk.Module):
@@ -291,6 +367,19 @@ class Attention(hk.Module):
 
     k = project(k_layer, qk_channels // heads)  # [B, S, H, Dqk] or a Projection.
     v = project(v_layer, v_channels // heads)  # [B, S, H, Dv] or a Projection.
+
+    def dense_keys():
+      if not isinstance(k, Projection):
+        return k
+      keys = jnp.einsum('bsc,ck->bsk', inputs_kv, k.w)
+      if k.b is not None:
+        keys = keys + k.b
+      return jnp.reshape(keys, [batch, kv_time, heads, qk_channels // heads])
+
+    if _RECORDER.stack:
+      _record(
+        self.module_name, lambda: attention_weights(q, dense_keys(), attention_mask)
+      )
     if isinstance(k, Projection) or isinstance(v, Projection):
       result = factorized_attend(
         q, inputs_kv, k, v, dropout_prob=self._dropout_prob, attention_mask=attention_mask

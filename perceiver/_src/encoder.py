@@ -18,6 +18,7 @@ from perceiver._src.attention import CrossAttention
 from perceiver._src.attention import SelfAttention
 from perceiver._src.attention import compute_dtype_from
 from perceiver._src.attention import compute_dtype_scope
+from perceiver._src.attention import recording_attention_weights
 from perceiver._src.attention import rematerializer
 
 CROSS_ATTEND_PLACEMENTS = ('start', 'interleaved')
@@ -314,6 +315,7 @@ class PerceiverEncoder(hk.Module):
         and self._scan_layers
         and not self._unroll_shared_layers
         and not hk.running_init()
+        and not recording_attention_weights()
       ):
         return self._scanned_block(layer, is_training=is_training)
       if isinstance(layer, list):
@@ -345,7 +347,12 @@ class PerceiverEncoder(hk.Module):
             z = fn(z)
           return z
 
-        if repeats == 1 or self._unroll_shared_layers or hk.running_init():
+        if (
+          repeats == 1
+          or self._unroll_shared_layers
+          or hk.running_init()
+          or recording_attention_weights()
+        ):
           # Parameters are created on the first application, unrolled.
           for _ in range(repeats):
             z = unit_fn(z)

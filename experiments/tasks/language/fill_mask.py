@@ -9,13 +9,24 @@ Span markers:
 A text may hold several spans. The ids are padded with PAD to the model's
 `max_seq_len` (input_mask 0 there), the model runs once, and every masked
 position takes its most likely byte (greedy; reserved ids are never chosen).
+
+Top-k (`fill_mask_top_k`): the same single forward pass gives, at every masked
+position, a distribution over the 256 byte values (the softmax of the logits with
+the reserved ids left out). Each masked byte lists its k most likely values. A
+span's probability is the product of its bytes' probabilities: the model predicts
+all masked positions at once from the same input, so one pass defines exactly this
+factorised distribution (it is not re-run with earlier guesses filled in). The k
+most likely spans under it are found by beam search over the span's positions
+with a beam of max(k, beam) prefixes, which is exact for a factorised
+distribution: every prefix of a top-k span is among the top-k prefixes of its
+length.
 """
 
 import functools
 import json
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import haiku as hk
 import jax
@@ -188,4 +199,181 @@ def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
   return (
     _TOKENIZER.to_string(completed),
     [_TOKENIZER.to_string(completed[a:b]) for a, b in spans],
+  )
+
+
+@functools.lru_cache(maxsize=4)
+def _byte_log_probs_fn(model_json: str):
+  """A jitted `(params, state, inputs, input_mask) -> log-probabilities [1, L, 256]`
+  over the byte values (reserved ids excluded)."""
+  model_config = ml_collections.ConfigDict(json.loads(model_json))
+  model = hk.transform_with_state(
+    lambda batch: mlm.mlm_logits(
+      batch['inputs'], batch['input_mask'], model_config, is_training=False
+    )
+  )
+
+  @jax.jit
+  def byte_log_probs(params, state, inputs, input_mask):
+    logits, _ = model.apply(
+      params, state, jax.random.PRNGKey(0), dict(inputs=inputs, input_mask=input_mask)
+    )
+    reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
+    return jax.nn.log_softmax(logits[..., reserved:].astype(jnp.float32), axis=-1)
+
+  return byte_log_probs
+
+
+def byte_log_probs(params, state, config, ids: np.ndarray) -> np.ndarray:
+  """Log-probabilities of the 256 byte values at every position of `ids`: `[n, 256]`."""
+  length = config.model.max_seq_len
+  n = ids.shape[0]
+  if n > length:
+    raise ValueError(
+      f'The text is {n} bytes long with its masks; the model reads '
+      f'at most {length} bytes (model.max_seq_len).'
+    )
+  inputs = np.full([1, length], _TOKENIZER.pad_token, np.int32)
+  inputs[0, :n] = ids
+  input_mask = np.zeros([1, length], np.int32)
+  input_mask[0, :n] = 1
+  fn = _byte_log_probs_fn(config.model.to_json())
+  return np.asarray(fn(params, state, inputs, input_mask), np.float64)[0, :n]
+
+
+def top_k_sequences(
+  log_probs: np.ndarray, k: int, beam: int = 0
+) -> List[Tuple[Tuple[int, ...], float]]:
+  """The `k` most likely sequences of a factorised distribution, by beam search.
+
+  Args:
+    log_probs: `[n, V]` per-position log-probabilities (independent positions).
+    k: sequences to return.
+    beam: prefixes kept per step (at least k; exact for a factorised distribution).
+
+  Returns:
+    `[(values, log_probability)]`, most likely first; ties keep the smaller values
+    first.
+  """
+  if k < 1:
+    raise ValueError(f'top_k must be >= 1, got {k}.')
+  width = max(k, beam)
+  beams: List[Tuple[Tuple[int, ...], float]] = [((), 0.0)]
+  for row in np.asarray(log_probs, np.float64):
+    best = np.argsort(-row, kind='stable')[:width]
+    candidates = [
+      (prefix + (int(v),), score + float(row[v])) for prefix, score in beams for v in best
+    ]
+    candidates.sort(key=lambda c: (-c[1], c[0]))
+    beams = candidates[:width]
+  return beams[:k]
+
+
+def _byte_text(value: int) -> str:
+  """A byte as text: the character if printable ASCII, else `\\xNN`."""
+  return chr(value) if 32 <= value < 127 else f'\\x{value:02x}'
+
+
+class TopK(NamedTuple):
+  """Fill-mask alternatives.
+
+  Attributes:
+    completed: the greedy completion (as `fill_mask`).
+    spans: per span, the greedy prediction.
+    span_alternatives: per span, `[(text, probability)]`, k most likely first.
+    byte_alternatives: per span, per masked byte, `[(byte text, probability)]`.
+  """
+
+  completed: str
+  spans: List[str]
+  span_alternatives: List[List[Tuple[str, float]]]
+  byte_alternatives: List[List[List[Tuple[str, float]]]]
+
+
+def top_k_from_log_probs(
+  ids: np.ndarray,
+  spans: Sequence[Tuple[int, int]],
+  log_probs: np.ndarray,
+  k: int,
+  beam: int = 0,
+) -> TopK:
+  """`TopK` of a text's ids and its per-position byte log-probabilities `[n, 256]`."""
+  if k < 1:
+    raise ValueError(f'--top_k must be >= 1, got {k}.')
+  reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
+  greedy = np.argmax(log_probs, axis=-1) + reserved
+  completed = np.where(ids == _TOKENIZER.mask_token, greedy, ids).astype(np.int32)
+  span_alternatives, byte_alternatives = [], []
+  for start, end in spans:
+    rows = log_probs[start:end]
+    span_alternatives.append(
+      [
+        (
+          _TOKENIZER.to_string(np.asarray(values, np.int32) + reserved),
+          float(np.exp(score)),
+        )
+        for values, score in top_k_sequences(rows, k, beam)
+      ]
+    )
+    per_byte = []
+    for row in rows:
+      order = np.argsort(-row, kind='stable')[:k]
+      per_byte.append([(_byte_text(int(v)), float(np.exp(row[v]))) for v in order])
+    byte_alternatives.append(per_byte)
+  return TopK(
+    completed=_TOKENIZER.to_string(completed),
+    spans=[_TOKENIZER.to_string(completed[a:b]) for a, b in spans],
+    span_alternatives=span_alternatives,
+    byte_alternatives=byte_alternatives,
+  )
+
+
+def fill_mask_top_k(
+  checkpoint_path: str, text: str, config, k: int, beam: int = 0
+) -> TopK:
+  """Loads a checkpoint and lists the `k` best bytes and spans of each masked span."""
+  ids, _, spans = parse_masked_text(text)
+  if ids.shape[0] > config.model.max_seq_len:
+    raise ValueError(
+      f'The text is {ids.shape[0]} bytes long with its masks; the '
+      f'model reads at most {config.model.max_seq_len} bytes.'
+    )
+  if not os.path.isfile(checkpoint_path):
+    raise ValueError(f'--checkpoint={checkpoint_path!r} is not a file.')
+  params, state = checkpoint_lib.load_params(checkpoint_path)
+  check_params_fit(params, config)
+  return top_k_from_log_probs(
+    ids, spans, byte_log_probs(params, state, config, ids), k, beam
+  )
+
+
+def format_top_k(result: TopK) -> str:
+  """Text lines: per span, its k best spans, then each masked byte's k best values."""
+  lines = []
+  for i, (alternatives, per_byte) in enumerate(
+    zip(result.span_alternatives, result.byte_alternatives), start=1
+  ):
+    lines.append(f'span {i} top-{len(alternatives)}:')
+    for text, prob in alternatives:
+      lines.append(f'  {prob:.4f} {text!r}')
+    for j, choices in enumerate(per_byte):
+      listed = ', '.join(f'{t!r} {p:.4f}' for t, p in choices)
+      lines.append(f'  byte {j}: {listed}')
+  return '\n'.join(lines)
+
+
+def top_k_as_dict(result: TopK) -> Dict:
+  """A JSON-serialisable form of `TopK`."""
+  return dict(
+    completed=result.completed,
+    spans=[
+      dict(
+        greedy=greedy,
+        top_k=[dict(text=t, probability=p) for t, p in alternatives],
+        bytes=[[dict(byte=t, probability=p) for t, p in choices] for choices in per_byte],
+      )
+      for greedy, alternatives, per_byte in zip(
+        result.spans, result.span_alternatives, result.byte_alternatives
+      )
+    ],
   )

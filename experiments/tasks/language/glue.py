@@ -9,7 +9,8 @@ class logits (or to one real value for the STS-B regression).
 
 `model.init_checkpoint` initialises the embedding, positions and encoder from
 an MLM checkpoint: this project's `.npz` export or the official
-`language_perceiver_io_bytes.pickle` (read by the safe loader). The decoder
+`language_perceiver_io_bytes.pickle` (read by the safe loader), or the released
+model's name `language_bytes` (downloaded once and verified). The decoder
 starts fresh. Every encoder parameter must be present in the checkpoint with
 the same shape; otherwise initialisation fails naming the offending paths.
 
@@ -24,6 +25,7 @@ Shape glossary:
 import copy
 import functools
 import math
+import os
 from typing import Dict, List, Tuple
 
 from absl import logging
@@ -77,6 +79,12 @@ def is_pretrained_path(module: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _checkpoint_params(path: str) -> Dict[str, Dict[str, np.ndarray]]:
+  """The parameters of a checkpoint file, or of a released model's name (e.g.
+  'language_bytes', downloaded once and verified by experiments/inference/pretrained.py)."""
+  from experiments.inference import pretrained  # pylint: disable=import-outside-toplevel
+
+  if not os.path.isfile(path) and path in pretrained.RELEASES:
+    path = pretrained.checkpoint_path(path)
   params, _ = checkpoint_lib.load_params(path)
   return params
 

@@ -1,5 +1,6 @@
 """Tests of the GLUE task (experiments/tasks/language/glue.py): model, pretrained init, losses, training."""
 
+import copy
 import functools
 import pickle
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import glue as glue_config
+from configs import mlm as mlm_config
 from experiments.tasks.language import glue
 from experiments.tasks.language import mlm
 from experiments.training import trainer
@@ -19,15 +21,37 @@ def tiny_glue_config(task='mrpc', **model):
   """configs/glue.py:<task>,debug with a smaller encoder and 40-byte inputs."""
   config = glue_config.get_config(f'{task},debug')
   m = config.model
-  m.max_seq_len, m.d_model, m.num_latents, m.num_z_channels = 48, 24, 6, 32
-  m.num_self_attends_per_block, m.num_cross_attend_heads = 1, 2
-  m.num_self_attend_heads, m.qk_channels, m.v_channels = 2, 16, 32
-  m.decoder_num_heads, m.decoder_qk_channels = 2, 16
-  m.decoder_query_channels = m.decoder_v_channels = 32
+  m.max_seq_len, m.d_model = 48, 24
+  m.encoder.update(
+    z_index_dim=6,
+    num_z_channels=32,
+    num_self_attends_per_block=1,
+    num_cross_attend_heads=2,
+    num_self_attend_heads=2,
+    qk_channels=16,
+    v_channels=32,
+  )
+  m.decoder.update(num_z_channels=32, num_heads=2, qk_channels=16, v_channels=32)
+  m.decoder.trainable_position_encoding_kwargs.num_channels = 32
   for key, value in model.items():
     m[key] = value
   config.data.seq_len = 40
   config.data.shuffle_buffer = 8
+  return config
+
+
+def tiny_mlm_config():
+  """configs/mlm.py:debug with the embedding and encoder of `tiny_glue_config`."""
+  source = tiny_glue_config().model
+  config = mlm_config.get_config('debug')
+  m = config.model
+  m.max_seq_len, m.d_model = source.max_seq_len, source.d_model
+  m.encoder = copy.deepcopy(source.encoder)
+  m.decoder.update(
+    output_num_channels=24, num_z_channels=32, num_heads=2, qk_channels=16, v_channels=24
+  )
+  m.decoder.trainable_position_encoding_kwargs.num_channels = 24
+  config.data.seq_len = 40
   return config
 
 
@@ -41,7 +65,7 @@ def _batch(length=40, batch=3):
 
 @functools.lru_cache(maxsize=1)
 def _cached_mlm_params():
-  config = tiny_glue_config()
+  config = tiny_mlm_config()
   params, _ = jax.jit(
     lambda: mlm.build_model(config).init(
       jax.random.PRNGKey(7), _batch(), is_training=False
@@ -62,7 +86,7 @@ def test_classifier_paths_share_the_mlm_encoder():
     lambda: model.init(jax.random.PRNGKey(0), _batch(), is_training=False)
   )
   mlm_params = jax.eval_shape(
-    lambda: mlm.build_model(config).init(
+    lambda: mlm.build_model(tiny_mlm_config()).init(
       jax.random.PRNGKey(0), _batch(), is_training=False
     )
   )[0]

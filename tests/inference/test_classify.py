@@ -1,0 +1,140 @@
+"""ImageNet classification of image files: preprocessing, class names, top-k, command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import imagenet as imagenet_config
+from experiments.inference import classify
+from experiments.inference import preprocessing
+from experiments.inference import pretrained
+from experiments.tasks.imagenet import augment
+from experiments.tasks.imagenet import task as imagenet_task
+from perceiver import checkpoint as checkpoint_lib
+from tests import helpers
+
+
+def _write_png(path, image):
+  tf.io.write_file(str(path), tf.io.encode_png(np.asarray(image, np.uint8)))
+  return str(path)
+
+
+def test_class_names_from_the_public_list():
+  classes = preprocessing.imagenet_classes()
+  assert len(classes) == 1000
+  assert classes[0] == ('n01440764', 'tench, Tinca tinca')
+  assert preprocessing.class_name(207) == 'golden retriever'
+  assert preprocessing.class_name(999) == 'toilet tissue'
+  synsets = [s for s, _ in classes]
+  assert synsets == sorted(synsets)  # TFDS labels are the sorted WordNet ids.
+
+
+def test_eval_preprocessing_crops_the_centre_and_normalises(tmp_path):
+  # 20 x 24: the crop is int(224/256 * 20) = 17 square at offset (2, 4).
+  image = np.zeros([20, 24, 3], np.uint8)
+  image[2:19, 4:21] = [200, 100, 50]
+  path = _write_png(tmp_path / 'a.png', image)
+  np.testing.assert_array_equal(preprocessing.decode_image(path), image)
+  out = preprocessing.imagenet_eval_image(image, image_size=7)
+  assert out.shape == (7, 7, 3) and out.dtype == np.float32
+  want = (np.array([200, 100, 50]) - np.array(augment.MEAN_RGB)) / np.array(
+    augment.STDDEV_RGB
+  )
+  np.testing.assert_allclose(out, np.broadcast_to(want, out.shape), rtol=1e-5, atol=1e-4)
+
+
+def test_top_k_probabilities():
+  logits = np.array([[0.0, np.log(3.0), 0.0, np.log(4.0)]])
+  # exp: 1, 3, 1, 4 (sum 9); the tie between labels 0 and 2 keeps label 0 first.
+  [best] = preprocessing.top_k(logits, 3)
+  assert [label for label, _ in best] == [3, 1, 0]
+  np.testing.assert_allclose([p for _, p in best], [4 / 9, 3 / 9, 1 / 9], rtol=1e-12)
+
+
+@pytest.fixture(scope='module')
+def debug_checkpoint(tmp_path_factory):
+  config = imagenet_config.get_config('debug')
+  model = imagenet_task.build_model(config)
+  batch = pretrained.example_batch(config)
+  shapes = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
+  )
+  rng = np.random.RandomState(1)
+  params, state = jax.tree.map(lambda s: rng.randn(*s.shape).astype(s.dtype), shapes)
+  path = str(tmp_path_factory.mktemp('ckpt') / 'debug.npz')
+  checkpoint_lib.save_npz(path, params, state)
+  return path, config
+
+
+def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
+  path, config = debug_checkpoint
+  rng = np.random.RandomState(0)
+  images = [
+    _write_png(tmp_path / 'a.png', rng.randint(0, 256, [20, 24, 3])),
+    _write_png(tmp_path / 'b.png', rng.randint(0, 256, [31, 17, 3])),
+  ]
+  model = pretrained.load(path, config=config, progress=False)
+  results = classify.classify(model, images, top_k=3)
+  batch = preprocessing.imagenet_batch(images, 16)
+  logits = np.asarray(classify._logits_fn(model.model)(model.params, model.state, batch))
+  logits = logits.astype(np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  for result, p, image in zip(results, probs, images):
+    assert result['image'] == image
+    labels = [e['label'] for e in result['top_k']]
+    assert labels == list(np.argsort(-p)[:3])
+    np.testing.assert_allclose(
+      [e['probability'] for e in result['top_k']], p[labels], atol=1e-6
+    )
+    assert result['top_k'][0]['name'] == preprocessing.class_name(labels[0])
+  lines = classify.format_json(results).splitlines()
+  assert [json.loads(line)['image'] for line in lines] == images
+  text = classify.format_text(results)
+  assert text.splitlines()[0] == f'{images[0]}:' and '  1. ' in text
+  with pytest.raises(ValueError, match='top_k'):
+    classify.classify(model, images, top_k=0)
+
+
+def test_command_names_a_bad_image_and_exits_1(debug_checkpoint, tmp_path):
+  path, _ = debug_checkpoint
+  good = _write_png(tmp_path / 'good.png', np.zeros([9, 9, 3]))
+  bad = tmp_path / 'broken.jpg'
+  bad.write_bytes(b'\xff\xd8 this is not a JPEG')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'experiments.classify',
+      f'--checkpoint={path}',
+      '--config=configs/imagenet.py:debug',
+      f'--image={good}',
+      f'--image={bad}',
+    ],
+    cwd=helpers.REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 1, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('classify: error: Cannot decode image') and 'broken.jpg' in last
+
+
+def test_resolve_config():
+  assert classify.resolve_config(
+    'imagenet_conv', None
+  ).model.input_preprocessor.prep_type == ('conv')
+  assert classify.resolve_config(
+    '/some/file.npz', None
+  ).model.input_preprocessor.prep_type == ('pixels')
+  with pytest.raises(ValueError, match='no ImageNet classifier'):
+    classify.resolve_config('language_bytes', None)
