@@ -103,6 +103,6 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert 'waiting up to 3 s' in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith(
-    f'train: error: could not connect to the coordinator localhost:{port}'
+    f'train: error: the coordinator localhost:{port} did not answer within 3 s'
   )
   assert time.monotonic() - start < 120
