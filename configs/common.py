@@ -27,10 +27,20 @@ ignored. Field reference:
     periodic evaluation in train_and_eval mode; the final evaluation always runs),
     keep_checkpoints (how many recent checkpoints stay on disk).
   training.label_smoothing: for classification tasks.
+  training.rollback_on_nonfinite: how many times a run may go back, after a non-finite
+    loss or gradient, to its latest good checkpoint (finite parameters, finite loss
+    when saved) and skip the batches between that checkpoint and the bad step; 0 stops
+    at the first one.
   training.compilation_cache: keep JAX's persistent compilation cache in
     `<workdir>/compilation_cache`, so a resumed run (after preemption) or a repeated
     evaluation loads its compiled steps instead of compiling them again.
   evaluation.batch_size: global evaluation batch; evaluation.split: the split evaluated.
+  evaluation.best_metric: with `--mode=eval_continuous`, keep the checkpoint that is
+    best by this summary metric (e.g. 'top_1_acc') in `<workdir>/eval_<split>/best/`
+    ('' keeps none); evaluation.best_metric_higher_is_better: its direction.
+  evaluation.poll_every_s: how often `eval_continuous` looks for a new checkpoint;
+    evaluation.idle_timeout_s: it stops after this long without a new one (a training
+    run that died), besides stopping once the final step is evaluated.
 """
 
 import inspect
@@ -171,10 +181,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.training.keep_checkpoints = 3
   config.training.label_smoothing = 0.0
   config.training.compilation_cache = True
+  config.training.rollback_on_nonfinite = 0
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.batch_size = 256
   config.evaluation.split = 'test'
+  config.evaluation.best_metric = ''
+  config.evaluation.best_metric_higher_is_better = True
+  config.evaluation.poll_every_s = 10.0
+  config.evaluation.idle_timeout_s = 3600.0
   return config
 
 

@@ -7,19 +7,27 @@ Examples:
   # A variant, and an override:
   python -m experiments.train --config=configs/digits.py:permuted \
       --config.training.batch_size=64 --workdir=/tmp/digits_permuted
-  # Evaluate the latest checkpoint:
+  # Evaluate the newest intact checkpoint (read-only; safe beside a running trainer):
   python -m experiments.train --config=configs/digits.py --workdir=/tmp/digits \
       --mode=eval
+  # Follow a running trainer, evaluating each new checkpoint and keeping the best:
+  python -m experiments.train --config=configs/digits.py --workdir=/tmp/digits \
+      --mode=eval_continuous --config.evaluation.best_metric=top_1_acc
   # Host 1 of a two-host job (run the same command with --process_id=0 on host 0):
   python -m experiments.train --config=configs/digits.py --workdir=/shared/digits \
       --coordinator_address=host0:1234 --num_processes=2 --process_id=1
 
-Re-running a command with the same `--workdir` resumes from its latest checkpoint.
+Re-running a command with the same `--workdir` resumes from its latest checkpoint
+(the newest intact one: a damaged one is moved to `<workdir>/checkpoints_set_aside/`).
+Only one trainer runs per workdir (`<workdir>/lock`). Errors in the config, the files
+or the run end with one line and exit status 1. See docs/reliability.md.
 """
 
 import logging as std_logging
 import os
+import socket
 import sys
+import time
 
 # Before TensorFlow (input pipelines, summaries) is first imported: keep its C++ INFO
 # banners out of the training log unless asked for.
@@ -32,9 +40,11 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments.training import checkpoint_manager
 from experiments.training import host_memory
 from experiments.training import preemption
 from experiments.training import trainer
+from experiments.training import workdir_lock
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -58,6 +68,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 )
 _PROCESS_ID = flags.DEFINE_integer(
   'process_id', None, 'Index of this host in [0, num_processes).'
+)
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+  'coordinator_timeout_s',
+  300,
+  'Multi-host runs: how long to wait for every host to connect to the coordinator '
+  'before failing.',
 )
 _HOST_MALLOC = flags.DEFINE_enum(
   'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
@@ -97,22 +113,75 @@ def _maybe_initialize_distributed() -> None:
       f'--process_id={_PROCESS_ID.value} must be in '
       f'[0, --num_processes={_NUM_PROCESSES.value}).'
     )
-  jax.distributed.initialize(
-    coordinator_address=_COORDINATOR_ADDRESS.value,
-    num_processes=_NUM_PROCESSES.value,
-    process_id=_PROCESS_ID.value,
+  if _COORDINATOR_TIMEOUT.value < 1:
+    raise app.UsageError(
+      f'--coordinator_timeout_s={_COORDINATOR_TIMEOUT.value} must be >= 1.'
+    )
+  logging.warning(
+    'Connecting to the coordinator %s as process %s of %s; waiting up to %d s '
+    '(--coordinator_timeout_s) for every host.',
+    _COORDINATOR_ADDRESS.value,
+    _PROCESS_ID.value,
+    _NUM_PROCESSES.value,
+    _COORDINATOR_TIMEOUT.value,
   )
+  if _PROCESS_ID.value:
+    # JAX aborts the whole process (no Python exception) when the coordinator does
+    # not answer in time: find out first whether anything listens there.
+    _wait_for_coordinator(_COORDINATOR_ADDRESS.value, _COORDINATOR_TIMEOUT.value)
+  try:
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR_ADDRESS.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+      initialization_timeout=_COORDINATOR_TIMEOUT.value,
+    )
+  except Exception as e:  # pylint: disable=broad-except  # XlaRuntimeError etc.
+    first_line = (str(e).strip().splitlines() or [''])[0][:300]
+    sys.exit(
+      f'train: error: could not connect to the coordinator '
+      f'{_COORDINATOR_ADDRESS.value} with {_NUM_PROCESSES.value} processes within '
+      f'{_COORDINATOR_TIMEOUT.value} s (--coordinator_timeout_s): {first_line}'
+    )
+
+
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+  """Returns once `host:port` accepts connections; exits with one line after timeout_s."""
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    raise app.UsageError(f'--coordinator_address={address!r} is not host:port.')
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip('[]'), int(port)), timeout=1.0):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        sys.exit(
+          f'train: error: the coordinator {address} did not answer within '
+          f'{timeout_s} s (--coordinator_timeout_s): {e}. Start process 0 there first.'
+        )
+      time.sleep(0.5)
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO records of checkpointing internals, keeping the run's own log readable."""
+  """Drops INFO records of checkpointing internals, keeping the run's own log readable.
+
+  Also drops orbax's own reports (with tracebacks) of a full disk: the run ends with
+  one line saying which checkpoint could not be written.
+  """
 
   _PATH_PARTS = (os.sep + 'orbax' + os.sep,)
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(
-      part in record.pathname for part in self._PATH_PARTS
-    )
+    if not any(part in record.pathname for part in self._PATH_PARTS):
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return 'No space left on device' not in text
 
 
 def main(argv):
@@ -137,6 +206,19 @@ def main(argv):
   except preemption.Preempted as e:
     logging.warning('%s', e)
     sys.exit(PREEMPTED_EXIT_CODE)
+  except _ONE_LINE_ERRORS as e:
+    sys.exit('train: error: ' + ' '.join(str(e).split()))
+
+
+# Errors that are the user's input or the run's situation, not a bug: one line each.
+_ONE_LINE_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  PermissionError,
+  workdir_lock.WorkdirBusyError,
+  checkpoint_manager.CheckpointWriteError,
+  trainer.NonFiniteError,
+)
 
 
 if __name__ == '__main__':

@@ -18,6 +18,8 @@ import os
 import pickle
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -106,10 +108,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
     )
 
 
-def _to_plain(obj, path='<root>'):
+# Official checkpoints nest mappings 2-3 levels deep; anything far deeper is not one
+# (and would exhaust Python's recursion limit).
+_MAX_DEPTH = 32
+
+
+def _to_plain(obj, path='<root>', depth=0):
   """Converts loaded containers to dicts of NumPy arrays, checking every leaf."""
+  if depth > _MAX_DEPTH:
+    raise UnsafeCheckpointError(
+      f'Mappings nested more than {_MAX_DEPTH} levels deep (at {path[:200]}...): '
+      'not a checkpoint of parameters.'
+    )
   if isinstance(obj, Mapping):
-    return {str(k): _to_plain(v, f'{path}/{k}') for k, v in obj.items()}
+    return {str(k): _to_plain(v, f'{path}/{k}', depth + 1) for k, v in obj.items()}
   if isinstance(obj, np.ndarray):
     if obj.dtype == object:
       raise UnsafeCheckpointError(f'Array at {path} has dtype object; refused.')
@@ -147,15 +159,20 @@ def load_official_checkpoint(path: str) -> Dict[str, Any]:
     data = f.read()
   try:
     obj = safe_unpickle(data)
-  except UnsafeCheckpointError:
-    raise
-  except Exception as e:  # Truncated or not a pickle at all.
-    raise ValueError(f'{path!r} is not a readable checkpoint pickle: {e}') from e
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f'{path!r}: {e}') from None
+  except Exception as e:  # pylint: disable=broad-except  # Truncated or not a pickle.
+    raise ValueError(
+      f'{path!r} is not a readable checkpoint pickle: {type(e).__name__}: {e}'
+    ) from None
   if not isinstance(obj, Mapping):
     raise ValueError(
       f'{path!r} holds a {type(obj).__name__}, expected a mapping of parameters.'
     )
-  return _to_plain(obj)
+  try:
+    return _to_plain(obj)
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f'{path!r}: {e}') from None
 
 
 def split_params_and_state(checkpoint: Mapping[str, Any]) -> Tuple[Params, Params]:
@@ -211,33 +228,78 @@ def save_npz(path: str, params, state=None) -> None:
     raise
 
 
+def _npz_dtype(path: str, key: str, name: Any, stored: np.dtype) -> np.dtype:
+  """The dtype `name` recorded for entry `key`, checked against the stored bits."""
+  if not isinstance(name, str):
+    raise ValueError(f'{path!r}: entry {key!r} has dtype {name!r}, not a dtype name.')
+  if name == stored.name:
+    return stored
+  import ml_dtypes  # pylint: disable=import-outside-toplevel
+
+  dtype = getattr(ml_dtypes, name, None)
+  if not isinstance(dtype, type) or np.dtype(dtype).itemsize != stored.itemsize:
+    raise ValueError(
+      f'{path!r}: entry {key!r} records dtype {name!r}, which cannot be read from '
+      f'its stored {stored.name} values.'
+    )
+  return np.dtype(dtype)
+
+
 def load_npz(path: str) -> Tuple[Params, Params]:
-  """Loads `(params, state)` saved by `save_npz` (nested dicts of NumPy arrays)."""
+  """Loads `(params, state)` saved by `save_npz` (nested dicts of NumPy arrays).
+
+  Raises:
+    ValueError: naming `path`, for any file that is not a complete parameter file of
+      this format (not a zip, truncated, malformed metadata or entry names).
+  """
+  try:
+    return _load_npz(path)
+  except ValueError:
+    raise
+  except (OSError, EOFError, KeyError, TypeError, AttributeError, zlib.error) as e:
+    raise ValueError(
+      f'{path!r} is not a readable .npz parameter file: {type(e).__name__}: {e}'
+    ) from None
+  except zipfile.BadZipFile as e:
+    raise ValueError(
+      f'{path!r} is not a readable .npz parameter file (truncated or not a zip '
+      f'archive): {e}'
+    ) from None
+
+
+def _load_npz(path: str) -> Tuple[Params, Params]:
   try:
     archive = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise ValueError(f'{path!r} is not a readable .npz parameter file: {e}') from e
+    raise ValueError(f'{path!r} is not a readable .npz parameter file: {e}') from None
   with archive:
     if _FORMAT_KEY not in archive.files:
       raise ValueError(
         f'{path!r} is not a Perceiver parameter file (no {_FORMAT_KEY} entry).'
       )
-    meta = json.loads(archive[_FORMAT_KEY].tobytes().decode())
-    dtypes = meta.get('dtypes', {})
+    try:
+      meta = json.loads(archive[_FORMAT_KEY].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f'{path!r} has unreadable {_FORMAT_KEY} metadata: {e}') from None
+    dtypes = meta.get('dtypes', {}) if isinstance(meta, dict) else None
+    if not isinstance(dtypes, dict):
+      raise ValueError(f'{path!r} has malformed {_FORMAT_KEY} metadata: {meta!r:.200}')
     trees = {c: {} for c in _COLLECTIONS}
     for key in archive.files:
       if key == _FORMAT_KEY:
         continue
+      parts = key.split('/')
+      if len(parts) < 3 or parts[0] not in trees:
+        raise ValueError(
+          f'{path!r} has an entry {key!r}; entries are named '
+          f'<{"|".join(_COLLECTIONS)}>/<module path>/<name>.'
+        )
       collection, rest = key.split('/', 1)
       module, name = rest.rsplit('/', 1)
-      if collection not in trees:
-        raise ValueError(f'{path!r} has an entry {key!r} outside {_COLLECTIONS}.')
       value = archive[key]
-      dtype_name = dtypes.get(key, value.dtype.name)
-      if dtype_name != value.dtype.name:
-        import ml_dtypes  # pylint: disable=import-outside-toplevel
-
-        value = value.view(np.dtype(getattr(ml_dtypes, dtype_name)))
+      dtype = _npz_dtype(path, key, dtypes.get(key, value.dtype.name), value.dtype)
+      if dtype != value.dtype:
+        value = value.view(dtype)
       trees[collection].setdefault(module, {})[name] = value
   return trees['params'], trees['state']
 

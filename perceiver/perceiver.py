@@ -146,6 +146,11 @@ class Perceiver(hk.Module):
         )
       inputs = jnp.take(inputs, self._input_permutation, axis=1)
       if input_mask is not None:
+        if tuple(input_mask.shape) != tuple(inputs.shape[:2]):
+          raise ValueError(
+            f'input_mask must have shape {tuple(inputs.shape[:2])} [B, M], got '
+            f'{tuple(input_mask.shape)}.'
+          )
         input_mask = jnp.take(input_mask, self._input_permutation, axis=1)
 
     z = self._encoder(

@@ -6,8 +6,11 @@ Usable from a notebook:
     from experiments.training import trainer
     final_state = trainer.train(digits.get_config(), '/tmp/digits', evaluate=True)
 
-Modes: `train` (train, checkpoint, export), `eval` (evaluate the latest checkpoint) and
-`train_and_eval` (train, evaluating every `training.eval_every_steps` and at the end).
+Modes: `train` (train, checkpoint, export), `train_and_eval` (train, evaluating every
+`training.eval_every_steps` and at the end), `eval` (evaluate the newest intact
+checkpoint) and `eval_continuous` (follow a running trainer, evaluating each new
+checkpoint; see `evaluator.py`). The evaluation modes only read the checkpoints and
+can run beside a trainer; a trainer holds the workdir's lock (`workdir_lock.py`).
 A restarted run resumes from its latest checkpoint with the same data order, so it
 ends with the same parameters as an uninterrupted one.
 """
@@ -34,8 +37,10 @@ from experiments.training import parallel
 from experiments.training import preemption
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
+from experiments.training import validation
+from experiments.training import workdir_lock
 
-MODES = ('train', 'eval', 'train_and_eval')
+MODES = ('train', 'eval', 'train_and_eval', 'eval_continuous')
 
 
 class NonFiniteError(RuntimeError):
@@ -237,10 +242,56 @@ def _count_params(params: Any) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+class _Diverged(Exception):
+  """Internal: the step `step` had a non-finite loss or gradient."""
+
+  def __init__(self, step: int, metrics: Dict[str, float]):
+    super().__init__(step)
+    self.step = step
+    self.metrics = metrics
+
+
+def good_step(
+  checkpointer: checkpoint_manager.Checkpointer, before: int
+) -> Optional[int]:
+  """The newest checkpoint before step `before` that is good to go back to.
+
+  Good: its parameters were finite and the training loss of its step was finite when
+  it was saved (as recorded in its metadata; older checkpoints without the record count
+  as good). Call with `before = bad_step - 1`: the parameters of step `bad_step - 1`
+  are the ones that gave the non-finite loss or gradient, so they are not good however
+  finite they are.
+  """
+  for step in reversed(checkpointer.all_steps()):
+    if step >= before:
+      continue
+    try:
+      metadata = checkpointer.metadata(step)
+    except checkpoint_manager.DamagedCheckpointError:
+      continue
+    if metadata.get('params_finite', True) and metadata.get('loss_finite', True):
+      return step
+  return None
+
+
+def _restore(checkpointer, target, step=None):
+  """`(step, state, data_offset)` of checkpoint `step`, or of the newest intact one."""
+  if step is None:
+    step, state = checkpointer.restore_latest_intact(target)
+    if step is None:
+      return 0, None, 0
+  else:
+    state = checkpointer.restore(target, step)
+  return step, state, int(checkpointer.metadata(step).get('data_offset', 0))
+
+
 def train(
   config: ml_collections.ConfigDict, workdir: str, *, evaluate: bool = False
 ) -> train_state_lib.TrainState:
   """Trains (resuming from the latest checkpoint in `workdir`) and exports the result.
+
+  Holds the workdir's lock (`workdir_lock`) while it runs. A damaged latest checkpoint
+  is moved aside and training resumes from the newest intact one.
 
   Args:
     config: a locked experiment config.
@@ -251,31 +302,65 @@ def train(
     The final train state (host NumPy).
 
   Raises:
-    NonFiniteError: a step had a non-finite loss or gradient; checkpoints up to the
-      step before it are on disk.
+    NonFiniteError: a step had a non-finite loss or gradient (after
+      `training.rollback_on_nonfinite` rollbacks); the message names the latest good
+      checkpoint.
     preemption.Preempted: SIGTERM arrived; the step it arrived during was checkpointed.
+    workdir_lock.WorkdirBusyError: another trainer runs in `workdir`.
+    checkpoint_manager.CheckpointWriteError: the disk filled while checkpointing.
+    ValueError: a bad config field (checked before anything is compiled).
   """
   task = task_lib.load_task(config.task)
+  validation.check_config(config, task, mode='train_and_eval' if evaluate else 'train')
+  lock = workdir_lock.WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    return _train(config, workdir, task, evaluate=evaluate)
+  finally:
+    lock.release()
+
+
+def _train(config, workdir, task, *, evaluate):
   steps = build_steps(config, task)
-  num_steps, schedule = steps.num_steps, steps.schedule
   training = config.training
   batch_dims = parallel.local_batch_dims(training.batch_size, name='training.batch_size')
-  init_rng, train_rng, eval_rng = _rngs(config)
 
   checkpointer = checkpoint_manager.Checkpointer(workdir, keep=training.keep_checkpoints)
-  start_step = checkpointer.latest_step() or 0
-  train_iter = task_lib.train_iterator(
-    task, config, batch_dims=batch_dims, start_step=min(start_step, num_steps)
-  )
+  try:
+    return _train_loop(
+      config, workdir, task, steps, checkpointer, batch_dims, evaluate=evaluate
+    )
+  finally:
+    # Finishes saves already started (all of them hold finite states).
+    checkpointer.close()
+
+
+def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evaluate):
+  num_steps, schedule = steps.num_steps, steps.schedule
+  training = config.training
+  init_rng, train_rng, eval_rng = _rngs(config)
+
+  def iterator_at(step, data_offset):
+    return task_lib.train_iterator(
+      task, config, batch_dims=batch_dims, start_step=min(step, num_steps) + data_offset
+    )
+
+  # The data position of the latest checkpoint; its first batch shapes the restore
+  # target (and is trained on unless an earlier checkpoint is restored instead).
+  guess_step = checkpointer.latest_step() or 0
+  try:
+    guess_offset = int(checkpointer.metadata(guess_step).get('data_offset', 0))
+  except checkpoint_manager.DamagedCheckpointError:
+    guess_offset = 0
+  train_iter = iterator_at(guess_step, guess_offset)
   batch = next(train_iter)
   parallel.check_batch_dims(batch, batch_dims)
-  if start_step:
-    host_state = checkpointer.restore(
-      train_state_lib.abstract_train_state(
-        steps.model, steps.optimizer, _first_device(batch)
-      ),
-      start_step,
-    )
+  target = train_state_lib.abstract_train_state(
+    steps.model, steps.optimizer, _first_device(batch)
+  )
+  start_step, host_state, data_offset = _restore(checkpointer, target)
+  if host_state is not None:
     logging.info('Resumed from checkpoint %d in %s.', start_step, checkpointer.directory)
   else:
     host_state = train_state_lib.init_train_state(
@@ -285,6 +370,9 @@ def train(
     raise ValueError(
       f'checkpoint {start_step} holds a state at step {int(host_state.step)}.'
     )
+  if (start_step, data_offset) != (guess_step, guess_offset):
+    train_iter = iterator_at(start_step, data_offset)
+    batch = None
   if start_step > num_steps:
     logging.warning(
       'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to train.',
@@ -313,19 +401,19 @@ def train(
 
   accumulator = _MeanAccumulator()
   pending = None  # (step, metrics) of the last dispatched step, not yet checked.
+  last_loss = [None]  # Training loss of the newest checked step.
+  rollbacks_left = training.get('rollback_on_nonfinite', 0)
 
   def check(pending):
     step, p_metrics = pending
     metrics = parallel.unreplicate(p_metrics)
     if metrics.pop('finite') < 1.0:
-      checkpointer.wait()
-      raise NonFiniteError(
-        f'Non-finite loss or gradient at step {step} (loss={metrics.get("loss")}, '
-        f'grad_norm={metrics.get("grad_norm")}); training stopped. The latest '
-        f'good checkpoint is step {checkpointer.latest_step()} in '
-        f'{checkpointer.directory}.'
-      )
+      raise _Diverged(step, metrics)
+    last_loss[0] = metrics.get('loss')
     accumulator.add(metrics)
+
+  def save(step, state):
+    checkpointer.save(step, state, loss=last_loss[0], data_offset=data_offset)
 
   step = start_step
   writer.start(step)
@@ -333,49 +421,93 @@ def train(
   try:
     watch.start()
     while step < num_steps:
-      if batch is None:
-        batch = next(train_iter)
-      p_state, p_metrics = p_train_step(p_state, batch, p_rng)
-      batch = None
-      step += 1
-      # Checking the previous step while this one runs keeps the device busy.
-      if pending is not None:
-        check(pending)
-      pending = (step, p_metrics)
+      try:
+        if batch is None:
+          batch = next(train_iter)
+        p_state, p_metrics = p_train_step(p_state, batch, p_rng)
+        batch = None
+        step += 1
+        # Checking the previous step while this one runs keeps the device busy.
+        if pending is not None:
+          check(pending)
+        pending = (step, p_metrics)
 
-      if step == start_step + 1:
-        # Speeds and the ETA leave out the first step, which includes compilation.
-        check(pending)
-        pending = None
+        if step == start_step + 1:
+          # Speeds and the ETA leave out the first step, which includes compilation.
+          check(pending)
+          pending = None
+          writer.start(step)
+
+        is_last = step == num_steps
+        log_now = is_last or step % training.log_every_steps == 0
+        save_now = not is_last and step % training.checkpoint_every_steps == 0
+        eval_now = (
+          evaluate
+          and not is_last
+          and training.eval_every_steps > 0
+          and step % training.eval_every_steps == 0
+        )
+        stop_now = not is_last and watch.should_stop(step)
+        if (log_now or save_now or eval_now or stop_now) and pending is not None:
+          check(pending)
+          pending = None
+      except _Diverged as diverged:
+        checkpointer.wait()
+        bad = diverged.step
+        good = good_step(checkpointer, bad - 1)
+        loss = diverged.metrics.get('loss')
+        grad_norm = diverged.metrics.get('grad_norm')
+        if rollbacks_left <= 0 or good is None:
+          raise NonFiniteError(
+            f'Non-finite loss or gradient at step {bad} (loss={loss}, '
+            f'grad_norm={grad_norm}); training stopped. The latest good checkpoint '
+            f'(finite parameters and loss, older than the step {bad - 1} whose '
+            f'parameters gave the bad step) is step {good} in '
+            f'{checkpointer.directory}'
+            + (
+              '; set training.rollback_on_nonfinite to go back to it and skip the '
+              'batches after it.'
+              if good is not None
+              else '.'
+            )
+          ) from None
+        rollbacks_left -= 1
+        for later in [s for s in checkpointer.all_steps() if s > good]:
+          checkpointer.set_aside(later, 'rolled_back')
+        _, host_state, old_offset = _restore(checkpointer, target, good)
+        # Skip the batches of steps good+1 .. bad: the next step reads the batch that
+        # followed the bad one.
+        data_offset = old_offset + (bad - good)
+        logging.warning(
+          'Non-finite loss or gradient at step %d (loss=%s, grad_norm=%s): rolled back '
+          'to checkpoint %d and skipping %d batches (%d rollback(s) left).',
+          bad,
+          loss,
+          grad_norm,
+          good,
+          bad - good,
+          rollbacks_left,
+        )
+        p_state = parallel.replicate(host_state)
+        step = start_step = good
+        train_iter = iterator_at(good, data_offset)
+        batch, pending = None, None
+        accumulator.means_and_reset()
         writer.start(step)
+        continue
 
-      is_last = step == num_steps
-      log_now = is_last or step % training.log_every_steps == 0
-      save_now = not is_last and step % training.checkpoint_every_steps == 0
-      eval_now = (
-        evaluate
-        and not is_last
-        and training.eval_every_steps > 0
-        and step % training.eval_every_steps == 0
-      )
-      if (log_now or save_now or eval_now) and pending is not None:
-        check(pending)
-        pending = None
       if log_now:
         metrics = accumulator.means_and_reset()
         metrics['learning_rate'] = float(schedule(step - 1))
         writer.write_train(step, metrics)
       if save_now:
-        checkpointer.save(step, parallel.unreplicate(p_state))
+        save(step, parallel.unreplicate(p_state))
       if eval_now:
         writer.pause()
         writer.write_eval(step, evaluator(p_state), split_name=config.evaluation.split)
         writer.resume()
-      if not is_last and watch.should_stop(step):
-        if pending is not None:
-          check(pending)
-          pending = None
-        checkpointer.save(step, parallel.unreplicate(p_state))  # No-op if saved.
+      if stop_now:
+        save(step, parallel.unreplicate(p_state))  # No-op if saved.
         checkpointer.wait()
         raise preemption.Preempted(step, checkpointer.directory)
 
@@ -383,7 +515,7 @@ def train(
       check(pending)
     host_state = parallel.unreplicate(p_state)
     if int(host_state.step) not in checkpointer.all_steps():
-      checkpointer.save(int(host_state.step), host_state)
+      save(int(host_state.step), host_state)
     checkpointer.wait()
     checkpoint_manager.export_npz(workdir, host_state.params, host_state.state)
     if evaluate:
@@ -392,8 +524,6 @@ def train(
       )
   finally:
     watch.stop()
-    # Finishes saves already started (all of them hold finite states).
-    checkpointer.close()
     writer.close()
   return host_state
 
@@ -401,39 +531,13 @@ def train(
 def evaluate_checkpoint(
   config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
 ) -> Dict[str, float]:
-  """Evaluates checkpoint `step` (default: latest) of `workdir` on the config's split."""
-  task = task_lib.load_task(config.task)
-  steps = build_steps(config, task)
-  _, _, eval_rng = _rngs(config)
-  checkpointer = checkpoint_manager.Checkpointer(
-    workdir, keep=config.training.keep_checkpoints
-  )
-  if checkpointer.latest_step() is None:
-    raise FileNotFoundError(
-      f'no checkpoint in {checkpointer.directory}; train first (--mode=train).'
-    )
-  batch_dims = parallel.local_batch_dims(
-    config.evaluation.batch_size, name='evaluation.batch_size'
-  )
-  batch = next(
-    iter(
-      task.load(
-        config.evaluation.split, is_training=False, batch_dims=batch_dims, config=config
-      )
-    )
-  )
-  batch = {k: v for k, v in _first_device(batch).items() if k != 'mask'}
-  host_state = checkpointer.restore(
-    train_state_lib.abstract_train_state(steps.model, steps.optimizer, batch), step
-  )
-  checkpointer.close()
-  metrics = Evaluator(task, config, eval_rng)(parallel.replicate(host_state))
-  writer = metrics_writer.MetricsWriter(
-    workdir, total_steps=int(host_state.step), batch_size=config.evaluation.batch_size
-  )
-  writer.write_eval(int(host_state.step), metrics, split_name=config.evaluation.split)
-  writer.close()
-  return metrics
+  """Evaluates checkpoint `step` (default: newest intact) of `workdir`, read-only.
+
+  See `evaluator.evaluate_checkpoint`.
+  """
+  from experiments.training import evaluator  # pylint: disable=g-import-not-at-top
+
+  return evaluator.evaluate_checkpoint(config, workdir, step)
 
 
 def use_compilation_cache(directory: str, *, min_compile_time_s: float = 1.0) -> None:
@@ -453,9 +557,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> Any:
   """Runs `mode` (one of MODES) for `config` in `workdir`."""
   if mode not in MODES:
     raise ValueError(f'mode={mode!r} is not one of {MODES}.')
+  task = task_lib.load_task(config.task)
+  validation.check_config(config, task, mode=mode)
+  evaluating = mode in ('eval', 'eval_continuous')
+  if evaluating and not os.path.isdir(workdir):
+    raise FileNotFoundError(f'--workdir={workdir!r} does not exist; train first.')
   os.makedirs(workdir, exist_ok=True)
-  if config.training.get('compilation_cache', False):
+  if config.training.get('compilation_cache', False) and os.access(workdir, os.W_OK):
     use_compilation_cache(os.path.join(workdir, 'compilation_cache'))
-  if mode == 'eval':
-    return evaluate_checkpoint(config, workdir)
+  if evaluating:
+    from experiments.training import evaluator  # pylint: disable=g-import-not-at-top
+
+    if mode == 'eval':
+      return evaluator.evaluate_checkpoint(config, workdir)
+    return evaluator.evaluate_continuously(config, workdir)
   return train(config, workdir, evaluate=(mode == 'train_and_eval'))

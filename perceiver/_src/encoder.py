@@ -191,6 +191,13 @@ class PerceiverEncoder(hk.Module):
       query_chunk_size=attention_query_chunk_size or None,
       key_chunk_size=attention_key_chunk_size or None,
     )
+    for arg_name, value in (
+      ('num_self_attend_heads', num_self_attend_heads),
+      ('num_cross_attend_heads', num_cross_attend_heads),
+      ('num_z_channels', num_z_channels),
+    ):
+      if value < 1:
+        raise ValueError(f'{arg_name} must be a positive integer, got {value!r}.')
     if num_z_channels % num_self_attend_heads != 0:
       raise ValueError(
         f'num_z_channels ({num_z_channels}) must be divisible by '
@@ -279,6 +286,11 @@ class PerceiverEncoder(hk.Module):
       raise ValueError(
         f'PerceiverEncoder expects inputs of shape [B, M, C], got '
         f'shape {tuple(inputs.shape)}.'
+      )
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+      raise ValueError(
+        f'PerceiverEncoder got inputs of shape {tuple(inputs.shape)}: the batch B '
+        'and the number of inputs M must be at least 1.'
       )
     attention_mask = None
     if input_mask is not None:

@@ -126,7 +126,7 @@ def tensorboard_scalars(workdir):
 def test_eval_mode_matches_final_evaluation(trained):
   config, workdir, _ = trained
   metrics = trainer.evaluate_checkpoint(config, workdir)
-  final_eval = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-2]
+  final_eval = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-1]
   assert final_eval['step'] == 6
   np.testing.assert_allclose(metrics['top_1_acc'], final_eval['top_1_acc'])
   np.testing.assert_allclose(metrics['loss'], final_eval['loss'], rtol=1e-5)
@@ -199,7 +199,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
   config = tiny_config(checkpoint_every_steps=1)
   config.task = register_task('poisoned_digits', load=poisoned_load)
-  with pytest.raises(trainer.NonFiniteError, match=f'at step {bad_step} .*step 2'):
+  # Step 2's parameters gave the bad step: the good checkpoint is step 1.
+  with pytest.raises(trainer.NonFiniteError, match=f'at step {bad_step} .*is step 1 '):
     trainer.train(config, str(tmp_path))
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
   assert ckpt.latest_step() == bad_step - 1

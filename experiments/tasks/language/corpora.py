@@ -336,6 +336,35 @@ def count_sequences(documents: Iterable, seq_len: int, *, packing: str = 'pack')
 # ---------------------------------------------------------------- TFDS documents
 
 
+def _load_tfds(name: str, *, split: str, data_dir: Optional[str], **kwargs):
+  """`tfds.load` without downloading; a dataset that is not there is a ValueError."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  try:
+    # Never downloads: preparing C4 or Wikipedia takes a Beam cluster, not a run.
+    return tfds.load(name, split=split, data_dir=data_dir, download=False, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except  # Not prepared, bad name.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise ValueError(
+      f'TFDS dataset {name!r} (split {split!r}) is not available in '
+      f'{data_dir or "the default TFDS data directory"}: {first_line} Prepare it '
+      'first (`tfds build`), set config.data.tfds_data_dir, or train on local files '
+      'with --config.data.files=PATTERN.'
+    ) from None
+
+
+def check_tfds_available(
+  names: Sequence[str], splits: Sequence[str], *, data_dir: Optional[str] = None
+) -> None:
+  """Raises ValueError (naming the dataset) unless every `names[i]` has `splits[i]`.
+
+  Called before an input pipeline starts, so that a missing corpus fails at once
+  instead of inside TensorFlow's iterator (or by starting a download).
+  """
+  for name, split in zip(names, splits):
+    _load_tfds(name, split=split, data_dir=data_dir)
+
+
 def tfds_documents(
   names: Sequence[str],
   splits: Sequence[str],
@@ -390,7 +419,7 @@ def tfds_documents(
   datasets = []
   for i, (name, split) in enumerate(zip(names, splits)):
     host_split = tfds.even_splits(split, n=shard_count)[shard_index]
-    ds = tfds.load(
+    ds = _load_tfds(
       name,
       split=host_split,
       data_dir=data_dir,

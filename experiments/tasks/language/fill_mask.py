@@ -26,7 +26,7 @@ import functools
 import json
 import os
 import re
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import haiku as hk
 import jax
@@ -42,11 +42,15 @@ _TOKENIZER = bytes_tokenizer.BytesTokenizer()
 _MARKER = re.compile(r'\{\{(.*?)\}\}|\[MASK:([^\]]*)\]', re.DOTALL)
 
 
-def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int]]]:
+def parse_masked_text(
+  text: str, *, max_length: Optional[int] = None
+) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int]]]:
   """Turns a marked text into ids with MASK ids at the spans.
 
   Args:
     text: text with `{{original}}` and / or `[MASK:n]` markers.
+    max_length: if given, the most ids the text may make (checked before anything
+      of that size is allocated).
 
   Returns:
     `(ids, original, spans)`: int32 ids `[n]` with MASK at the spans; the ids of
@@ -54,8 +58,17 @@ def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int
     `[start, end)` id ranges of the spans.
 
   Raises:
-    ValueError: no span is marked, a marker is malformed or a span is empty.
+    ValueError: no span is marked, a marker is malformed, a span is empty or the
+      text is longer than `max_length`.
   """
+
+  def check_length(length):
+    if max_length is not None and length > max_length:
+      raise ValueError(
+        f'The text is at least {length} bytes long with its masks; the model reads '
+        f'at most {max_length} bytes (model.max_seq_len).'
+      )
+
   ids, original, spans = [], [], []
   position = 0
   for match in _MARKER.finditer(text):
@@ -78,6 +91,7 @@ def parse_masked_text(text: str) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int
           f'Bad marker {match.group(0)!r}: write [MASK:n] with a positive integer n.'
         )
       length = int(count)
+      check_length(start + length)
       original.append(np.full([length], _TOKENIZER.mask_token, np.int32))
     ids.append(np.full([length], _TOKENIZER.mask_token, np.int32))
     spans.append((start, start + length))
@@ -171,7 +185,7 @@ def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
   Returns:
     `(completed_text, span_predictions)`.
   """
-  ids, _, spans = parse_masked_text(text)
+  ids, _, spans = parse_masked_text(text, max_length=config.model.max_seq_len)
   if ids.shape[0] > config.model.max_seq_len:
     raise ValueError(
       f'The text is {ids.shape[0]} bytes long with its masks; the '

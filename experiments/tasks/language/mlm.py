@@ -71,7 +71,19 @@ def embed_inputs(inputs: jax.Array, model_config) -> Tuple[jax.Array, hk.Embed]:
   """Byte embeddings plus learned positions, `[B, L]` -> `[B, L, C]`.
 
   Returns the embedded inputs and the `hk.Embed` module (for tying).
+
+  Ids outside `[0, VOCAB_SIZE)` are never clipped to a valid byte: concrete inputs
+  raise a ValueError naming them; traced ones (inside jit) embed as NaN, so the loss
+  is non-finite and the training loop's guard stops on it.
   """
+  if not isinstance(inputs, jax.core.Tracer):
+    ids = np.asarray(inputs)
+    bad = (ids < 0) | (ids >= VOCAB_SIZE)
+    if bad.any():
+      raise ValueError(
+        f'inputs hold {int(bad.sum())} id(s) outside [0, {VOCAB_SIZE}) (e.g. '
+        f'{int(ids[bad][0])}); byte ids are 0..{VOCAB_SIZE - 1}.'
+      )
   length = inputs.shape[-1]
   if length > model_config.max_seq_len:
     raise ValueError(
@@ -90,7 +102,9 @@ def embed_inputs(inputs: jax.Array, model_config) -> Tuple[jax.Array, hk.Embed]:
     init_scale=model_config.pos_init_scale,
   )
   pos = positions(batch_size=inputs.shape[0])[:, :length]  # [B, L, C]
-  return embed(inputs) + pos, embed
+  # jnp.take with mode='fill': an id out of range gives NaN, never the nearest row.
+  embedded = jnp.take(embed.embeddings, inputs, axis=0, mode='fill', fill_value=jnp.nan)
+  return embedded + pos, embed
 
 
 def make_encoder(model_config) -> perceiver.PerceiverEncoder:
@@ -307,6 +321,12 @@ def load(
 ):
   """Masked-LM batches `[*batch_dims, L]` (see the module docstring)."""
   seq_len = check_seq_len(config)
+  if _source(config) == 'tfds':
+    text_input.check_tfds_available(
+      config.data.tfds_names,
+      _tfds_splits(config, split),
+      data_dir=config.data.tfds_data_dir or None,
+    )
   if is_training:
     if split != 'train':
       raise ValueError(f'Training reads split "train", got split={split!r}.')

@@ -1,0 +1,306 @@
+"""Evaluation jobs that read a training run's checkpoints without touching them.
+
+`--mode=eval` evaluates one checkpoint (default: the newest intact one);
+`--mode=eval_continuous` follows a running trainer, as the release's jaxline runs an
+evaluation job beside training: it evaluates every new complete checkpoint once, in
+order, and stops after evaluating the final step (`training.num_steps`), or after
+`evaluation.idle_timeout_s` without a new checkpoint.
+
+Neither writes, deletes or cleans anything in `workdir/checkpoints` (checkpoints are
+opened read-only, `checkpoint_manager.CheckpointReader`), and neither takes the
+workdir's lock, so they can run while a trainer writes. A checkpoint the trainer
+deletes (its keep policy) before it is read is skipped; a damaged one is reported and
+skipped (the trainer sets it aside).
+
+Outputs go to `workdir/eval_<split>/` (host 0): `metrics.jsonl` and TensorBoard
+events (`tensorboard --logdir=<workdir>` shows them as run `eval_<split>`). With
+`evaluation.best_metric` set, the checkpoint that is best by that metric is kept in
+`workdir/eval_<split>/best/`: `checkpoints/<step>/` (the full train state as an
+orbax checkpoint, written from the evaluated state), `params.npz` (params and model state in the library's npz
+format) and `best.json` (`step`, `metric`, `value`). A restarted evaluator continues
+after the newest step in its `metrics.jsonl`. Metrics are always logged first, so an
+evaluation of a read-only workdir still prints them when they cannot be written.
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from absl import logging
+import jax
+import ml_collections
+
+from experiments.training import checkpoint_manager
+from experiments.training import metrics_writer
+from experiments.training import parallel
+from experiments.training import task as task_lib
+from experiments.training import train_state as train_state_lib
+from experiments.training import trainer
+from experiments.training import validation
+
+BEST_SUBDIR = 'best'
+BEST_RECORD = 'best.json'
+
+
+def output_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`workdir/eval_<split>`: where an evaluator writes."""
+  return os.path.join(os.path.abspath(workdir), f'eval_{config.evaluation.split}')
+
+
+class _Job:
+  """The model, restore target and evaluator of one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.task = task_lib.load_task(config.task)
+    validation.check_evaluation(config, self.task)
+    steps = trainer.build_steps(config, self.task)
+    self.num_steps = steps.num_steps
+    batch_dims = parallel.local_batch_dims(
+      config.evaluation.batch_size, name='config.evaluation.batch_size'
+    )
+    batch = next(
+      iter(
+        self.task.load(
+          config.evaluation.split,
+          is_training=False,
+          batch_dims=batch_dims,
+          config=config,
+        )
+      )
+    )
+    batch = {k: v[0] for k, v in batch.items() if k != 'mask'}
+    self.target = train_state_lib.abstract_train_state(
+      steps.model, steps.optimizer, batch
+    )
+    _, _, eval_rng = trainer._rngs(config)  # pylint: disable=protected-access
+    self.evaluate = trainer.Evaluator(self.task, config, eval_rng)
+    self.reader = checkpoint_manager.CheckpointReader(workdir)
+    self.out_dir = output_dir(config, workdir)
+
+  def restore(self, step: int) -> Optional[Any]:
+    """Checkpoint `step`'s state, or None if it vanished or is damaged (logged)."""
+    try:
+      return self.reader.restore(self.target, step)
+    except FileNotFoundError:
+      logging.warning(
+        'Checkpoint %d in %s was removed (the trainer keeps only the newest ones) '
+        'before it could be evaluated; skipping it.',
+        step,
+        self.reader.directory,
+      )
+    except checkpoint_manager.DamagedCheckpointError as e:
+      # A checkpoint the trainer is deleting looks damaged for a moment.
+      time.sleep(1.0)
+      if not os.path.isdir(os.path.join(self.reader.directory, str(step))):
+        logging.warning('Checkpoint %d was removed while being read; skipping it.', step)
+      else:
+        logging.warning('Not evaluating %s.', e)
+    return None
+
+  def open_writer(self, step: int) -> Optional[metrics_writer.MetricsWriter]:
+    try:
+      return metrics_writer.MetricsWriter(
+        self.out_dir, total_steps=step, batch_size=self.config.evaluation.batch_size
+      )
+    except Exception as e:  # pylint: disable=broad-except  # E.g. a read-only disk.
+      logging.warning(
+        'Cannot write evaluation metrics to %s (%s); they are only logged.',
+        self.out_dir,
+        e,
+      )
+      return None
+
+
+def _log(step: int, split: str, metrics: Dict[str, float]) -> None:
+  line = ', '.join(f'{k} {v:.6g}' for k, v in sorted(metrics.items()))
+  logging.info('[eval %s] step %d: %s', split, step, line)
+
+
+def _write(job: _Job, writer, step: int, metrics: Dict[str, float]) -> None:
+  if writer is None:
+    return
+  try:
+    writer.write_eval(step, metrics, split_name=job.config.evaluation.split)
+  except Exception as e:  # pylint: disable=broad-except  # E.g. a read-only disk.
+    logging.warning(
+      'Cannot write evaluation metrics of step %d to %s (%s); see the line above.',
+      step,
+      job.out_dir,
+      e,
+    )
+
+
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
+) -> Dict[str, float]:
+  """Evaluates checkpoint `step` (default: the newest intact one) of `workdir`.
+
+  Returns:
+    The summary metrics, with `num_examples` and `step`.
+
+  Raises:
+    FileNotFoundError: no (intact) checkpoint to evaluate.
+  """
+  job = _Job(config, workdir)
+  steps = job.reader.all_steps() if step is None else [step]
+  if not steps:
+    raise FileNotFoundError(
+      f'no checkpoint in {job.reader.directory}; train first (--mode=train).'
+    )
+  if step is not None:
+    state = job.reader.restore(job.target, step)
+  else:
+    state = next(filter(None, (job.restore(s) for s in reversed(steps))), None)
+    if state is None:
+      raise FileNotFoundError(f'no intact checkpoint in {job.reader.directory}.')
+  step = int(state.step)
+  metrics = job.evaluate(parallel.replicate(state))
+  _log(step, config.evaluation.split, metrics)
+  writer = job.open_writer(step)
+  _write(job, writer, step, metrics)
+  if writer is not None:
+    writer.close()
+  return dict(metrics, step=step)
+
+
+def _read_progress(job: _Job) -> Tuple[int, Optional[Dict[str, Any]]]:
+  """(newest evaluated step or -1, best record or None) of an earlier evaluator."""
+  newest = -1
+  path = os.path.join(job.out_dir, metrics_writer.METRICS_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue  # A line cut short by a crash.
+        if record.get('split') == 'eval':
+          newest = max(newest, int(record.get('step', -1)))
+  best = None
+  try:
+    with open(os.path.join(job.out_dir, BEST_SUBDIR, BEST_RECORD)) as f:
+      best = json.load(f)
+  except (OSError, ValueError):
+    pass
+  return newest, best
+
+
+def _is_better(value: float, best: Optional[Dict[str, Any]], higher: bool) -> bool:
+  if not math.isfinite(value):
+    return False
+  if best is None:
+    return True
+  return value > best['value'] if higher else value < best['value']
+
+
+def _keep_best(job: _Job, step: int, state: Any, value: float) -> Dict[str, Any]:
+  """Writes the best state as a checkpoint, an npz export and a record.
+
+  The state is written from memory (it was verified against its checksum when read),
+  so a trainer deleting its checkpoint meanwhile does not matter.
+  """
+  record = {'step': step, 'metric': job.config.evaluation.best_metric, 'value': value}
+  best_dir = os.path.join(job.out_dir, BEST_SUBDIR)
+  staging = best_dir + '.tmp'
+  if jax.process_index() == 0:
+    shutil.rmtree(staging, ignore_errors=True)
+  parallel.sync_hosts('best_staging')
+  try:
+    metadata = job.reader.metadata(step)
+  except checkpoint_manager.DamagedCheckpointError:
+    metadata = {}
+  checkpointer = checkpoint_manager.Checkpointer(staging, keep=1)
+  checkpointer.save(
+    step, state, loss=metadata.get('loss'), data_offset=metadata.get('data_offset', 0)
+  )
+  checkpointer.close()
+  if jax.process_index() == 0:
+    from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
+
+    npz_format.save_npz(os.path.join(staging, 'params.npz'), state.params, state.state)
+    with open(os.path.join(staging, BEST_RECORD), 'w') as f:
+      json.dump(record, f)
+    # Swap in the new best; the previous one is removed only once the new one is whole.
+    previous = best_dir + '.previous'
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(best_dir):
+      os.rename(best_dir, previous)
+    os.rename(staging, best_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+  parallel.sync_hosts('best_written')
+  logging.info(
+    'New best checkpoint: step %d, %s = %.6g (%s).',
+    step,
+    record['metric'],
+    value,
+    best_dir,
+  )
+  return record
+
+
+def evaluate_continuously(
+  config: ml_collections.ConfigDict, workdir: str
+) -> Optional[Dict[str, Any]]:
+  """Evaluates each new checkpoint of a (running) training job until its final step.
+
+  Returns:
+    The best record (`step`, `metric`, `value`) when `evaluation.best_metric` is set,
+    else None.
+
+  Raises:
+    ValueError: `evaluation.best_metric` is not one of the task's metrics.
+  """
+  evaluation = config.evaluation
+  job = _Job(config, workdir)
+  newest, best = _read_progress(job)
+  if newest >= job.num_steps:
+    logging.info('Step %d is already evaluated; nothing to do.', newest)
+    return best
+  writer = job.open_writer(job.num_steps)
+  idle_since = time.monotonic()
+  logging.info(
+    'Following %s: evaluating each new checkpoint until step %d.',
+    job.reader.directory,
+    job.num_steps,
+  )
+  try:
+    while newest < job.num_steps:
+      new_steps = [s for s in job.reader.all_steps() if s > newest]
+      if not new_steps:
+        if time.monotonic() - idle_since > evaluation.idle_timeout_s:
+          logging.warning(
+            'No new checkpoint in %s for %.0f s (evaluation.idle_timeout_s); '
+            'stopping before the final step %d.',
+            job.reader.directory,
+            evaluation.idle_timeout_s,
+            job.num_steps,
+          )
+          break
+        time.sleep(evaluation.poll_every_s)
+        continue
+      idle_since = time.monotonic()
+      for step in new_steps:
+        state = job.restore(step)
+        newest = step
+        if state is None:
+          continue
+        metrics = job.evaluate(parallel.replicate(state))
+        _log(step, evaluation.split, metrics)
+        _write(job, writer, step, metrics)
+        if evaluation.best_metric:
+          if evaluation.best_metric not in metrics:
+            raise ValueError(
+              f'config.evaluation.best_metric={evaluation.best_metric!r} is not one '
+              f'of the metrics of task {config.task}: {sorted(metrics)}.'
+            )
+          value = float(metrics[evaluation.best_metric])
+          if _is_better(value, best, evaluation.best_metric_higher_is_better):
+            best = _keep_best(job, step, state, value)
+  finally:
+    if writer is not None:
+      writer.close()
+  return best

@@ -1,0 +1,85 @@
+"""Checks of a run's config before anything is compiled, trained or written.
+
+Every field the loop divides by, indexes with or reads only at the end of training
+(the evaluation split and batch) is checked at the start, so that a mistake fails in
+seconds with a message naming the field and its value, instead of after the whole
+training run (or as a bare ZeroDivisionError).
+"""
+
+import types
+
+import ml_collections
+
+from experiments.training import parallel
+from experiments.training import task as task_lib
+
+EVALUATING_MODES = ('eval', 'eval_continuous', 'train_and_eval')
+TRAINING_MODES = ('train', 'train_and_eval')
+
+
+def _positive_int(config: ml_collections.ConfigDict, path: str) -> None:
+  value = config
+  for part in path.split('.'):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f'config.{path}={value!r} must be a positive integer.')
+
+
+def check_evaluation(config: ml_collections.ConfigDict, task: types.ModuleType) -> None:
+  """Checks `evaluation.*`: the batch divides over the devices, the split exists.
+
+  Raises:
+    ValueError: naming the field and its value.
+  """
+  evaluation = config.evaluation
+  _positive_int(config, 'evaluation.batch_size')
+  parallel.local_batch_dims(evaluation.batch_size, name='config.evaluation.batch_size')
+  try:
+    num_examples = task.num_examples(evaluation.split, config)
+  except (ValueError, KeyError) as e:
+    raise ValueError(
+      f'config.evaluation.split={evaluation.split!r} cannot be evaluated by task '
+      f'{config.task}: {e}'
+    ) from e
+  if not isinstance(num_examples, int) or num_examples < 1:
+    raise ValueError(
+      f'config.evaluation.split={evaluation.split!r} of task {config.task} has '
+      f'{num_examples!r} examples; nothing to evaluate.'
+    )
+  if evaluation.get('poll_every_s', 1.0) <= 0:
+    raise ValueError(
+      f'config.evaluation.poll_every_s={evaluation.poll_every_s!r} must be positive.'
+    )
+
+
+def check_training(config: ml_collections.ConfigDict, task: types.ModuleType) -> int:
+  """Checks `training.*` fields; returns the number of training steps.
+
+  Raises:
+    ValueError: naming the field and its value.
+  """
+  training = config.training
+  for field in ('batch_size', 'log_every_steps', 'checkpoint_every_steps'):
+    _positive_int(config, f'training.{field}')
+  _positive_int(config, 'training.keep_checkpoints')
+  parallel.local_batch_dims(training.batch_size, name='config.training.batch_size')
+  rollbacks = training.get('rollback_on_nonfinite', 0)
+  if isinstance(rollbacks, bool) or not isinstance(rollbacks, int) or rollbacks < 0:
+    raise ValueError(
+      f'config.training.rollback_on_nonfinite={rollbacks!r} must be an integer >= 0.'
+    )
+  return task_lib.num_train_steps(config, task)
+
+
+def check_config(
+  config: ml_collections.ConfigDict, task: types.ModuleType, *, mode: str
+) -> None:
+  """Checks every field `mode` will use (see `trainer.MODES`).
+
+  Raises:
+    ValueError: naming the first bad field and its value.
+  """
+  if mode in TRAINING_MODES:
+    check_training(config, task)
+  if mode in EVALUATING_MODES:
+    check_evaluation(config, task)

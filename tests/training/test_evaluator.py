@@ -1,0 +1,199 @@
+"""Evaluation jobs beside training: read-only `--mode=eval` and `--mode=eval_continuous`.
+
+The concurrent test runs a real trainer and a real continuous evaluator (two
+processes) on one workdir, as jaxline runs an evaluation job beside training.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments.training import checkpoint_manager as checkpointing
+from experiments.training import evaluator
+from experiments.training import metrics_writer
+from experiments.training import trainer
+from perceiver import checkpoint as npz_format
+from tests import helpers
+from tests.training import test_train
+
+REPO_ROOT = helpers.REPO_ROOT
+NUM_STEPS = 9
+EVERY = 2
+
+
+def _command(workdir, mode, *extra):
+  return [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
+    f'--workdir={workdir}',
+    f'--mode={mode}',
+    f'--config.training.num_steps={NUM_STEPS}',
+    '--config.training.batch_size=16',
+    f'--config.training.checkpoint_every_steps={EVERY}',
+    '--config.training.keep_checkpoints=2',
+    '--config.training.log_every_steps=1',
+    '--config.training.compilation_cache=False',
+    '--config.evaluation.batch_size=96',
+    '--config.evaluation.poll_every_s=0.1',
+    '--config.evaluation.idle_timeout_s=240',
+    '--config.evaluation.best_metric=top_1_acc',
+    *extra,
+  ]
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
+def _records(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_trainer_and_continuous_evaluator_run_together(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  procs = {}
+  try:
+    # The evaluator starts first and waits for checkpoints.
+    for mode in ('eval_continuous', 'train'):
+      procs[mode] = subprocess.Popen(
+        _command(workdir, mode),
+        cwd=str(tmp_path),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    outputs = {mode: proc.communicate(timeout=420) for mode, proc in procs.items()}
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+  for mode, proc in procs.items():
+    assert proc.returncode == 0, f'{mode}: {outputs[mode][1][-3000:]}'
+  assert f'[train] step {NUM_STEPS}/{NUM_STEPS}' in outputs['train'][1]
+
+  out_dir = workdir / 'eval_test'
+  records = [r for r in _records(out_dir / 'metrics.jsonl') if r['split'] == 'eval']
+  steps = [r['step'] for r in records]
+  # Each checkpoint evaluated at most once, in order, ending with the final step;
+  # checkpoints deleted by the trainer's keep policy before being read are skipped.
+  assert steps == sorted(set(steps)) and steps[-1] == NUM_STEPS
+  assert set(steps) <= set(range(EVERY, NUM_STEPS, EVERY)) | {NUM_STEPS}
+  assert all(r['num_examples'] == 360 for r in records)
+
+  # The best checkpoint by top_1_acc, kept in its own folder.
+  best = json.loads((out_dir / 'best' / 'best.json').read_text())
+  accuracies = {r['step']: r['top_1_acc'] for r in records}
+  assert best['metric'] == 'top_1_acc'
+  assert best['value'] == max(accuracies.values())
+  assert best['step'] == min(s for s, a in accuracies.items() if a == best['value'])
+  params, _ = npz_format.load_npz(str(out_dir / 'best' / 'params.npz'))
+  assert params  # The library's format, loadable without the training code.
+  assert os.listdir(out_dir / 'best' / 'checkpoints') == [str(best['step'])]
+  # The final step's evaluation equals what `--mode=eval` computes afterwards.
+  result = subprocess.run(
+    _command(workdir, 'eval'),
+    cwd=str(tmp_path),
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  again = [r for r in _records(out_dir / 'metrics.jsonl') if r['split'] == 'eval'][-1]
+  assert again['step'] == NUM_STEPS
+  np.testing.assert_allclose(again['top_1_acc'], accuracies[NUM_STEPS])
+  # Nothing was set aside, and the trainer released its lock.
+  assert not (workdir / checkpointing.SET_ASIDE_SUBDIR).exists()
+  assert not (workdir / 'lock').exists()
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('trained')
+  config = test_train.tiny_config(num_steps=4, checkpoint_every_steps=2)
+  trainer.train(config, str(workdir))
+  return config, workdir
+
+
+def _listing(directory):
+  return sorted(
+    (
+      os.path.relpath(os.path.join(root, name), directory),
+      os.path.getmtime(os.path.join(root, name)),
+    )
+    for root, dirs, files in os.walk(directory)
+    for name in dirs + files
+  )
+
+
+def test_eval_mode_leaves_the_checkpoints_untouched(trained):
+  config, workdir = trained
+  checkpoints = workdir / 'checkpoints'
+  # What a running trainer's unfinished save looks like: it must survive.
+  unfinished = checkpoints / '6.orbax-checkpoint-tmp-1234'
+  unfinished.mkdir(exist_ok=True)
+  (unfinished / 'partial').write_text('half a checkpoint')
+  before = _listing(checkpoints)
+  metrics = evaluator.evaluate_checkpoint(config, str(workdir))
+  assert metrics['step'] == 4 and metrics['num_examples'] == 360
+  assert _listing(checkpoints) == before
+  records = _records(workdir / 'eval_test' / 'metrics.jsonl')
+  assert records[-1]['step'] == 4
+  np.testing.assert_allclose(records[-1]['top_1_acc'], metrics['top_1_acc'])
+
+
+def test_eval_of_a_read_only_workdir_still_reports(trained, monkeypatch, caplog):
+  config, workdir = trained
+
+  def read_only(*args, **kwargs):
+    raise PermissionError(13, 'Read-only file system', str(workdir / 'eval_test'))
+
+  monkeypatch.setattr(metrics_writer, 'MetricsWriter', read_only)
+  with caplog.at_level('INFO'):
+    metrics = evaluator.evaluate_checkpoint(config, str(workdir), step=2)
+  assert metrics['step'] == 2
+  assert '[eval test] step 2: ' in caplog.text  # Logged before the write failed.
+  assert f'top_1_acc {metrics["top_1_acc"]:.6g}' in caplog.text
+  assert 'Cannot write evaluation metrics' in caplog.text
+
+
+def test_continuous_evaluator_resumes_and_stops_when_idle(trained, tmp_path):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.training.num_steps = 6  # Step 6 never comes: stop after idle_timeout_s.
+  config.evaluation.poll_every_s = 0.05
+  config.evaluation.idle_timeout_s = 0.5
+  config.evaluation.best_metric = 'loss'
+  config.evaluation.best_metric_higher_is_better = False
+  out = tmp_path / 'copy'
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  shutil.copytree(workdir / 'checkpoints', out / 'checkpoints')
+  start = time.monotonic()
+  best = evaluator.evaluate_continuously(config, str(out))
+  assert time.monotonic() - start < 120
+  records = _records(out / 'eval_test' / 'metrics.jsonl')
+  assert [r['step'] for r in records] == [2, 4]
+  losses = {r['step']: r['loss'] for r in records}
+  assert best['value'] == min(losses.values())
+  # A restarted evaluator does not evaluate them again.
+  again = evaluator.evaluate_continuously(config, str(out))
+  assert again == best
+  assert len(_records(out / 'eval_test' / 'metrics.jsonl')) == 2
+
+  config.evaluation.best_metric = 'top_3_acc'
+  shutil.rmtree(out / 'eval_test')
+  with pytest.raises(ValueError, match="best_metric='top_3_acc' .*top_1_acc"):
+    evaluator.evaluate_continuously(config, str(out))
