@@ -102,21 +102,7 @@ def _video_preprocessor(temporal: int, spatial: int, grid, num_bands: int):
 
 
 def _paper_encoder():
-  return common.module_kwargs(
-    perceiver.PerceiverEncoder,
-    num_self_attends_per_block=6,
-    num_blocks=8,
-    z_index_dim=512,
-    num_z_channels=1024,
-    num_cross_attend_heads=1,
-    num_self_attend_heads=8,
-    cross_attend_widening_factor=1,
-    self_attend_widening_factor=1,
-    num_cross_attends=8,
-    cross_attend_placement='interleaved',
-    share_cross_attend_weights=True,
-    share_self_attend_weights=True,
-  )
+  return common.perceiver1_encoder()
 
 
 def _small_encoder(latents: int, channels: int, self_attends: int, heads: int):

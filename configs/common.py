@@ -140,6 +140,31 @@ def module_kwargs(cls, *, exclude=(), **overrides) -> ml_collections.ConfigDict:
   return section
 
 
+def perceiver1_encoder(**overrides) -> ml_collections.ConfigDict:
+  """The encoder section of paper 1's architecture (its ImageNet model), with overrides.
+
+  8 latent Transformers of 6 self-attends (8 heads) over 512 x 1024 latents, with a
+  single-head cross-attend before each (`cross_attend_placement='interleaved'`); all
+  cross-attends but the first share weights, and so do the latent Transformers.
+  """
+  kwargs = dict(
+    num_self_attends_per_block=6,
+    num_blocks=8,
+    z_index_dim=512,
+    num_z_channels=1024,
+    num_cross_attend_heads=1,
+    num_self_attend_heads=8,
+    cross_attend_widening_factor=1,
+    self_attend_widening_factor=1,
+    num_cross_attends=8,
+    cross_attend_placement='interleaved',
+    share_cross_attend_weights=True,
+    share_self_attend_weights=True,
+  )
+  kwargs.update(overrides)
+  return module_kwargs(perceiver.PerceiverEncoder, **kwargs)
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the shared defaults, unlocked, for an experiment config to complete."""
   config = ml_collections.ConfigDict()

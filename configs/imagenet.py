@@ -152,12 +152,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.decoder = classification_decoder()
   elif variant == 'perceiver':
     model.input_preprocessor = fourier_pixels()
-    model.encoder = encoder(
-      num_cross_attends=8,
-      cross_attend_placement='interleaved',
-      share_cross_attend_weights=True,
-      share_self_attend_weights=True,
-    )
+    model.encoder = common.perceiver1_encoder()
     model.decoder_type = 'projection'
     model.decoder = common.module_kwargs(perceiver.ProjectionDecoder)
   else:  # debug

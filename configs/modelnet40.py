@@ -73,21 +73,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=64, max_resolution=1120
     )
-    model.encoder = common.module_kwargs(
-      perceiver.PerceiverEncoder,
-      num_self_attends_per_block=6,
-      num_blocks=8,
-      z_index_dim=512,
-      num_z_channels=1024,
-      num_cross_attend_heads=1,
-      num_self_attend_heads=8,
-      cross_attend_widening_factor=1,
-      self_attend_widening_factor=1,
-      num_cross_attends=8,
-      cross_attend_placement='interleaved',
-      share_cross_attend_weights=True,
-      share_self_attend_weights=True,
-    )
+    model.encoder = common.perceiver1_encoder()
   elif variant == 'synthetic':
     model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=12, max_resolution=32

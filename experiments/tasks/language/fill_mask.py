@@ -161,9 +161,8 @@ def _best_bytes_fn(model_json: str):
   return best_bytes
 
 
-def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
-  """Greedy byte predictions: `ids` with every MASK id replaced, int32 `[n]`."""
-  length = config.model.max_seq_len
+def _padded_inputs(ids: np.ndarray, length: int):
+  """`ids` `[n]` padded with PAD to `[1, length]`, and the input mask `[1, length]`."""
   n = ids.shape[0]
   if n > length:
     raise ValueError(
@@ -174,6 +173,13 @@ def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
   inputs[0, :n] = ids
   input_mask = np.zeros([1, length], np.int32)
   input_mask[0, :n] = 1
+  return inputs, input_mask
+
+
+def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
+  """Greedy byte predictions: `ids` with every MASK id replaced, int32 `[n]`."""
+  n = ids.shape[0]
+  inputs, input_mask = _padded_inputs(ids, config.model.max_seq_len)
   best_bytes = _best_bytes_fn(config.model.to_json())
   best = np.asarray(best_bytes(params, state, inputs, input_mask))[0, :n]
   return np.where(ids == _TOKENIZER.mask_token, best, ids).astype(np.int32)
@@ -226,17 +232,8 @@ def _byte_log_probs_fn(model_json: str):
 
 def byte_log_probs(params, state, config, ids: np.ndarray) -> np.ndarray:
   """Log-probabilities of the 256 byte values at every position of `ids`: `[n, 256]`."""
-  length = config.model.max_seq_len
   n = ids.shape[0]
-  if n > length:
-    raise ValueError(
-      f'The text is {n} bytes long with its masks; the model reads '
-      f'at most {length} bytes (model.max_seq_len).'
-    )
-  inputs = np.full([1, length], _TOKENIZER.pad_token, np.int32)
-  inputs[0, :n] = ids
-  input_mask = np.zeros([1, length], np.int32)
-  input_mask[0, :n] = 1
+  inputs, input_mask = _padded_inputs(ids, config.model.max_seq_len)
   fn = _byte_log_probs_fn(config.model.to_json())
   return np.asarray(fn(params, state, inputs, input_mask), np.float64)[0, :n]
 
