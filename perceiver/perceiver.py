@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 # The official module exposes these as attributes (`perceiver.position_encoding`).
+from perceiver import io_processors  # noqa: F401
+from perceiver import position_encoding  # noqa: F401
 from perceiver._src.attention import MLP
 from perceiver._src.attention import Attention
 from perceiver._src.attention import CrossAttention
