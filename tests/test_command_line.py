@@ -11,6 +11,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import experiments
 from experiments.training import host_memory
 from tests import helpers
@@ -108,6 +110,7 @@ def test_benchmark_command_requires_a_config():
   assert '--config' in result.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_compile_command_compares_block_counts(tmp_path):
   output = tmp_path / 'compile.json'
   result = _run(
@@ -128,6 +131,7 @@ def test_benchmark_compile_command_compares_block_counts(tmp_path):
   assert abs(report['compile_ratio_3_over_1'] - ratio) < 1e-2
 
 
+@pytest.mark.slow
 def test_scaling_study_command_writes_tables(tmp_path):
   result = _run(
     [

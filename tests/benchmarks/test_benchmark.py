@@ -174,6 +174,7 @@ def test_benchmark_config_errors():
 # ----------------------------------------------------------------------- smoke run
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_run_reports_consistent_figures():
   config = digits_configs.get_config('tiny')
   report = benchmark_train_step.benchmark(config, num_steps=2, matmul_size=128)

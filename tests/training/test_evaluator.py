@@ -59,6 +59,7 @@ def _records(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_trainer_and_continuous_evaluator_run_together(tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()

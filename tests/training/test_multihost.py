@@ -15,6 +15,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from configs import digits as digits_config
 from experiments.training import trainer
@@ -49,6 +50,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lockstep(tmp_path):
   workdir = tmp_path / 'shared'
   port = _free_port()

@@ -224,6 +224,7 @@ def _poisoned_task(bad_positions):
   return test_train.register_task(f'poisoned_{min(bad_positions)}', load=load)
 
 
+@pytest.mark.slow
 def test_rollback_skips_the_batches_after_the_good_checkpoint(tmp_path):
   config = _config(num_steps=6, checkpoint_every_steps=2, log_every_steps=1)
   config.task = _poisoned_task({4})

@@ -282,6 +282,7 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
     evaluator(p_state)
 
 
+@pytest.mark.slow
 def test_command_line_from_another_directory(tmp_path):
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
@@ -365,6 +366,7 @@ def test_compilation_cache_is_written_once_and_reused(tmp_path):
   assert int(hits_0) == 0 and int(hits_1) >= 1  # The second run loaded the executable.
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   """A preemption notice mid-run saves the step just finished; a rerun resumes there."""
   workdir = tmp_path / 'run'

@@ -13,6 +13,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from configs import digits as digits_config
 from experiments.training import trainer
@@ -45,6 +46,7 @@ OVERRIDES = dict(num_steps=4, batch_size=20, log_every_steps=2, checkpoint_every
 EVAL_BATCH = 28  # 360 test images: 12 full batches and one with 24 padding rows.
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device(tmp_path):
   config = digits_config.get_config('tiny')
   for key, value in OVERRIDES.items():

@@ -189,6 +189,7 @@ def test_losses_and_summary_by_hand():
   assert summary['pearson'] == pytest.approx(np.corrcoef([1, 2, 4.5], [1.5, 2, 4])[0, 1])
 
 
+@pytest.mark.slow
 def test_fine_tunes_on_tfds_mock_data_from_a_checkpoint(tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
   config = tiny_glue_config('rte')
