@@ -32,7 +32,7 @@ def test_flo_errors_name_the_file(tmp_path):
   formats.write_flo(good, np.zeros((3, 5, 2), np.float32))
   data = open(good, 'rb').read()
   cases = {
-    'magic.flo': (b'XXXX' + data[4:], 'magic'),
+    'magic.flo': (b'PIEH'[::-1] + data[4:], 'magic'),
     'short.flo': (data[:-4], 'truncated'),
     'long.flo': (data + b'\0\0\0\0', 'trailing'),
     'tiny.flo': (data[:6], 'header'),
