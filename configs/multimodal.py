@@ -245,7 +245,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   config.training.loss_weights = ml_collections.ConfigDict(
     dict(video=1.0, audio=1.0, label=0.1)
   )
+  config.training.reconstruction_loss = 'l1'  # Or 'l2' (mean squared error).
   config.evaluation.split = 'test'
+  # Training clips averaged into the mean frame of the mean-frame baseline.
+  config.evaluation.mean_frame_clips = 512
 
   if arg == 'kinetics':
     config.model.train_image_points = 16 * 224 * 224 // 128  # One colab chunk.

@@ -4,7 +4,9 @@ r"""Autoencodes a video file (frames + audio + masked label) with Perceiver IO.
       --video=IN.mp4 --output_dir=/tmp/autoencoded [--num_chunks=128]
 
 `--checkpoint` takes the release's `.pystate` (read by the safe loader, which refuses
-files holding code) or this project's `.npz` exports (`<workdir>/export/params.npz`);
+files holding code), this project's `.npz` exports (`<workdir>/export/params.npz`), or
+the registry name `video_autoencoding` (`experiments/inference/pretrained.py`: the
+released file, downloaded once into `$PERCEIVER_CACHE` and verified);
 `--config` names the architecture (default `configs/multimodal.py:kinetics`, the
 release's). Writes the input and the reconstruction side by side (mp4 with the
 reconstructed audio, or gif), `input.wav` and `reconstruction.wav` to `--output_dir`,
@@ -47,7 +49,10 @@ def define_flags():
       lock_config=True,
     ),
     checkpoint=flags.DEFINE_string(
-      'checkpoint', None, "The release's .pystate or this project's .npz parameter file."
+      'checkpoint',
+      None,
+      "The release's .pystate, this project's .npz parameter file, or a registry name "
+      '(video_autoencoding).',
     ),
     video=flags.DEFINE_string(
       'video', None, 'Input video file (mp4, webm, avi, mkv, ...).'

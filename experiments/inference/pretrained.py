@@ -123,7 +123,7 @@ RELEASES: Dict[str, Release] = {
       'video_autoencoding',
       'Kinetics-700 multimodal autoencoder (video, audio, label)',
       _BASE_URL + 'video_autoencoding_checkpoint.pystate',
-      '',
+      'configs/multimodal.py:kinetics',
       paper_result='Kinetics-700 autoencoding (Perceiver IO paper, Sec. 4.3)',
     ),
   )
@@ -362,6 +362,12 @@ def example_batch(config) -> Dict[str, np.ndarray]:
     }
   if config.task == 'experiments.tasks.digits.task':
     return {'images': np.zeros([1, 8, 8, 1], np.float32)}
+  if config.task == 'experiments.tasks.multimodal.task':
+    d = config.data
+    return {
+      'video': np.zeros([1, d.num_frames, d.image_size, d.image_size, 3], np.float32),
+      'audio': np.zeros([1, d.num_frames * d.samples_per_frame], np.float32),
+    }
   raise ValueError(f'No example batch is known for task {config.task!r}.')
 
 
@@ -478,7 +484,8 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
 
   ImageNet: 32 x 32 images, 8 latents of 16 channels, one self-attend; the input
   preprocessing of the release (Fourier pixels, learned positions or conv) is kept.
-  Language: `configs/mlm.py:debug` (64 bytes).
+  Language: `configs/mlm.py:debug` (64 bytes). Video autoencoding:
+  `configs/multimodal.py:debug` (3 frames of 16 x 16, 144 audio samples, 10 classes).
 
   Raises:
     ValueError: no config for `name`.
@@ -488,6 +495,8 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
     raise ValueError(f'The {name!r} release has no config in this checkout.')
   if release.config.startswith('configs/mlm.py'):
     return load_config('configs/mlm.py:debug')
+  if release.config.startswith('configs/multimodal.py'):
+    return load_config('configs/multimodal.py:debug')
   config = load_config(release.config)
   with config.unlocked():
     config.data.image_size = 32

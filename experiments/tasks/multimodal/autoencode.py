@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.inference import pretrained
 from experiments.tasks.multimodal import decoding
 from experiments.tasks.multimodal import kinetics700
 from experiments.tasks.multimodal import metrics
@@ -42,9 +43,15 @@ def class_names(config: ml_collections.ConfigDict):
 
 
 def load_checkpoint(path: str, config, shapes: model_lib.Shapes, rec) -> tuple:
-  """`(params, state)` from `path`, checked against the config's model."""
-  if not os.path.isfile(path):
-    raise ValueError(f'--checkpoint={path!r}: no such file.')
+  """`(params, state)` from `path` (a file, or a name of `pretrained.RELEASES`: the
+  released file, downloaded once into the cache and verified), checked against the
+  config's model."""
+  if not os.path.isfile(path) and path not in pretrained.RELEASES:
+    raise ValueError(
+      f'--checkpoint={path!r}: no such file, and not a released model '
+      f'(released: {sorted(pretrained.RELEASES)}).'
+    )
+  path = pretrained.checkpoint_path(path)
   params, state = checkpoint_lib.load_params(path)
   dummy = {
     'video': jax.ShapeDtypeStruct(

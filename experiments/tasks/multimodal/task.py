@@ -107,6 +107,55 @@ def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
   return folder('train', config).labels
 
 
+_MEAN_FRAMES = {}  # Cache of train_mean_frame, keyed by what the frame depends on.
+
+
+def train_mean_frame(config: ml_collections.ConfigDict) -> np.ndarray:
+  """`[H, W, 3]`: the mean frame of the training set (the mean-frame baseline).
+
+  The mean over every frame of the first `evaluation.mean_frame_clips` training clips
+  (all of them when larger), read as evaluation reads clips (centre crops for video
+  folders; training clips that cannot be decoded are left out). Cached per process.
+  """
+  dataset = _check_dataset(config)
+  limit = config.evaluation.mean_frame_clips
+  if limit < 1:
+    raise ValueError(f'config.evaluation.mean_frame_clips={limit} must be >= 1.')
+  n = min(num_examples('train', config), limit)
+  d = config.data
+  key = (
+    dataset,
+    config.seed,
+    d.fake,
+    n,
+    d.num_frames,
+    d.image_size,
+    d.samples_per_frame,
+    d.fps,
+    repr(sorted(d.moving_digits.items())),
+    d.video_folder.root,
+    d.video_folder.annotations,
+  )
+  if key not in _MEAN_FRAMES:
+    if dataset == 'moving_digits':
+      spec = clip_spec(config)
+      blocks = (
+        moving_digits.make_clips(
+          spec, 'train', range(i, min(i + 128, n)), seed=config.seed, fake=d.fake
+        )['video']
+        for i in range(0, n, 128)
+      )
+    else:
+      from experiments.tasks.multimodal import video_folder  # pylint: disable=g-import-not-at-top
+
+      blocks = video_folder.eval_videos(
+        folder('train', config).paths[:n],
+        video_folder.options_from_config(config, is_training=False),
+      )
+    _MEAN_FRAMES[key] = metrics.dataset_mean_frame(blocks)
+  return _MEAN_FRAMES[key]
+
+
 def _render(split, config, indices: np.ndarray, batch_dims) -> Dict[str, np.ndarray]:
   clips = moving_digits.make_clips(
     clip_spec(config), split, indices.reshape(-1), seed=config.seed, fake=config.data.fake
@@ -209,12 +258,18 @@ def train_loss(outputs, batch, config):
   targets = train_targets(
     outputs, batch, config.model.audio_preprocessor.samples_per_patch
   )
-  return metrics.reconstruction_loss(outputs, targets, config.training.loss_weights)
+  return metrics.reconstruction_loss(
+    outputs,
+    targets,
+    config.training.loss_weights,
+    config.training.reconstruction_loss,
+  )
 
 
 def eval_outputs(outputs, batch, config):
-  del config
-  per_example = metrics.evaluation_metrics(outputs, batch)
+  per_example = metrics.evaluation_metrics(
+    outputs, batch, train_mean_frame=train_mean_frame(config)
+  )
   per_example['label'] = batch['label']  # For the majority-class baseline.
   return per_example
 

@@ -475,6 +475,24 @@ def _eval_batches(clips, options, decoder, batch_dims):
     yield batch
 
 
+def eval_videos(paths, options: ReadOptions, block: int = 16):
+  """Yields the frames `[n, T, H, W, 3]` of `paths`, read as evaluation reads them
+  (`options`), in blocks of up to `block` clips; undecodable files are skipped with a
+  warning naming them."""
+  ready = []
+  for path in paths:
+    video, _, error = _read_or_error((path, options, None))
+    if error is not None:
+      warnings.warn(f'skipping clip: {error}')
+      continue
+    ready.append(video)
+    if len(ready) == block:
+      yield np.stack(ready)
+      ready = []
+  if ready:
+    yield np.stack(ready)
+
+
 # ---------------------------------------------------------------------------- writing
 
 

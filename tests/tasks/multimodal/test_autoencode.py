@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import wave
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import multimodal as multimodal_config
+from experiments.inference import pretrained
 from experiments.tasks.multimodal import autoencode
 from experiments.tasks.multimodal import decoding
 from experiments.tasks.multimodal import metrics
@@ -116,3 +118,34 @@ def test_command_exits_with_one_line_on_bad_input(files):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith('autoencode: error: --video: ')
   assert 'short.avi: no such file' in result.stderr
+
+
+def test_registry_name_loads_the_release_file_from_the_cache(
+  files, tmp_path, monkeypatch
+):
+  """`--checkpoint=video_autoencoding` finds the release file in $PERCEIVER_CACHE (here
+  written beforehand in the release's pickle format), so nothing is downloaded."""
+  config, _, path, root, params = files
+  release = pretrained.get_release('video_autoencoding')
+  assert release.config == 'configs/multimodal.py:kinetics'
+  monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path))
+  with open(tmp_path / release.filename, 'wb') as f:
+    pickle.dump({m: dict(d) for m, d in params.items()}, f)
+  shapes = model_lib.Shapes(3, 16, 16, 144, 10)
+  rec = decoding.Reconstructor(config, shapes, num_chunks=1)
+  loaded, _ = autoencode.load_checkpoint('video_autoencoding', config, shapes, rec)
+  model = pretrained.load('video_autoencoding', config=config, progress=False)
+  assert model.path == str(tmp_path / release.filename)
+  for tree in (loaded, model.params):
+    assert jax.tree.structure(tree) == jax.tree.structure(params)
+    for got, want in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
+      np.testing.assert_array_equal(got, want)
+  out, _ = jax.eval_shape(  # The ready model applies to a clip of the config's sizes.
+    lambda p: model.model.apply(
+      p, {}, jax.random.PRNGKey(0), pretrained.example_batch(config), is_training=False
+    ),
+    model.params,
+  )
+  assert out['image'].shape == (1, 3, 16, 16, 3) and out['label'].shape == (1, 10)
+  with pytest.raises(ValueError, match="--checkpoint='nothing': no such file"):
+    autoencode.autoencode('nothing', path, str(root / 'o3'), config, num_chunks=1)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments.tasks.multimodal import metrics
 
@@ -22,22 +23,44 @@ def test_psnr_snr_and_l1_by_hand():
   np.testing.assert_allclose(metrics.psnr(target, target), [100.0, 100.0])
 
 
-def test_mean_frame_baseline():
+def test_mean_frame_baseline_and_oracle():
   video = jnp.array([0.0, 1.0, 2.0, 5.0]).reshape(1, 4, 1, 1, 1) / 5
   np.testing.assert_allclose(metrics.mean_frame(video)[0, :, 0, 0, 0], [0.4] * 4)
-  # Errors -0.4, -0.2, 0, 0.6 -> MSE 0.14.
   out = metrics.evaluation_metrics(
     {'image': video, 'audio': jnp.zeros((1, 6)), 'label': jnp.zeros((1, 3))},
     {'video': video, 'audio': jnp.full((1, 6), 0.5), 'label': jnp.array([2])},
+    train_mean_frame=np.full((1, 1, 1), 0.5, np.float32),
   )
+  # Oracle (the clip's own mean 0.4): errors -0.4, -0.2, 0, 0.6 -> MSE 0.14.
   np.testing.assert_allclose(
-    out['baseline_mean_frame_video_psnr'], [10 * np.log10(1 / 0.14)], rtol=1e-5
+    out['oracle_clip_mean_frame_video_psnr'], [10 * np.log10(1 / 0.14)], rtol=1e-5
+  )
+  # Training-set mean frame 0.5: errors -0.5, -0.3, -0.1, 0.5 -> MSE 0.15.
+  np.testing.assert_allclose(
+    out['baseline_mean_frame_video_psnr'], [10 * np.log10(1 / 0.15)], rtol=1e-5
   )
   np.testing.assert_allclose(out['baseline_silence_audio_psnr'], [6.0206], atol=1e-4)
   np.testing.assert_allclose(out['audio_snr'], [0.0], atol=1e-6)
   np.testing.assert_allclose(out['video_psnr'], [100.0])
   np.testing.assert_allclose(out['label_xent'], [np.log(3)], rtol=1e-6)
   assert 'top_5_acc' not in out and out['top_1_acc'].shape == (1,)
+  with pytest.raises(ValueError, match='train_mean_frame has shape'):
+    metrics.evaluation_metrics(
+      {'image': video, 'audio': jnp.zeros((1, 6)), 'label': jnp.zeros((1, 3))},
+      {'video': video, 'audio': jnp.zeros((1, 6)), 'label': jnp.array([2])},
+      train_mean_frame=np.zeros((1, 3), np.float32),
+    )
+
+
+def test_dataset_mean_frame_averages_clips_and_frames():
+  first = np.zeros((2, 3, 1, 2, 3), np.float32)  # 2 clips of 3 frames.
+  second = np.ones((1, 3, 1, 2, 3), np.float32)
+  second[0, 0] = 4.0  # Frames 4, 1, 1: 9 frames in all sum to 6.
+  np.testing.assert_allclose(
+    metrics.dataset_mean_frame(iter([first, second])), np.full((1, 2, 3), 6 / 9)
+  )
+  with pytest.raises(ValueError, match='at least one clip'):
+    metrics.dataset_mean_frame(iter([]))
 
 
 def test_reconstruction_loss_weights_each_term():
@@ -60,6 +83,14 @@ def test_reconstruction_loss_weights_each_term():
   np.testing.assert_allclose(aux['label_xent'], xent, rtol=1e-6)
   np.testing.assert_allclose(loss, 2 * 0.25 + 3 * 0.5 + 0.5 * xent, rtol=1e-6)
   np.testing.assert_allclose(aux['top_1_acc'], 0.5)  # Ties go to class 0.
+  l2, aux = metrics.reconstruction_loss(
+    outputs, targets, {'video': 2.0, 'audio': 3.0, 'label': 0.5}, kind='l2'
+  )
+  np.testing.assert_allclose(aux['video_mse'], 0.0625)
+  np.testing.assert_allclose(aux['audio_mse'], 0.5)
+  np.testing.assert_allclose(l2, 2 * 0.0625 + 3 * 0.5 + 0.5 * xent, rtol=1e-6)
+  with pytest.raises(ValueError, match="reconstruction_loss='l3'"):
+    metrics.reconstruction_loss(outputs, targets, {}, kind='l3')
 
 
 def test_majority_class_baseline():

@@ -105,6 +105,29 @@ def test_summary_reports_metrics_and_baselines():
   assert 'label' not in summary and 'baseline_majority_top_5_acc' in summary
 
 
+def test_mean_frame_baseline_averages_the_training_clips():
+  config = multimodal_config.get_config('debug')
+  with config.unlocked():
+    config.evaluation.mean_frame_clips = 5
+  clips = task.moving_digits.make_clips(task.clip_spec(config), 'train', range(5), seed=0)
+  np.testing.assert_allclose(
+    task.train_mean_frame(config), clips['video'].mean(axis=(0, 1)), rtol=1e-6
+  )
+  batch = task.moving_digits.make_clips(task.clip_spec(config), 'test', range(2), seed=0)
+  batch = {k: batch[k] for k in ('video', 'audio', 'label')}
+  outputs = {
+    'image': batch['video'],
+    'audio': batch['audio'],
+    'label': np.zeros((2, 10), np.float32),
+  }
+  per_example = task.eval_outputs(outputs, batch, config)
+  frame = task.train_mean_frame(config)
+  want = 10 * np.log10(1 / np.mean((batch['video'] - frame) ** 2, axis=(1, 2, 3, 4)))
+  np.testing.assert_allclose(
+    per_example['baseline_mean_frame_video_psnr'], want, rtol=1e-5
+  )
+
+
 def test_kinetics_variant_has_the_release_shapes():
   config = multimodal_config.get_config('kinetics')
   model = task.build_model(config)
