@@ -20,6 +20,7 @@ def test_the_notebooks_exist():
     'imagenet_classification.ipynb',
     'masked_language_modelling.ipynb',
     'training.ipynb',
+    'video_autoencoding.ipynb',
   } <= names
 
 

@@ -99,6 +99,17 @@ class Reconstructor:
       )
     return self._sizes
 
+  def lower(self, params, state, rng, batch: Mapping[str, np.ndarray]):
+    """`(encoder, decoder)`: the lowered encoder and the lowered decoder call of one
+    chunk (`.compile()` them to time compilation or read XLA's buffer sizes)."""
+    self.modality_sizes(params, state, batch)
+    z = jax.eval_shape(self._encode, params, state, rng, batch)
+    points = model_lib.chunk_points(self._points, self.num_chunks, 0)
+    return (
+      self._encode.lower(params, state, rng, batch),
+      self._decode.lower(params, state, rng, z, points),
+    )
+
   def __call__(self, params, state, rng, batch: Mapping[str, np.ndarray]):
     """The full reconstruction of `batch` (`video` `[B, T, H, W, C]`, `audio` `[B, N]`).
 
