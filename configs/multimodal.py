@@ -80,6 +80,7 @@ def _sizes(arg):
       self_heads=4,
       decoder_channels=128,
       label_query=128,
+      pixel_queries=16,  # Fourier bands of the pixel queries, at pixel resolution.
     )
   return dict(  # debug
     num_frames=3,
@@ -158,11 +159,20 @@ def model_fields(s: dict, *, samples_per_patch: int = 16) -> ml_collections.Conf
     use_query_residual=False,
     concat_preprocessed_input=False,
   )
+  # The release's pixel queries reuse the inputs' Fourier features (resolution of the
+  # 4x4 patches); `pixel_queries` gives them the pixels' own resolution instead.
+  decoder_fourier = image_fourier
+  if s.get('pixel_queries'):
+    decoder_fourier = dict(
+      image_fourier,
+      num_bands=s['pixel_queries'],
+      max_resolution=(s['num_frames'], s['image_size'], s['image_size']),
+    )
   model.image_decoder = common.module_kwargs(
     perceiver.BasicVideoAutoencodingDecoder,
     exclude=('output_shape', 'output_index_dims', 'subsampled_index_dims'),
     position_encoding_type='fourier',
-    fourier_position_encoding_kwargs=image_fourier,
+    fourier_position_encoding_kwargs=decoder_fourier,
     **query_channels,
   )
   model.audio_decoder = common.module_kwargs(
@@ -260,7 +270,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.evaluation.batch_size = 8
     config.evaluation.split = 'validate'
   elif arg == 'synthetic':
-    config.model.train_image_points = 512
+    config.model.train_image_points = 1024
+    config.training.reconstruction_loss = 'l2'
+    config.training.loss_weights.video = 10.0
+    config.training.loss_weights.audio = 2.0
     config.optimizer.name = 'adamw'
     config.optimizer.base_lr = 1.5e-3
     config.optimizer.scale_by_batch = False
@@ -268,7 +281,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.optimizer.schedule.type = 'warmup_cosine'
     config.optimizer.schedule.warmup_steps = 50
     config.training.batch_size = 16
-    config.training.num_steps = 1200
+    config.training.num_steps = 1500
     config.training.log_every_steps = 50
     config.training.checkpoint_every_steps = 400
     config.training.eval_every_steps = 0
