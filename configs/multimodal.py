@@ -7,10 +7,16 @@ per-modality queries; training decodes a random subset of the video and audio po
 (`model.train_image_points`, `model.train_audio_points`), evaluation decodes every point
 in `model.eval_num_chunks` groups with the encoder run once.
 
-Loss (this project's choice; the paper trains on a weighted sum of reconstruction losses
-for video and audio and a cross-entropy for the label): `training.loss_weights.video` *
-L1(video) + `.audio` * L1(audio) + `.label` * cross-entropy(label), L1 over the decoded
-points.
+Loss (the paper trains on a weighted sum of reconstruction losses for video and audio and
+a cross-entropy for the label; the kinds and weights here are this project's choice):
+`training.loss_weights.video` * R(video) + `.audio` * R(audio) + `.label` *
+cross-entropy(label), R over the decoded points being the mean absolute error
+(`training.reconstruction_loss='l1'`) or the mean squared error (`'l2'`).
+  kinetics, debug: L1, weights video 1, audio 1, label 0.1.
+  synthetic: L2 (the error PSNR measures: under L1 a pixel that may or may not be
+  covered by the digit is pulled to the median, the background; see
+  docs/multimodal.md), weights video 10, audio 2, label 0.1 (the squared errors are ~10x smaller
+  than the absolute ones; these put the three terms at comparable sizes at the start).
 
 Variants (run from the repository root):
 
@@ -24,7 +30,11 @@ Variants (run from the repository root):
     python -m experiments.train --config=configs/multimodal.py --workdir=/tmp/mm_k700 \
         --config.data.video_folder.root=/data/kinetics700_2020
 
-  synthetic: moving digits with sound, sized to learn on a 2-core CPU in ~15 minutes:
+  synthetic: moving digits with sound (8 frames of 32x32, 512 audio samples, 10
+  classes), sized to learn on a 2-core CPU in ~15 minutes. Its pixel queries carry
+  Fourier features at pixel resolution (16 bands, max resolution 8x32x32) rather than
+  the release's patch resolution, so that the decoder can place edges finer than a
+  4x4 patch:
 
     python -m experiments.train --config=configs/multimodal.py:synthetic --workdir=/tmp/mm
 
