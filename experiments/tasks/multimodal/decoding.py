@@ -73,6 +73,7 @@ class Reconstructor:
     self._sizes = None
     self._decode_apply = decode_apply
     self._decode = None
+    self._compiled = None  # (batch shapes, chunk shapes, encoder, decoder): `compile`.
     self.encoder_calls = 0  # Counted per call of the compiled encoder (tests read it).
     self.decoder_calls = 0
 
@@ -110,6 +111,20 @@ class Reconstructor:
       self._decode.lower(params, state, rng, z, points),
     )
 
+  def compile(self, params, state, rng, batch: Mapping[str, np.ndarray]):
+    """Compiles the encoder and the decoder call ahead of time for clips shaped like
+    `batch`, and returns them `(encoder, decoder)` (e.g. for XLA's `memory_analysis()`).
+
+    Later calls on batches of the same shapes use these compiled functions; a chunk of
+    another size (when the points do not divide evenly) compiles on first use.
+    """
+    encoder, decoder = (
+      lowered.compile() for lowered in self.lower(params, state, rng, batch)
+    )
+    points = model_lib.chunk_points(self._points, self.num_chunks, 0)
+    self._compiled = (_signature(batch), _signature(points), encoder, decoder)
+    return encoder, decoder
+
   def __call__(self, params, state, rng, batch: Mapping[str, np.ndarray]):
     """The full reconstruction of `batch` (`video` `[B, T, H, W, C]`, `audio` `[B, N]`).
 
@@ -117,13 +132,20 @@ class Reconstructor:
       `image` `[B, T, H, W, C]`, `audio` `[B, N]`, `label` `[B, K]` logits (NumPy).
     """
     self.modality_sizes(params, state, batch)
+    encode, decode, points_signature = self._encode, self._decode, None
+    if self._compiled is not None and self._compiled[0] == _signature(batch):
+      points_signature, encode, compiled_decode = self._compiled[1:]
     start = time.perf_counter()
-    z = self._encode(params, state, rng, batch)
+    z = encode(params, state, rng, batch)
     self.encoder_calls += 1
     chunks = []
     for i in range(self.num_chunks):
       points = model_lib.chunk_points(self._points, self.num_chunks, i)
-      out = self._decode(params, state, rng, z, points)
+      if points_signature is not None and _signature(points) == points_signature:
+        decode = compiled_decode
+      else:
+        decode = self._decode
+      out = decode(params, state, rng, z, points)
       self.decoder_calls += 1
       chunks.append(jax.tree_util.tree_map(np.asarray, out))
       if self._progress:
@@ -137,6 +159,14 @@ class Reconstructor:
     s = self.shapes
     out['image'] = out['image'].reshape((-1, s.num_frames, s.height, s.width, 3))
     return out
+
+
+def _signature(tree) -> tuple:
+  """The shapes and dtypes of a tree's leaves, with its structure."""
+  leaves, structure = jax.tree.flatten(tree)
+  return structure, tuple(
+    (np.shape(x), str(getattr(x, 'dtype', type(x)))) for x in leaves
+  )
 
 
 def top_k(logits: np.ndarray, k: int = 5):
