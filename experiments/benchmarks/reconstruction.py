@@ -10,10 +10,13 @@ fresh process, so that its peak memory is its own, and prints one JSON line: com
 seconds (encoder and one decoder call, compiled ahead of time), the reconstruction's
 wall and process CPU seconds (one run, already compiled), XLA's temporary buffer sizes of the encoder and of one
 decoder call, and the process's peak resident memory. A setting whose decoder call XLA
-sizes above `--max_memory_fraction` of the machine's memory is compiled but not run (its
-line says so, with XLA's figure).
+sizes above `--max_memory_fraction` of the memory available when it starts is compiled
+but not run (its line says so, with XLA's figure); `--norun` only compiles. XLA's figure
+is a lower bound of the process's peak (the full clip's outputs, the parameters and
+the runtime come on top).
 
-  python -m experiments.benchmarks.reconstruction --num_chunks=1,4,16,128
+  python -m experiments.benchmarks.reconstruction --num_chunks=128,16,4
+  python -m experiments.benchmarks.reconstruction --num_chunks=1 --norun
   python -m experiments.benchmarks.reconstruction --config=configs/multimodal.py:synthetic \
       --num_chunks=1,4
 
@@ -67,12 +70,24 @@ def define_flags() -> types.SimpleNamespace:
       'max_memory_fraction',
       0.6,
       "Run a setting only if XLA's buffers of the encoder and one decoder call fit in "
-      "this fraction of the machine's memory.",
+      'this fraction of the memory available when it starts (MemAvailable).',
+    ),
+    run=flags.DEFINE_bool(
+      'run', True, 'Reconstruct the clip; --norun only compiles (XLA buffer sizes).'
     ),
   )
 
 
-def _machine_memory_bytes() -> int:
+def available_memory_bytes() -> int:
+  """Memory available to a new process now (`MemAvailable` of /proc/meminfo; the
+  machine's total where that is not readable)."""
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
@@ -95,8 +110,11 @@ def _temp_bytes(compiled) -> int:
   return int(train_step.xla_memory(compiled).get('temp_size_in_bytes', 0))
 
 
-def measure(config, num_chunks: int, *, max_memory_fraction: float = 0.6) -> dict:
-  """Reconstructs one random clip of `config`'s sizes in `num_chunks` chunks."""
+def measure(
+  config, num_chunks: int, *, max_memory_fraction: float = 0.6, run: bool = True
+) -> dict:
+  """Reconstructs one random clip of `config`'s sizes in `num_chunks` chunks (with
+  `run`; otherwise only compiles and reports XLA's buffer sizes)."""
   d = config.data
   shapes = model_lib.Shapes(
     d.num_frames,
@@ -120,7 +138,7 @@ def measure(config, num_chunks: int, *, max_memory_fraction: float = 0.6) -> dic
   compile_s = time.perf_counter() - start
   spp = config.model.audio_preprocessor.samples_per_patch
   points = model_lib.chunk_points(model_lib.all_points(shapes, spp), num_chunks, 0)
-  budget = int(max_memory_fraction * _machine_memory_bytes())
+  budget = int(max_memory_fraction * available_memory_bytes())
   xla_bytes = _temp_bytes(encoder) + _temp_bytes(decoder)
   report = {
     'config_image': [d.num_frames, d.image_size, d.image_size],
@@ -134,11 +152,14 @@ def measure(config, num_chunks: int, *, max_memory_fraction: float = 0.6) -> dic
     'xla_decoder_call_temp_bytes': _temp_bytes(decoder),
     'memory_budget_bytes': budget,
   }
-  if xla_bytes > budget:
+  if not run:
+    report['ran'] = False
+    report['why_not'] = '--norun: compiled only'
+  elif xla_bytes > budget:
     report['ran'] = False
     report['why_not'] = (
       f"XLA's buffers ({xla_bytes / 2**30:.1f} GiB) exceed {max_memory_fraction:.0%} "
-      f'of the machine memory ({budget / 2**30:.1f} GiB)'
+      f'of the available memory ({budget / 2**30:.1f} GiB)'
     )
   else:
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -168,7 +189,10 @@ def main(argv, *, args: types.SimpleNamespace):
     ) from None
   if len(counts) == 1:
     result = measure(
-      args.config.value, counts[0], max_memory_fraction=args.max_memory_fraction.value
+      args.config.value,
+      counts[0],
+      max_memory_fraction=args.max_memory_fraction.value,
+      run=args.run.value,
     )
     print(json.dumps(result), flush=True)
     return
