@@ -116,7 +116,7 @@ RELEASES: Dict[str, Release] = {
       'optical_flow',
       'Optical flow between two frames (Perceiver IO, AutoFlow-trained)',
       _BASE_URL + 'optical_flow_checkpoint.pystate',
-      '',
+      'configs/flow.py:perceiver_io',
       paper_result='Sintel clean 1.81 / final 2.42, KITTI 4.98 EPE (Perceiver IO paper)',
     ),
     Release(
@@ -362,6 +362,8 @@ def example_batch(config) -> Dict[str, np.ndarray]:
     }
   if config.task == 'experiments.tasks.digits.task':
     return {'images': np.zeros([1, 8, 8, 1], np.float32)}
+  if config.task == 'experiments.tasks.flow.task':
+    return {'frames': np.zeros([1, 2, *config.model.image_size, 3], np.float32)}
   raise ValueError(f'No example batch is known for task {config.task!r}.')
 
 
@@ -479,6 +481,7 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
   ImageNet: 32 x 32 images, 8 latents of 16 channels, one self-attend; the input
   preprocessing of the release (Fourier pixels, learned positions or conv) is kept.
   Language: `configs/mlm.py:debug` (64 bytes).
+  Optical flow: `configs/flow.py:debug` (13 x 19 tiles, 5 latents of 16 channels).
 
   Raises:
     ValueError: no config for `name`.
@@ -488,6 +491,8 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
     raise ValueError(f'The {name!r} release has no config in this checkout.')
   if release.config.startswith('configs/mlm.py'):
     return load_config('configs/mlm.py:debug')
+  if release.config.startswith('configs/flow.py'):
+    return load_config('configs/flow.py:debug')
   config = load_config(release.config)
   with config.unlocked():
     config.data.image_size = 32
