@@ -29,8 +29,16 @@ FL_FRACTION = 0.05
 
 
 def end_point_error(prediction, flow):
-  """`[..., H, W]` Euclidean distance between `[..., H, W, 2]` flows."""
-  return jnp.sqrt(jnp.sum(jnp.square(prediction - flow), axis=-1))
+  """`[..., H, W]` Euclidean distance between `[..., H, W, 2]` flows.
+
+  Its gradient is 0 where the two flows are equal (the square root's derivative at 0
+  is infinite, and infinity times the zero gradient of the square is NaN: a single
+  exact pixel, e.g. a zero-initialised model on a still pixel, would make every update
+  NaN, even where `valid` masks it out).
+  """
+  square = jnp.sum(jnp.square(prediction - flow), axis=-1)
+  positive = square > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1.0)), 0.0)
 
 
 def epe_loss(prediction, flow, valid):

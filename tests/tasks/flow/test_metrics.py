@@ -1,5 +1,7 @@
 """EPE loss and metrics on hand-computed cases."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,3 +59,13 @@ def test_loss_and_padding_pool_pixels():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match='differ in shape'):
     metrics.flow_metrics(PREDICTION[:, :3], TRUTH)
+
+
+def test_loss_gradient_is_finite_where_the_prediction_is_exact():
+  truth = jnp.zeros((1, 3, 5, 2)).at[0, 1, 2].set(jnp.array([3.0, 4.0]))
+  valid = jnp.ones((1, 3, 5)).at[0, 0, 0].set(0.0)
+  grad = jax.grad(lambda p: metrics.epe_loss(p, truth, valid))(jnp.zeros_like(truth))
+  # d EPE / d prediction = (prediction - truth) / EPE / valid count; 0 where exact.
+  expected = np.zeros((1, 3, 5, 2))
+  expected[0, 1, 2] = [-3 / 5 / 14, -4 / 5 / 14]
+  np.testing.assert_allclose(grad, expected, rtol=1e-6)
