@@ -31,14 +31,13 @@ FL_FRACTION = 0.05
 def end_point_error(prediction, flow):
   """`[..., H, W]` Euclidean distance between `[..., H, W, 2]` flows.
 
-  Its gradient is 0 where the two flows are equal (the square root's derivative at 0
-  is infinite, and infinity times the zero gradient of the square is NaN: a single
-  exact pixel, e.g. a zero-initialised model on a still pixel, would make every update
-  NaN, even where `valid` masks it out).
+  Differentiable everywhere: where the prediction equals the flow exactly (e.g. a
+  zero-initialised model on still pixels) the gradient is 0, not sqrt's infinite slope
+  (which would turn the whole gradient into NaN).
   """
-  square = jnp.sum(jnp.square(prediction - flow), axis=-1)
-  positive = square > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1.0)), 0.0)
+  squared = jnp.sum(jnp.square(prediction - flow), axis=-1)
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
 def epe_loss(prediction, flow, valid):
