@@ -233,8 +233,9 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     d.background_scale = 0.02
     d.object_scale = 0.05
     config.optimizer.base_lr = 2e-3
-    config.training.num_steps = 2000
-    config.training.eval_every_steps = 500
+    config.training.num_steps = 1200
+    config.training.eval_every_steps = 400
+    config.training.checkpoint_every_steps = 400
   elif variant == 'debug':
     d.num_train_examples = 32
     d.num_eval_examples = 7
