@@ -15,9 +15,9 @@ Variants:
           --config.model.init_checkpoint=optical_flow_checkpoint.pystate \
           --config.data.dataset=sintel --config.data.data_dir=/data/MPI-Sintel
 
-  synthetic: a small model on 24x32 flying-objects pairs generated here, sized for a
-    2-core CPU (docs/flow.md has what it reached; the goal of half the zero-flow EPE
-    in about 15 minutes is not met yet):
+  synthetic: a small model on 24x32 flying-objects pairs generated here (noise
+    textures, motions within the 3x3 patches' reach), sized for a 2-core CPU
+    (docs/flow.md has what it reaches and why these data and scale factors):
 
       python -m experiments.train --config=configs/flow.py:synthetic --workdir=/tmp/flow_syn
 
