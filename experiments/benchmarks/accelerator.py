@@ -72,7 +72,10 @@ RECORD_KEYS = (
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-  """Whether `error` is the runtime's out-of-memory (XLA's RESOURCE_EXHAUSTED)."""
+  """Whether `error` is the runtime's out-of-memory (XLA's RESOURCE_EXHAUSTED, or
+  PyTorch's `torch.cuda.OutOfMemoryError` for experiments/benchmarks/hf_perceiver.py)."""
+  if type(error).__name__ == 'OutOfMemoryError':
+    return True
   if not isinstance(error, (jax.errors.JaxRuntimeError, MemoryError)):
     return False
   text = str(error)

@@ -16,6 +16,7 @@
 # Each step writes one JSON file into OUTPUT_DIR ($OUT, else ./accelerator_results).
 # Time budgets (seconds; a run is not started after its budget):
 #   IMAGENET_BUDGET_S (150), OTHERS_BUDGET_S (90), HF_BUDGET_S (60).
+# SMOKE=1 installs and runs only a tiny model (imagenet:debug, batch 3, one step).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 out="${1:-${OUT:-$repo/accelerator_results}}"
@@ -47,6 +48,13 @@ fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}"
 status=0
+if [ -n "${SMOKE:-}" ]; then
+  # SMOKE=1: the install and a tiny model only (checks the machine in seconds).
+  "$venv/bin/python" -m experiments.benchmarks.accelerator --models=imagenet:debug \
+    --dtypes=bfloat16 --batch_sizes=3 --steps=1 --matmul_size=64 \
+    --output="$out/accelerator_smoke.json"
+  exit $?
+fi
 "$venv/bin/python" -m experiments.benchmarks.accelerator --models=imagenet \
   --dtypes=bfloat16,float32 --batch_sizes=64,128,256,512 \
   --time_budget_s="${IMAGENET_BUDGET_S:-150}" --output="$out/accelerator_imagenet.json" \
