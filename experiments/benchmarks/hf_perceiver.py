@@ -130,7 +130,7 @@ def run_one(torch, model_cls, hf_config, *, batch_size, dtype, num_steps, device
       'final_loss': round(float(loss), 5),
     }
   finally:
-    del model, optimizer
+    model = optimizer = None  # Frees the GPU memory before the next run.
     gc.collect()
     if device.type == 'cuda':
       torch.cuda.empty_cache()
