@@ -9,9 +9,10 @@ detects by itself:
   openmpi: `mpirun` sets OMPI_MCA_orte_hnp_uri (Open MPI 4; the process count is in
     OMPI_COMM_WORLD_SIZE).
   tpu: a Cloud TPU VM of a pod slice: TPU_WORKER_HOSTNAMES or TPU_PROCESS_ADDRESSES (GKE,
-    queued resources), or MEGASCALE_COORDINATOR_ADDRESS (multislice); on a plain TPU VM
-    `--distributed=explicit` is never needed either, since JAX's TPU runtime finds its
-    workers through the metadata server once `jax.distributed.initialize()` is called.
+    queued resources), or MEGASCALE_COORDINATOR_ADDRESS (multislice). Workers of a pod
+    slice created as TPU VMs without these variables are joined by JAX's TPU runtime
+    itself (it reads the slice's topology from the VM metadata), so they need no flag
+    either.
 
 A cluster job of one process (e.g. `srun -n 1`) runs alone. `--distributed=off` never
 initialises; `--distributed=explicit` requires `--coordinator_address` (and, unless a
