@@ -127,7 +127,7 @@ def model_config(name: str) -> ml_collections.ConfigDict:
   if name in MODELS:
     module, variant, _ = MODELS[name]
   elif ':' in name:
-    module, variant = name.split(':', 1)
+    module, variant = name.rsplit(':', 1)
   else:
     raise ValueError(
       f'--models: unknown model {name!r}; expected one of {sorted(MODELS)}, '

@@ -135,9 +135,23 @@ def test_with_settings_applies_the_bfloat16_recipe():
     accelerator.model_config('nope')
 
 
+# The imagenet debug model with AdamW on 7 x 7 images: a quick compile.
+_CONFIG = """
+from configs import imagenet
+
+
+def get_config(arg):
+  assert arg == 'tiny'
+  config = imagenet.get_config('debug')
+  with config.unlocked():
+    config.optimizer.name = 'adamw'
+    config.data.image_size = 7
+  return config
+"""
+
 _SCRIPT = """
 import json, runpy, sys
-sys.argv = ['accelerator', '--models=imagenet:debug', '--dtypes=bfloat16',
+sys.argv = ['accelerator', '--models=' + sys.argv[2] + ':tiny', '--dtypes=bfloat16',
             '--batch_sizes=3', '--steps=1', '--matmul_size=32', '--output=' + sys.argv[1]]
 try:
   runpy.run_module('experiments.benchmarks.accelerator', run_name='__main__')
@@ -150,9 +164,11 @@ print('MODULES', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in
 
 def test_command_runs_without_tensorflow(tmp_path):
   output = tmp_path / 'out.json'
+  config_file = tmp_path / 'tiny_config.py'
+  config_file.write_text(_CONFIG)
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   result = subprocess.run(
-    [sys.executable, '-c', _SCRIPT, str(output)],
+    [sys.executable, '-c', _SCRIPT, str(output), str(config_file)],
     cwd=tmp_path,
     env=env,
     capture_output=True,
@@ -166,7 +182,7 @@ def test_command_runs_without_tensorflow(tmp_path):
   (run,) = report['runs']
   assert set(accelerator.RECORD_KEYS) <= set(run)
   assert (run['model'], run['dtype'], run['batch_size'], run['status']) == (
-    'imagenet:debug',
+    f'{config_file}:tiny',
     'bfloat16',
     3,
     'ok',
@@ -176,4 +192,4 @@ def test_command_runs_without_tensorflow(tmp_path):
   assert run['achieved_over_matmul'] > 0
   assert run['flops_per_step'] > 0
   assert run['examples_per_s'] == pytest.approx(3 / run['step_s_median'], rel=1e-3)
-  assert report['best']['imagenet:debug/bfloat16']['batch_size'] == 3
+  assert report['best'][f'{config_file}:tiny/bfloat16']['batch_size'] == 3
