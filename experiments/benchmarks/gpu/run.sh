@@ -32,39 +32,47 @@ fi
 "$python" -c 'import jax; print("jax", jax.__version__, jax.devices())' | tee "$out/devices.txt"
 
 venv="${BENCH_VENV:-/tmp/perceiver-bench-venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv --system-site-packages "$venv" || exit 1
+site=""
+if "$venv/bin/python" -m pip --version > /dev/null 2>&1 \
+  || "$python" -m venv --system-site-packages "$venv"; then
+  py="$venv/bin/python"
+else
+  # No venv module (e.g. Debian without python3-venv): install into a folder instead.
+  py="$python"
+  site="/tmp/perceiver-bench-site"
 fi
-if ! "$venv/bin/python" -c 'import haiku, ml_collections, optax, jmp' 2>/dev/null; then
+export PYTHONPATH="${site:+$site:}${PYTHONPATH:-}"
+if ! "$py" -c 'import haiku, ml_collections, optax, jmp' 2>/dev/null; then
   if [ ! -d "$wheels" ]; then
     echo "run.sh: $wheels is missing: run prepare.sh where PyPI is reachable." >&2
     exit 1
   fi
   # --no-deps: JAX and NumPy come from the machine; the wheels hold everything else.
-  "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheels" --no-deps \
+  "$py" -m pip install --quiet --no-index --find-links "$wheels" --no-deps \
+    ${site:+--target "$site"} \
     dm-haiku jmp ml-collections optax absl-py etils tabulate attrs typing-extensions \
     dm-tree wrapt PyYAML || exit 1
 fi
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$repo:$PYTHONPATH"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}"
 status=0
 if [ -n "${SMOKE:-}" ]; then
   # SMOKE=1: the install and a tiny model only (checks the machine in seconds).
-  "$venv/bin/python" -m experiments.benchmarks.accelerator --models=imagenet:debug \
+  "$py" -m experiments.benchmarks.accelerator --models=imagenet:debug \
     --dtypes=bfloat16 --batch_sizes=3 --steps=1 --matmul_size=64 \
     --output="$out/accelerator_smoke.json"
   exit $?
 fi
-"$venv/bin/python" -m experiments.benchmarks.accelerator --models=imagenet \
+"$py" -m experiments.benchmarks.accelerator --models=imagenet \
   --dtypes=bfloat16,float32 --batch_sizes=64,128,256,512 \
   --time_budget_s="${IMAGENET_BUDGET_S:-150}" --output="$out/accelerator_imagenet.json" \
   > "$out/accelerator_imagenet.log" 2>&1 || status=1
-"$venv/bin/python" -m experiments.benchmarks.accelerator \
+"$py" -m experiments.benchmarks.accelerator \
   --models=image64_b8,mlm2048_b4,mlm --dtypes=bfloat16,float32 \
   --time_budget_s="${OTHERS_BUDGET_S:-90}" --output="$out/accelerator_others.json" \
   > "$out/accelerator_others.log" 2>&1 || status=1
-if "$venv/bin/python" -c 'import torch, transformers' 2>/dev/null; then
-  "$venv/bin/python" experiments/benchmarks/hf_perceiver.py --batch_sizes=64,128,256,512 \
+if "$py" -c 'import torch, transformers' 2>/dev/null; then
+  "$py" experiments/benchmarks/hf_perceiver.py --batch_sizes=64,128,256,512 \
     --dtypes=bfloat16,float32 --time_budget_s="${HF_BUDGET_S:-60}" \
     --output="$out/hf_perceiver.json" > "$out/hf_perceiver.log" 2>&1 || status=1
 else
