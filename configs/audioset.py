@@ -52,6 +52,12 @@ Data fields (`config.data`):
     clip_extensions, class_balanced, balance_power, min_clip_seconds: the audioset
     dataset.
   fake, fake_num_examples: generated inputs through the real pipeline (tests).
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -29,6 +29,13 @@ Commands (from the repository root):
 Input pipelines run on generated data (`data.fake=True`); the benchmark feeds one such
 batch, already on the device, to every timed step, so the figures measure the train step
 alone. The ImageNet variant keeps augmentation off (it only shapes the fake batch).
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -52,6 +52,10 @@ ignored. Field reference:
   evaluation.poll_every_s: how often `eval_continuous` looks for a new checkpoint;
     evaluation.idle_timeout_s: it stops after this long without a new one (a training
     run that died), besides stopping once the final step is evaluated.
+  distributed.initialization_timeout_s: multi-host runs: how long each process waits for
+    all to connect; distributed.heartbeat_timeout_s: after how long without a heartbeat
+    a process counts as lost, which ends every other process with an error (never a
+    hang); distributed.shutdown_timeout_s: how long processes wait for each other at exit.
 """
 
 import inspect
@@ -232,6 +236,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.evaluation.best_metric_higher_is_better = True
   config.evaluation.poll_every_s = 10.0
   config.evaluation.idle_timeout_s = 3600.0
+
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialization_timeout_s = 300
+  config.distributed.heartbeat_timeout_s = 100
+  config.distributed.shutdown_timeout_s = 300
   return config
 
 

@@ -14,6 +14,13 @@ features are attached (paper 1, Table 2):
 Variant `tiny`: a very small model and a few steps, for smoke tests (seconds):
 
   python -m experiments.train --config=configs/digits.py:tiny --workdir=/tmp/digits_tiny
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -40,6 +40,13 @@ Fields beside the model sections: `model.image_size` (the training / tile size),
 zero-initialises the decoder's output layer), `model.tile_min_overlap` (20),
 `model.init_checkpoint` (release `.pystate` or this project's `.npz`: every parameter
 is loaded; the shapes must fit).
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -31,6 +31,13 @@ Model fields: those of `configs/mlm.py` (byte embedding and `model.encoder`), wi
 The optimisation settings (AdamW, 3e-5 peak learning rate after 10% warmup,
 cosine decay; batch 32 for 10 epochs on the small tasks, 128 for 3 epochs on
 SST-2, QQP, MNLI, QNLI) are this project's defaults, not published values.
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import copy

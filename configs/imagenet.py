@@ -52,6 +52,13 @@ Data fields (`config.data`):
   deterministic: keep tf.data element order under parallelism (reproducible runs).
   threadpool_size, max_intra_op_parallelism: tf.data private threadpool (0: default).
   fake, fake_num_examples: use that many `tfds.testing.mock_data` JPEGs instead.
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

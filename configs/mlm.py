@@ -42,6 +42,13 @@ Data fields (`config.data`):
 The training hyperparameters (LAMB, 1.25e-3 peak learning rate with 1000
 warmup steps, cosine decay, batch 512, 500k steps) are this project's defaults
 for pretraining from scratch; the release published no training code.
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -56,6 +56,12 @@ Data fields (`config.data`):
   synthetic: num_train, num_test, seed, rotation ('so3', 'up', 'none'), scale_range,
     jitter: the generated dataset (also the modelnet40_off sampling seed).
   fake, fake_num_examples: a few generated clouds through the real pipeline.
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.encoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -36,6 +36,16 @@ Autoencode one video file with a checkpoint (the release's or one trained here):
 
   python -m experiments.autoencode --checkpoint=video_autoencoding_checkpoint.pystate \
       --video=IN.mp4 --output_dir=/tmp/out
+
+On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
+norms, the softmax normalisation and the losses in float32
+(experiments/training/precision.py):
+
+  --config.model.audio_decoder.compute_dtype=bfloat16 \
+  --config.model.decoder.compute_dtype=bfloat16 \
+  --config.model.encoder.compute_dtype=bfloat16 \
+  --config.model.image_decoder.compute_dtype=bfloat16 \
+  --config.model.label_decoder.compute_dtype=bfloat16
 """
 
 import ml_collections

@@ -16,6 +16,8 @@ Examples:
   # Host 1 of a two-host job (run the same command with --process_id=0 on host 0):
   python -m experiments.train --config=configs/digits.py --workdir=/shared/digits \
       --coordinator_address=host0:1234 --num_processes=2 --process_id=1
+  # Under Slurm (srun), Open MPI (mpirun) or on every worker of a Cloud TPU pod slice,
+  # no multi-host flag is needed: the processes find each other (--distributed=auto).
 
 Re-running a command with the same `--workdir` resumes from its latest checkpoint
 (the newest intact one: a damaged one is moved to `<workdir>/checkpoints_set_aside/`).
@@ -25,9 +27,7 @@ or the run end with one line and exit status 1. See docs/reliability.md.
 
 import logging as std_logging
 import os
-import socket
 import sys
-import time
 
 # Before TensorFlow (input pipelines, summaries) is first imported: keep its C++ INFO
 # banners out of the training log unless asked for.
@@ -41,6 +41,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments.training import checkpoint_manager
+from experiments.training import distributed
 from experiments.training import host_memory
 from experiments.training import preemption
 from experiments.training import trainer
@@ -71,9 +72,12 @@ _PROCESS_ID = flags.DEFINE_integer(
 )
 _COORDINATOR_TIMEOUT = flags.DEFINE_integer(
   'coordinator_timeout_s',
-  300,
+  None,
   'Multi-host runs: how long to wait for every host to connect to the coordinator '
-  'before failing.',
+  'before failing (default: config.distributed.initialization_timeout_s).',
+)
+_DISTRIBUTED = flags.DEFINE_enum(
+  'distributed', 'auto', distributed.MODES, distributed.FLAG_HELP
 )
 _HOST_MALLOC = flags.DEFINE_enum(
   'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
@@ -86,82 +90,31 @@ PREEMPTED_EXIT_CODE = 143
 
 
 def _maybe_initialize_distributed() -> None:
-  """Connects to the other hosts when multi-host flags are given."""
-  given = {
-    name: flag.value
-    for name, flag in (
-      ('coordinator_address', _COORDINATOR_ADDRESS),
-      ('num_processes', _NUM_PROCESSES),
-      ('process_id', _PROCESS_ID),
-    )
-    if flag.value is not None
-  }
-  if not given:
-    return
-  if 'coordinator_address' not in given:
-    raise app.UsageError(
-      f'--coordinator_address is required with {", ".join(sorted(given))}.'
-    )
-  if _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value < 1:
-    raise app.UsageError(f'--num_processes={_NUM_PROCESSES.value} must be >= 1.')
-  if (
-    _PROCESS_ID.value is not None
-    and _NUM_PROCESSES.value is not None
-    and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value
-  ):
-    raise app.UsageError(
-      f'--process_id={_PROCESS_ID.value} must be in '
-      f'[0, --num_processes={_NUM_PROCESSES.value}).'
-    )
-  if _COORDINATOR_TIMEOUT.value < 1:
-    raise app.UsageError(
-      f'--coordinator_timeout_s={_COORDINATOR_TIMEOUT.value} must be >= 1.'
-    )
-  logging.warning(
-    'Connecting to the coordinator %s as process %s of %s; waiting up to %d s '
-    '(--coordinator_timeout_s) for every host.',
-    _COORDINATOR_ADDRESS.value,
-    _PROCESS_ID.value,
-    _NUM_PROCESSES.value,
-    _COORDINATOR_TIMEOUT.value,
-  )
-  if _PROCESS_ID.value:
-    # JAX aborts the whole process (no Python exception) when the coordinator does
-    # not answer in time: find out first whether anything listens there.
-    _wait_for_coordinator(_COORDINATOR_ADDRESS.value, _COORDINATOR_TIMEOUT.value)
+  """Joins the other processes of a multi-host run (see training/distributed.py)."""
+  config = _CONFIG.value
+  timeout = _COORDINATOR_TIMEOUT.value
+  if timeout is None:
+    timeout = config.distributed.initialization_timeout_s
   try:
-    jax.distributed.initialize(
+    plan = distributed.plan(
+      _DISTRIBUTED.value,
       coordinator_address=_COORDINATOR_ADDRESS.value,
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
-      initialization_timeout=_COORDINATOR_TIMEOUT.value,
+      environ=os.environ,
+      initialization_timeout_s=timeout,
+      heartbeat_timeout_s=config.distributed.heartbeat_timeout_s,
+      shutdown_timeout_s=config.distributed.shutdown_timeout_s,
     )
-  except Exception as e:  # pylint: disable=broad-except  # XlaRuntimeError etc.
-    first_line = (str(e).strip().splitlines() or [''])[0][:300]
-    sys.exit(
-      f'train: error: could not connect to the coordinator '
-      f'{_COORDINATOR_ADDRESS.value} with {_NUM_PROCESSES.value} processes within '
-      f'{_COORDINATOR_TIMEOUT.value} s (--coordinator_timeout_s): {first_line}'
-    )
-
-
-def _wait_for_coordinator(address: str, timeout_s: float) -> None:
-  """Returns once `host:port` accepts connections; exits with one line after timeout_s."""
-  host, _, port = address.rpartition(':')
-  if not host or not port.isdigit():
-    raise app.UsageError(f'--coordinator_address={address!r} is not host:port.')
-  deadline = time.monotonic() + timeout_s
-  while True:
-    try:
-      with socket.create_connection((host.strip('[]'), int(port)), timeout=1.0):
-        return
-    except OSError as e:
-      if time.monotonic() >= deadline:
-        sys.exit(
-          f'train: error: the coordinator {address} did not answer within '
-          f'{timeout_s} s (--coordinator_timeout_s): {e}. Start process 0 there first.'
-        )
-      time.sleep(0.5)
+  except distributed.DistributedError as e:
+    raise app.UsageError(str(e)) from e
+  (logging.info if plan.kind == 'single' else logging.warning)(
+    '%s', distributed.describe(plan)
+  )
+  try:
+    distributed.initialize(plan)
+  except distributed.DistributedError as e:
+    sys.exit(f'train: error: {e}')
 
 
 class _QuietLibraries(std_logging.Filter):

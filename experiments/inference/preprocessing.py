@@ -28,6 +28,8 @@ import zipfile
 
 import numpy as np
 
+from experiments.training import host_tensorflow
+
 CLASS_FILE = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), 'data', 'imagenet_classes.tsv'
 )
@@ -86,10 +88,7 @@ def write_class_file(timm_wheel: str, path: str = CLASS_FILE) -> None:
 def _tf():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except (RuntimeError, ValueError):
-    pass
+  host_tensorflow.keep_on_host(tf)
   return tf
 
 

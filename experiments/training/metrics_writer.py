@@ -20,6 +20,8 @@ from typing import Any, Mapping, Optional
 from absl import logging
 import jax
 
+from experiments.training import host_tensorflow
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -65,6 +67,7 @@ class MetricsWriter:
         # TensorFlow is only imported for its summary writer.
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+        host_tensorflow.keep_on_host(tf)
         self._tf = tf
         self._summary_writer = tf.summary.create_file_writer(workdir)
         self._scalar_metadata = tf.compat.v1.SummaryMetadata(

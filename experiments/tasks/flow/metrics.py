@@ -29,8 +29,15 @@ FL_FRACTION = 0.05
 
 
 def end_point_error(prediction, flow):
-  """`[..., H, W]` Euclidean distance between `[..., H, W, 2]` flows."""
-  return jnp.sqrt(jnp.sum(jnp.square(prediction - flow), axis=-1))
+  """`[..., H, W]` Euclidean distance between `[..., H, W, 2]` flows.
+
+  Differentiable everywhere: where the prediction equals the flow exactly (e.g. a
+  zero-initialised model on still pixels) the gradient is 0, not sqrt's infinite slope
+  (which would turn the whole gradient into NaN).
+  """
+  squared = jnp.sum(jnp.square(prediction - flow), axis=-1)
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
 def epe_loss(prediction, flow, valid):

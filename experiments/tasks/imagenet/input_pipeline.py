@@ -44,14 +44,12 @@ import tensorflow_datasets as tfds
 
 from experiments.tasks.imagenet import augment
 from experiments.tasks.imagenet import randaugment
+from experiments.training import host_tensorflow
 
 AUTOTUNE = tf.data.AUTOTUNE
 Batch = Dict[str, np.ndarray]
 
-try:  # The input pipeline runs on the host only; keep TF off any accelerator.
-  tf.config.set_visible_devices([], 'GPU')
-except (RuntimeError, ValueError):  # Devices were already initialised.
-  pass
+host_tensorflow.keep_on_host(tf)
 
 
 def _tfds_split(split: str, config) -> str:

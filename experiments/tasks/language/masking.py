@@ -25,7 +25,10 @@ from typing import Dict
 
 import tensorflow as tf
 
+from experiments.training import host_tensorflow
 from perceiver import bytes_tokenizer
+
+host_tensorflow.keep_on_host(tf)
 
 _TOKENIZER = bytes_tokenizer.BytesTokenizer()
 # Reserved ids of BytesTokenizer: PAD 0, BOS 1, EOS 2, MASK 3, CLS 4, SEP 5.

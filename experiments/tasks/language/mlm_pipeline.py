@@ -17,6 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.tasks.language import masking as text_masking
+from experiments.training import host_tensorflow
+
+host_tensorflow.keep_on_host(tf)
 
 Sequences = Iterator[Tuple[np.ndarray, np.ndarray]]
 Batch = Dict[str, np.ndarray]

@@ -1,5 +1,6 @@
 """EPE loss and metrics on hand-computed cases."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -57,3 +58,15 @@ def test_loss_and_padding_pool_pixels():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match='differ in shape'):
     metrics.flow_metrics(PREDICTION[:, :3], TRUTH)
+
+
+def test_loss_gradient_is_finite_where_prediction_is_exact():
+  flow = np.zeros((1, 3, 5, 2), np.float32)
+  flow[0, 1, 2] = (3.0, 4.0)
+  valid = np.ones((1, 3, 5), np.float32)
+  prediction = np.zeros_like(flow)  # Exact on 14 of the 15 pixels.
+  loss, grad = jax.value_and_grad(metrics.epe_loss)(prediction, flow, valid)
+  np.testing.assert_allclose(loss, 5.0 / 15)
+  expected = np.zeros_like(flow)
+  expected[0, 1, 2] = (-3.0 / 5 / 15, -4.0 / 5 / 15)  # d|p - f| / dp = (p - f) / |p - f|.
+  np.testing.assert_allclose(grad, expected, rtol=1e-6)
