@@ -349,6 +349,7 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
   num_steps, schedule = steps.num_steps, steps.schedule
   training = config.training
   init_rng, train_rng, eval_rng = _rngs(config)
+  prefetch_size = training.get('prefetch_to_device', 0)
 
   def iterator_at(step, data_offset):
     return task_lib.train_iterator(
@@ -390,7 +391,8 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     )
   logging.info(
     'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
-    'device(s) (per-device batch %d).',
+    'device(s) (per-device batch %d); strategy %s%s, %d micro-batch(es) per step, '
+    '%d batch(es) prefetched.',
     config.task,
     _count_params(host_state.params),
     num_steps,
@@ -398,6 +400,10 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     jax.process_count(),
     jax.local_device_count(),
     batch_dims[1],
+    steps.strategy.name,
+    ' + FSDP' if getattr(steps.strategy, 'fsdp', False) else '',
+    training.get('grad_accum_steps', 1),
+    prefetch_size,
   )
 
   writer = metrics_writer.MetricsWriter(
@@ -407,7 +413,6 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
   strategy = steps.strategy
   p_state = strategy.put_state(host_state)
   p_rng = strategy.put_rng(train_rng)
-  prefetch_size = training.get('prefetch_to_device', 0)
 
   def device_batches(first_batch, host_iter):
     # The first batch (read to shape the restore target) is trained on first.
