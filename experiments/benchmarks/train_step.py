@@ -34,10 +34,11 @@ import numpy as np
 from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import optimizers
 from experiments.training import parallel
+from experiments.training import prefetch
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
 
-INPUT_MODES = ('fixed', 'pipeline')
+INPUT_MODES = ('fixed', 'pipeline', 'prefetch')
 
 
 def _block(tree):
@@ -258,7 +259,12 @@ def benchmark(
     input_mode: 'fixed': one batch from the task's training iterator, placed on the
       devices once and reused, so the figures measure the step alone; 'pipeline': a
       new batch from the iterator before every step (host-to-device transfer and the
-      input pipeline's latency included, as in training).
+      input pipeline's latency included, the step waited for before the next batch
+      is read); 'prefetch': as the training loop runs, the next
+      `training.prefetch_to_device` batches copied to the devices while a step
+      runs (`prefetch.prefetch_to_device`) and each step dispatched before the
+      previous one is waited for, so a step's time is the input's when the input is
+      the bottleneck and the step's otherwise.
     matmul_size: side of the reference float32 matmul.
     fake_data: set `data.fake=True` (when the config has it).
     make_batch: builds the 'fixed' batch instead of the task's iterator (see
@@ -274,7 +280,7 @@ def benchmark(
   setup = build_step(
     config,
     fake_data=fake_data,
-    keep_iterator=input_mode == 'pipeline',
+    keep_iterator=input_mode != 'fixed',
     make_batch=make_batch,
   )
   config = setup.config
@@ -294,15 +300,27 @@ def benchmark(
   memory = xla_memory(compiled)
 
   times, cpu_times = [], []
+  if input_mode == 'prefetch':
+    device_iter = prefetch.prefetch_to_device(
+      setup.iterator, config.training.get('prefetch_to_device', 2), to_devices
+    )
+    previous = None
   for _ in range(num_steps):
     batch = device_batch
     step_start, cpu_start = time.perf_counter(), time.process_time()
-    if input_mode == 'pipeline':
-      batch = to_devices(next(setup.iterator))
-    p_state, metrics = compiled(p_state, batch, p_rng)
-    _block((p_state, metrics))
+    if input_mode == 'prefetch':
+      p_state, metrics = compiled(p_state, next(device_iter), p_rng)
+      if previous is not None:
+        _block(previous)  # The previous step; this one runs meanwhile.
+      previous = metrics
+    else:
+      if input_mode == 'pipeline':
+        batch = to_devices(next(setup.iterator))
+      p_state, metrics = compiled(p_state, batch, p_rng)
+      _block((p_state, metrics))
     times.append(time.perf_counter() - step_start)
     cpu_times.append(time.process_time() - cpu_start)
+  _block((p_state, metrics))
   matmul_rates.append(matmul_flops_per_second(matmul_size))
 
   metrics = parallel.unreplicate(metrics)
