@@ -34,6 +34,17 @@ ignored. Field reference:
   training.compilation_cache: keep JAX's persistent compilation cache in
     `<workdir>/compilation_cache`, so a resumed run (after preemption) or a repeated
     evaluation loads its compiled steps instead of compiling them again.
+  training.grad_accum_steps: split each device's share of the batch into this many
+    micro-batches run one after the other, averaging their gradients into one
+    optimizer update (the per-device batch must be divisible by it); steps, logs and
+    checkpoints count optimizer updates.
+  training.prefetch_to_device: batches copied to the devices ahead of the step that
+    runs (0: copy each when its step starts).
+  parallel.strategy: 'pmap' (a state replica per device, `jax.pmap`) or 'sharded'
+    (`jax.jit` over a mesh of every device, global sharded batches); see
+    `experiments/training/strategies.py` and docs/scaling.md.
+  parallel.fsdp: with 'sharded', split parameters and optimizer state over the
+    devices (each array along its largest dimension divisible by the device count).
   evaluation.batch_size: global evaluation batch; evaluation.split: the split evaluated.
   evaluation.best_metric: with `--mode=eval_continuous`, keep the checkpoint that is
     best by this summary metric (e.g. 'top_1_acc') in `<workdir>/eval_<split>/best/`
@@ -211,6 +222,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.training.label_smoothing = 0.0
   config.training.compilation_cache = True
   config.training.rollback_on_nonfinite = 0
+  config.training.grad_accum_steps = 1
+  config.training.prefetch_to_device = 2
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.strategy = 'pmap'
+  config.parallel.fsdp = False
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.batch_size = 256

@@ -58,7 +58,10 @@ def define_flags() -> types.SimpleNamespace:
       'fixed',
       benchmark_train_step.INPUT_MODES,
       "'fixed': one device-resident batch for every step (the step alone); 'pipeline': "
-      'a fresh batch from the input pipeline before every step.',
+      "a fresh batch from the input pipeline before every step; 'prefetch': as "
+      'training runs, batches copied to the devices ahead of the step and the next '
+      'step dispatched before the previous one ends (the input shows when it is the '
+      'bottleneck).',
     ),
     matmul_size=flags.DEFINE_integer(
       'matmul_size', 2048, 'Side of the reference float32 matmul.'

@@ -6,7 +6,9 @@ r"""Computes the optical flow between two images with a Perceiver IO flow model.
       [--config=configs/flow.py[:variant]]
 
 `--checkpoint` takes the release's `.pystate` (read by the safe loader, which refuses
-files holding code) or this project's `.npz` export (`<workdir>/export/params.npz`);
+files holding code), this project's `.npz` export (`<workdir>/export/params.npz`), or
+the registry name `optical_flow` (`experiments/inference/pretrained.py`: downloaded once
+into `$PERCEIVER_CACHE`, verified, then read as the `.pystate`);
 `--config` names the architecture (default `configs/flow.py`, the released one).
 Frames are 8-bit RGB images of equal size, any size: they are split into overlapping
 tiles of the model's size and the tiles' flows blended as the release's colab does
@@ -44,7 +46,10 @@ def define_flags():
       'config', _DEFAULT_CONFIG, 'Flow config naming the architecture.', lock_config=True
     ),
     checkpoint=flags.DEFINE_string(
-      'checkpoint', None, "Release .pystate or this project's .npz parameter file."
+      'checkpoint',
+      None,
+      "Release .pystate, this project's .npz parameter file, or the registry name "
+      'optical_flow (downloaded once into $PERCEIVER_CACHE).',
     ),
     frame1=flags.DEFINE_string('frame1', None, 'First frame (8-bit RGB image).'),
     frame2=flags.DEFINE_string('frame2', None, 'Second frame (8-bit RGB image).'),

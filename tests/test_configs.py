@@ -169,6 +169,9 @@ def _set_scale_options(config):
   # Values a user would set on the command line (the config stays locked).
   config.model.encoder.compute_dtype = 'bfloat16'
   config.model.encoder.remat = True
+  config.parallel.strategy = 'sharded'
+  config.parallel.fsdp = True
+  config.training.prefetch_to_device = 1
   if 'decoder' in sections and 'attention_query_chunk_size' in config.model.decoder:
     config.model.decoder.attention_query_chunk_size = 3
   return {s: config.model[s].to_dict() for s in sections}

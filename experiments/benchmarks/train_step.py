@@ -24,7 +24,7 @@ import platform
 import resource
 import statistics
 import time
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +34,11 @@ import numpy as np
 from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import optimizers
 from experiments.training import parallel
+from experiments.training import prefetch
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
 
-INPUT_MODES = ('fixed', 'pipeline')
+INPUT_MODES = ('fixed', 'pipeline', 'prefetch')
 
 
 def _block(tree):
@@ -171,12 +172,14 @@ def build_step(
   *,
   fake_data: bool = True,
   keep_iterator: bool = False,
+  make_batch: Optional[Callable[[ml_collections.ConfigDict, Any], Any]] = None,
 ) -> StepSetup:
   """Builds the train step of `config` as `trainer.train` does, on one training batch.
 
   Unless `keep_iterator`, the task's training iterator is closed after its first batch:
   input pipelines prefetch in background threads, which on a CPU would take cycles from
-  the step being measured.
+  the step being measured. `make_batch(config, batch_dims)`, if given, makes the batch
+  instead of the task's iterator (e.g. `fake_batches.train_batch`, without TensorFlow).
   """
   if fake_data:
     config = fake_data_config(config)
@@ -193,10 +196,15 @@ def build_step(
   )
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
-  iterator = task_lib.train_iterator(task, config, batch_dims=batch_dims, start_step=0)
-  host_batch = next(iterator)
+  if make_batch is not None:
+    if keep_iterator:
+      raise ValueError('keep_iterator needs the task iterator, not make_batch.')
+    iterator, host_batch = None, make_batch(config, batch_dims)
+  else:
+    iterator = task_lib.train_iterator(task, config, batch_dims=batch_dims, start_step=0)
+    host_batch = next(iterator)
   parallel.check_batch_dims(host_batch, batch_dims)
-  if not keep_iterator:
+  if iterator is not None and not keep_iterator:
     close = getattr(iterator, 'close', None)
     if close is not None:
       close()
@@ -241,6 +249,7 @@ def benchmark(
   input_mode: str = 'fixed',
   matmul_size: int = 2048,
   fake_data: bool = True,
+  make_batch: Optional[Callable[[ml_collections.ConfigDict, Any], Any]] = None,
 ) -> Dict[str, Any]:
   """Times `num_steps` train steps of `config` after the first (compiling) one.
 
@@ -250,9 +259,16 @@ def benchmark(
     input_mode: 'fixed': one batch from the task's training iterator, placed on the
       devices once and reused, so the figures measure the step alone; 'pipeline': a
       new batch from the iterator before every step (host-to-device transfer and the
-      input pipeline's latency included, as in training).
+      input pipeline's latency included, the step waited for before the next batch
+      is read); 'prefetch': as the training loop runs, the next
+      `training.prefetch_to_device` batches copied to the devices while a step
+      runs (`prefetch.prefetch_to_device`) and each step dispatched before the
+      previous one is waited for, so a step's time is the input's when the input is
+      the bottleneck and the step's otherwise.
     matmul_size: side of the reference float32 matmul.
     fake_data: set `data.fake=True` (when the config has it).
+    make_batch: builds the 'fixed' batch instead of the task's iterator (see
+      `build_step`).
 
   Returns:
     A JSON-serialisable dict of the figures (see the module docstring).
@@ -261,7 +277,12 @@ def benchmark(
     raise ValueError(f'num_steps={num_steps} must be >= 1.')
   if input_mode not in INPUT_MODES:
     raise ValueError(f'input_mode={input_mode!r} is not one of {INPUT_MODES}.')
-  setup = build_step(config, fake_data=fake_data, keep_iterator=input_mode == 'pipeline')
+  setup = build_step(
+    config,
+    fake_data=fake_data,
+    keep_iterator=input_mode != 'fixed',
+    make_batch=make_batch,
+  )
   config = setup.config
   p_state, device_batch, p_rng = setup.p_state, setup.device_batch, setup.p_rng
 
@@ -279,15 +300,27 @@ def benchmark(
   memory = xla_memory(compiled)
 
   times, cpu_times = [], []
+  if input_mode == 'prefetch':
+    device_iter = prefetch.prefetch_to_device(
+      setup.iterator, config.training.get('prefetch_to_device', 2), to_devices
+    )
+    previous = None
   for _ in range(num_steps):
     batch = device_batch
     step_start, cpu_start = time.perf_counter(), time.process_time()
-    if input_mode == 'pipeline':
-      batch = to_devices(next(setup.iterator))
-    p_state, metrics = compiled(p_state, batch, p_rng)
-    _block((p_state, metrics))
+    if input_mode == 'prefetch':
+      p_state, metrics = compiled(p_state, next(device_iter), p_rng)
+      if previous is not None:
+        _block(previous)  # The previous step; this one runs meanwhile.
+      previous = metrics
+    else:
+      if input_mode == 'pipeline':
+        batch = to_devices(next(setup.iterator))
+      p_state, metrics = compiled(p_state, batch, p_rng)
+      _block((p_state, metrics))
     times.append(time.perf_counter() - step_start)
     cpu_times.append(time.process_time() - cpu_start)
+  _block((p_state, metrics))
   matmul_rates.append(matmul_flops_per_second(matmul_size))
 
   metrics = parallel.unreplicate(metrics)

@@ -116,7 +116,7 @@ RELEASES: Dict[str, Release] = {
       'optical_flow',
       'Optical flow between two frames (Perceiver IO, AutoFlow-trained)',
       _BASE_URL + 'optical_flow_checkpoint.pystate',
-      '',
+      'configs/flow.py:perceiver_io',
       paper_result='Sintel clean 1.81 / final 2.42, KITTI 4.98 EPE (Perceiver IO paper)',
     ),
     Release(
@@ -368,6 +368,8 @@ def example_batch(config) -> Dict[str, np.ndarray]:
       'video': np.zeros([1, d.num_frames, d.image_size, d.image_size, 3], np.float32),
       'audio': np.zeros([1, d.num_frames * d.samples_per_frame], np.float32),
     }
+  if config.task == 'experiments.tasks.flow.task':
+    return {'frames': np.zeros([1, 2, *config.model.image_size, 3], np.float32)}
   raise ValueError(f'No example batch is known for task {config.task!r}.')
 
 
@@ -484,8 +486,10 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
 
   ImageNet: 32 x 32 images, 8 latents of 16 channels, one self-attend; the input
   preprocessing of the release (Fourier pixels, learned positions or conv) is kept.
-  Language: `configs/mlm.py:debug` (64 bytes). Video autoencoding:
-  `configs/multimodal.py:debug` (3 frames of 16 x 16, 144 audio samples, 10 classes).
+  Language: `configs/mlm.py:debug` (64 bytes).
+  Optical flow: `configs/flow.py:debug` (13 x 19 tiles, 5 latents of 16 channels).
+  Video autoencoding: `configs/multimodal.py:debug` (3 frames of 16 x 16, 144 audio
+  samples, 10 classes).
 
   Raises:
     ValueError: no config for `name`.
@@ -497,6 +501,8 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
     return load_config('configs/mlm.py:debug')
   if release.config.startswith('configs/multimodal.py'):
     return load_config('configs/multimodal.py:debug')
+  if release.config.startswith('configs/flow.py'):
+    return load_config('configs/flow.py:debug')
   config = load_config(release.config)
   with config.unlocked():
     config.data.image_size = 32

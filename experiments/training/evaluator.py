@@ -158,7 +158,7 @@ def evaluate_checkpoint(
     if state is None:
       raise FileNotFoundError(f'no intact checkpoint in {job.reader.directory}.')
   step = int(state.step)
-  metrics = job.evaluate(parallel.replicate(state))
+  metrics = job.evaluate(job.evaluate.put_state(state))
   _log(step, config.evaluation.split, metrics)
   writer = job.open_writer(step)
   _write(job, writer, step, metrics)
@@ -288,7 +288,7 @@ def evaluate_continuously(
         newest = step
         if state is None:
           continue
-        metrics = job.evaluate(parallel.replicate(state))
+        metrics = job.evaluate(job.evaluate.put_state(state))
         _log(step, evaluation.split, metrics)
         _write(job, writer, step, metrics)
         if evaluation.best_metric:

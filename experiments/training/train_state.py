@@ -1,11 +1,15 @@
 """The train state and the pure per-device train and evaluation steps.
 
 `train_step` and `eval_step` run on one device's share of a batch inside
-`parallel.pmap_step`; they bind the model, optimizer and task functions with
-`functools.partial`, leaving `(state, batch, rng)` as the mapped arguments.
+`parallel.pmap_step`; `sharded_train_step` and `sharded_eval_step` take the global
+batch under `jax.jit` over a device mesh (see `strategies.py`). All bind the model,
+optimizer and task functions with `functools.partial`, leaving `(state, batch, rng)`
+as the arguments.
 
 Shape glossary:
+  G: global device count.
   b: per-device batch.
+  k: micro-batches per step (`training.grad_accum_steps`).
 """
 
 import functools
@@ -98,54 +102,106 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def train_step(
-  train_state: TrainState,
+def _micro_batches(batch: Batch, grad_accum_steps: int) -> Batch:
+  """`[b, ...]` leaves as `[k, b / k, ...]`: k consecutive micro-batches."""
+
+  def split(x):
+    if x.shape[0] % grad_accum_steps:
+      raise ValueError(
+        f'the per-device batch ({x.shape[0]}) is not divisible by '
+        f'config.training.grad_accum_steps={grad_accum_steps}.'
+      )
+    return x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:])
+
+  return jax.tree.map(split, batch)
+
+
+def device_gradients(
+  params: hk.Params,
+  model_state: hk.State,
   batch: Batch,
   rng: jax.Array,
+  step: jax.Array,
   *,
   model: hk.TransformedWithState,
-  optimizer: optax.GradientTransformation,
   loss_fn: LossFn,
-) -> Tuple[TrainState, Metrics]:
-  """One optimizer update from one device's share of the global batch.
+  grad_accum_steps: int = 1,
+) -> Tuple[hk.Params, hk.State, Metrics]:
+  """Gradients, new model state and metrics of one device's share, not yet averaged.
 
-  Gradients, metrics and model state are averaged over every device, so with equal
-  per-device batches the update equals a single-device update on the global batch.
-  A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`;
-  the loop stops on it.
+  Runs where `parallel.AXIS_NAME` is bound (inside `jax.pmap`, or `jax.vmap` over the
+  device axis of a globally sharded batch): the key is folded with `step` and the
+  device's global index. With `grad_accum_steps = k > 1` the `b` examples are split
+  into `k` consecutive micro-batches of `b / k`, run one after the other (`lax.scan`,
+  so activations of one micro-batch live at a time); the model state (e.g. BatchNorm
+  moving averages) threads through them, gradients and metrics are their means, and
+  micro-batch `i` gets the device key folded with `i`. For a loss that is a mean over
+  equally weighted examples and a model without batch statistics or dropout, the
+  result equals the `k = 1` one on the whole share (to float rounding).
 
   Args:
-    train_state: this device's replica.
+    params: the parameters (the same on every device).
+    model_state: Haiku state.
     batch: `[b, ...]` leaves.
-    rng: the same key on every device; folded with the step and the device index.
+    rng: the same key on every device.
+    step: the optimizer step (int32 scalar).
     model: the task's transformed model.
-    optimizer: the optax transformation.
-    loss_fn: `(outputs, batch) -> (loss, metrics)` on this device's examples.
+    loss_fn: `(outputs, batch) -> (loss, metrics)`.
+    grad_accum_steps: `k`, the number of micro-batches.
 
   Returns:
-    `(new_train_state, metrics)`: metrics are cross-device means and include
-    `loss`, `grad_norm` and `finite`.
+    `(grads, new_model_state, metrics)` including `loss` in metrics.
   """
-  rng = parallel.device_rng(rng, train_state.step)
+  rng = parallel.device_rng(rng, step)
 
-  def objective(params):
-    outputs, new_state = model.apply(
-      params, train_state.state, rng, batch, is_training=True
-    )
+  def objective(params, model_state, batch, rng):
+    outputs, new_state = model.apply(params, model_state, rng, batch, is_training=True)
     loss, metrics = loss_fn(outputs, batch)
     return loss, (new_state, metrics)
 
-  grads, (new_state, metrics) = jax.grad(objective, has_aux=True)(train_state.params)
-  grads = parallel.cross_device_mean(grads)
-  # Float state (e.g. moving averages) is averaged; integer counters agree already.
-  new_state = jax.tree.map(
-    lambda x: (
-      parallel.cross_device_mean(x) if jnp.issubdtype(x.dtype, jnp.inexact) else x
-    ),
-    new_state,
-  )
-  metrics = parallel.cross_device_mean(metrics)
+  grad_fn = jax.grad(objective, has_aux=True)
+  if grad_accum_steps == 1:
+    grads, (new_state, metrics) = grad_fn(params, model_state, batch, rng)
+    return grads, new_state, metrics
 
+  micro = _micro_batches(batch, grad_accum_steps)
+  first = jax.tree.map(lambda x: x[0], micro)
+  metric_shapes = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng)[1][1])
+  zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+
+  def body(carry, xs):
+    grad_sum, state, metric_sum = carry
+    index, micro_batch = xs
+    grads, (state, metrics) = grad_fn(
+      params, state, micro_batch, jax.random.fold_in(rng, index)
+    )
+    add = lambda a, b: jax.tree.map(jnp.add, a, b)
+    return (add(grad_sum, grads), state, add(metric_sum, metrics)), None
+
+  init = (
+    jax.tree.map(jnp.zeros_like, params),
+    model_state,
+    zeros(metric_shapes),
+  )
+  (grad_sum, new_state, metric_sum), _ = jax.lax.scan(
+    body, init, (jnp.arange(grad_accum_steps), micro)
+  )
+  mean = lambda tree: jax.tree.map(lambda x: x / grad_accum_steps, tree)
+  return mean(grad_sum), new_state, mean(metric_sum)
+
+
+def apply_gradients(
+  train_state: TrainState,
+  grads: hk.Params,
+  new_state: hk.State,
+  metrics: Metrics,
+  *,
+  optimizer: optax.GradientTransformation,
+) -> Tuple[TrainState, Metrics]:
+  """One optimizer update from gradients already averaged over every device.
+
+  A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`.
+  """
   updates, new_opt_state = optimizer.update(
     grads, train_state.opt_state, train_state.params
   )
@@ -167,6 +223,115 @@ def train_step(
   return new_train_state, metrics
 
 
+def _is_float(x) -> bool:
+  return jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def train_step(
+  train_state: TrainState,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  model: hk.TransformedWithState,
+  optimizer: optax.GradientTransformation,
+  loss_fn: LossFn,
+  grad_accum_steps: int = 1,
+) -> Tuple[TrainState, Metrics]:
+  """One optimizer update from one device's share of the global batch (`jax.pmap`).
+
+  Gradients, metrics and model state are averaged over every device, so with equal
+  per-device batches the update equals a single-device update on the global batch.
+  A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`;
+  the loop stops on it.
+
+  Args:
+    train_state: this device's replica.
+    batch: `[b, ...]` leaves.
+    rng: the same key on every device; folded with the step and the device index.
+    model: the task's transformed model.
+    optimizer: the optax transformation.
+    loss_fn: `(outputs, batch) -> (loss, metrics)` on this device's examples.
+    grad_accum_steps: micro-batches per step (see `device_gradients`).
+
+  Returns:
+    `(new_train_state, metrics)`: metrics are cross-device means and include
+    `loss`, `grad_norm` and `finite`.
+  """
+  grads, new_state, metrics = device_gradients(
+    train_state.params,
+    train_state.state,
+    batch,
+    rng,
+    train_state.step,
+    model=model,
+    loss_fn=loss_fn,
+    grad_accum_steps=grad_accum_steps,
+  )
+  grads = parallel.cross_device_mean(grads)
+  # Float state (e.g. moving averages) is averaged; integer counters agree already.
+  new_state = jax.tree.map(
+    lambda x: parallel.cross_device_mean(x) if _is_float(x) else x, new_state
+  )
+  metrics = parallel.cross_device_mean(metrics)
+  return apply_gradients(train_state, grads, new_state, metrics, optimizer=optimizer)
+
+
+def sharded_train_step(
+  train_state: TrainState,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  model: hk.TransformedWithState,
+  optimizer: optax.GradientTransformation,
+  loss_fn: LossFn,
+  grad_accum_steps: int = 1,
+  constrain: Callable[[Any], Any] = lambda tree: tree,
+) -> Tuple[TrainState, Metrics]:
+  """`train_step` on the whole global batch, for `jax.jit` over a device mesh.
+
+  `batch` carries the global device axis `G` (sharded over the mesh). Each device's
+  share runs `device_gradients` under `jax.vmap` with the axis named
+  `parallel.AXIS_NAME`, so share `g` gets exactly the key that device `g` gets under
+  `jax.pmap` (same step and device index folded in): dropout and augmentation drawn
+  inside the model are identical per example in both strategies, and so are per-share
+  batch statistics. Means over the `G` axis replace `pmean`; the compiler turns them
+  into all-reduces (reduce-scatters when parameters are sharded).
+
+  Args:
+    train_state: the global state (replicated or sharded).
+    batch: `[G, b, ...]` leaves.
+    rng: a key (replicated).
+    model: the task's transformed model.
+    optimizer: the optax transformation.
+    loss_fn: `(outputs, batch) -> (loss, metrics)` on one share's examples.
+    grad_accum_steps: micro-batches per share (see `device_gradients`).
+    constrain: maps the averaged gradients to the parameters' sharding.
+
+  Returns:
+    `(new_train_state, metrics)`, metrics as in `train_step`.
+  """
+
+  def share(share_batch):
+    return device_gradients(
+      train_state.params,
+      train_state.state,
+      share_batch,
+      rng,
+      train_state.step,
+      model=model,
+      loss_fn=loss_fn,
+      grad_accum_steps=grad_accum_steps,
+    )
+
+  grads, new_state, metrics = jax.vmap(share, axis_name=parallel.AXIS_NAME)(batch)
+  grads = constrain(jax.tree.map(lambda g: jnp.mean(g, axis=0), grads))
+  new_state = jax.tree.map(
+    lambda x: jnp.mean(x, axis=0) if _is_float(x) else x[0], new_state
+  )
+  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  return apply_gradients(train_state, grads, new_state, metrics, optimizer=optimizer)
+
+
 def eval_step(
   train_state: TrainState,
   batch: Batch,
@@ -182,3 +347,18 @@ def eval_step(
   per_example = dict(outputs_fn(outputs, batch))
   per_example['mask'] = batch['mask']
   return per_example
+
+
+def sharded_eval_step(
+  train_state: TrainState,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  model: hk.TransformedWithState,
+  outputs_fn: OutputsFn,
+) -> Dict[str, jax.Array]:
+  """`eval_step` over a global batch `[G, b, ...]`; outputs `[G, b, ...]`."""
+  return jax.vmap(
+    lambda share: eval_step(train_state, share, rng, model=model, outputs_fn=outputs_fn),
+    axis_name=parallel.AXIS_NAME,
+  )(batch)

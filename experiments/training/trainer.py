@@ -16,11 +16,12 @@ ends with the same parameters as an uninterrupted one.
 """
 
 import functools
+import itertools
 import json
 import math
 import os
 import types
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from absl import logging
 import haiku as hk
@@ -35,6 +36,8 @@ from experiments.training import metrics_writer
 from experiments.training import optimizers
 from experiments.training import parallel
 from experiments.training import preemption
+from experiments.training import prefetch
+from experiments.training import strategies
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
 from experiments.training import validation
@@ -59,16 +62,16 @@ class Steps(NamedTuple):
     model: the task's transformed model.
     optimizer: the optax transformation.
     schedule: the learning rate per step.
-    p_train_step: pmapped `train_state.train_step` (donates the state).
-    p_eval_step: pmapped `train_state.eval_step`.
+    strategy: where state and batches live and the compiled train and evaluation
+      steps (`strategies.PmapStrategy` or `strategies.ShardedStrategy`, after
+      `config.parallel.strategy`).
   """
 
   num_steps: int
   model: hk.TransformedWithState
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
-  p_train_step: Callable[..., Any]
-  p_eval_step: Callable[..., Any]
+  strategy: Any
 
 
 # Steps per config, so that training the same config again in this process (a
@@ -80,6 +83,7 @@ _HOST_ONLY_FIELDS = (
   'checkpoint_every_steps',
   'eval_every_steps',
   'keep_checkpoints',
+  'prefetch_to_device',
 )
 
 
@@ -96,11 +100,12 @@ def _steps_cache_key(config: ml_collections.ConfigDict, task: types.ModuleType):
     task.eval_outputs,
     task.num_examples if epochs_based else None,
     jax.local_device_count(),
+    jax.process_count(),
   )
 
 
 def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> Steps:
-  """The model, optimizer and pmapped steps for `config` (cached per process)."""
+  """The model, optimizer and compiled steps for `config` (cached per process)."""
   key = _steps_cache_key(config, task)
   if key not in _STEPS_CACHE:
     num_steps = task_lib.num_train_steps(config, task)
@@ -115,15 +120,12 @@ def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> St
       model=model,
       optimizer=optimizer,
       schedule=schedule,
-      p_train_step=parallel.pmap_step(
-        functools.partial(
-          train_state_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
-        ),
-        donate_state=True,
-      ),
-      p_eval_step=parallel.pmap_step(
-        functools.partial(train_state_lib.eval_step, model=model, outputs_fn=outputs_fn),
-        donate_state=False,
+      strategy=strategies.make_strategy(
+        config,
+        model=model,
+        optimizer=optimizer,
+        loss_fn=loss_fn,
+        outputs_fn=outputs_fn,
       ),
     )
   return _STEPS_CACHE[key]
@@ -148,7 +150,7 @@ class _MeanAccumulator:
 
 
 class Evaluator:
-  """Evaluates a replicated train state on every example of a split exactly once."""
+  """Evaluates a device-resident train state on every example of a split exactly once."""
 
   def __init__(
     self, task: types.ModuleType, config: ml_collections.ConfigDict, rng: jax.Array
@@ -162,13 +164,13 @@ class Evaluator:
     """
     self._task = task
     self._config = config
-    self._rng = parallel.replicate(rng)
-    self._p_eval_step = build_steps(config, task).p_eval_step
+    self._strategy = build_steps(config, task).strategy
+    self._rng = self._strategy.put_rng(rng)
 
   def __call__(
     self, p_state: train_state_lib.TrainState, split: Optional[str] = None
   ) -> Dict[str, float]:
-    """Summarised metrics of `p_state` (replicated) on `split` (default: config's).
+    """Summarised metrics of `p_state` (see `put_state`) on `split` (default: config's).
 
     Raises:
       ValueError: the task's evaluation batches do not cover the split exactly once.
@@ -197,7 +199,7 @@ class Evaluator:
         )
       parallel.check_batch_dims(batch, batch_dims)
       template = batch
-      outputs.append(self._p_eval_step(p_state, batch, self._rng))
+      outputs.append(self._eval(p_state, batch))
     if template is None:
       raise ValueError(
         f'task {config.task} yielded no evaluation batch for split '
@@ -206,12 +208,11 @@ class Evaluator:
     # Hosts with fewer batches run all-padding ones so that every host runs the
     # same number of steps.
     while len(outputs) < num_batches:
-      outputs.append(
-        self._p_eval_step(p_state, task_lib.padding_batch(template), self._rng)
-      )
+      outputs.append(self._eval(p_state, task_lib.padding_batch(template)))
 
     local = jax.tree.map(
-      lambda *xs: np.concatenate(xs), *[parallel.local_values(o) for o in outputs]
+      lambda *xs: np.concatenate(xs),
+      *[self._strategy.local_outputs(o) for o in outputs],
     )
     # [num_batches * D, b, ...] -> [num_batches * D * b, ...]
     local = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), local)
@@ -227,6 +228,14 @@ class Evaluator:
     summary = dict(task.summarize_eval(per_example, config))
     summary['num_examples'] = num_examples
     return summary
+
+  def _eval(self, p_state, batch):
+    strategy = self._strategy
+    return strategy.eval_step(p_state, strategy.put_batch(batch), self._rng)
+
+  def put_state(self, host_state: train_state_lib.TrainState):
+    """A host state placed on the devices as this evaluator's steps expect it."""
+    return self._strategy.put_state(host_state)
 
 
 def _rngs(config: ml_collections.ConfigDict):
@@ -340,6 +349,7 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
   num_steps, schedule = steps.num_steps, steps.schedule
   training = config.training
   init_rng, train_rng, eval_rng = _rngs(config)
+  prefetch_size = training.get('prefetch_to_device', 0)
 
   def iterator_at(step, data_offset):
     return task_lib.train_iterator(
@@ -381,7 +391,8 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     )
   logging.info(
     'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
-    'device(s) (per-device batch %d).',
+    'device(s) (per-device batch %d); strategy %s%s, %d micro-batch(es) per step, '
+    '%d batch(es) prefetched.',
     config.task,
     _count_params(host_state.params),
     num_steps,
@@ -389,15 +400,28 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     jax.process_count(),
     jax.local_device_count(),
     batch_dims[1],
+    steps.strategy.name,
+    ' + FSDP' if getattr(steps.strategy, 'fsdp', False) else '',
+    training.get('grad_accum_steps', 1),
+    prefetch_size,
   )
 
   writer = metrics_writer.MetricsWriter(
     workdir, total_steps=num_steps, batch_size=training.batch_size
   )
   evaluator = Evaluator(task, config, eval_rng) if evaluate else None
-  p_train_step = steps.p_train_step
-  p_state = parallel.replicate(host_state)
-  p_rng = parallel.replicate(train_rng)
+  strategy = steps.strategy
+  p_state = strategy.put_state(host_state)
+  p_rng = strategy.put_rng(train_rng)
+
+  def device_batches(first_batch, host_iter):
+    # The first batch (read to shape the restore target) is trained on first.
+    head = [] if first_batch is None else [first_batch]
+    return prefetch.prefetch_to_device(
+      itertools.chain(head, host_iter), prefetch_size, strategy.put_batch
+    )
+
+  device_iter = device_batches(batch, train_iter)
 
   accumulator = _MeanAccumulator()
   pending = None  # (step, metrics) of the last dispatched step, not yet checked.
@@ -406,7 +430,7 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
 
   def check(pending):
     step, p_metrics = pending
-    metrics = parallel.unreplicate(p_metrics)
+    metrics = strategy.get_metrics(p_metrics)
     if metrics.pop('finite') < 1.0:
       raise _Diverged(step, metrics)
     last_loss[0] = metrics.get('loss')
@@ -422,10 +446,7 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
     watch.start()
     while step < num_steps:
       try:
-        if batch is None:
-          batch = next(train_iter)
-        p_state, p_metrics = p_train_step(p_state, batch, p_rng)
-        batch = None
+        p_state, p_metrics = strategy.train_step(p_state, next(device_iter), p_rng)
         step += 1
         # Checking the previous step while this one runs keeps the device busy.
         if pending is not None:
@@ -488,10 +509,10 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
           bad - good,
           rollbacks_left,
         )
-        p_state = parallel.replicate(host_state)
+        p_state = strategy.put_state(host_state)
         step = start_step = good
-        train_iter = iterator_at(good, data_offset)
-        batch, pending = None, None
+        device_iter = device_batches(None, iterator_at(good, data_offset))
+        pending = None
         accumulator.means_and_reset()
         writer.start(step)
         continue
@@ -501,19 +522,19 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
         metrics['learning_rate'] = float(schedule(step - 1))
         writer.write_train(step, metrics)
       if save_now:
-        save(step, parallel.unreplicate(p_state))
+        save(step, strategy.get_state(p_state))
       if eval_now:
         writer.pause()
         writer.write_eval(step, evaluator(p_state), split_name=config.evaluation.split)
         writer.resume()
       if stop_now:
-        save(step, parallel.unreplicate(p_state))  # No-op if saved.
+        save(step, strategy.get_state(p_state))  # No-op if saved.
         checkpointer.wait()
         raise preemption.Preempted(step, checkpointer.directory)
 
     if pending is not None:
       check(pending)
-    host_state = parallel.unreplicate(p_state)
+    host_state = strategy.get_state(p_state)
     if int(host_state.step) not in checkpointer.all_steps():
       save(int(host_state.step), host_state)
     checkpointer.wait()

@@ -8,6 +8,7 @@ training run (or as a bare ZeroDivisionError).
 
 import types
 
+import jax
 import ml_collections
 
 from experiments.training import parallel
@@ -62,13 +63,51 @@ def check_training(config: ml_collections.ConfigDict, task: types.ModuleType) ->
   for field in ('batch_size', 'log_every_steps', 'checkpoint_every_steps'):
     _positive_int(config, f'training.{field}')
   _positive_int(config, 'training.keep_checkpoints')
-  parallel.local_batch_dims(training.batch_size, name='config.training.batch_size')
+  _, per_device = parallel.local_batch_dims(
+    training.batch_size, name='config.training.batch_size'
+  )
+  accum = training.get('grad_accum_steps', 1)
+  if isinstance(accum, bool) or not isinstance(accum, int) or accum < 1:
+    raise ValueError(
+      f'config.training.grad_accum_steps={accum!r} must be an integer >= 1.'
+    )
+  if per_device % accum:
+    raise ValueError(
+      f'the per-device batch {per_device} (config.training.batch_size='
+      f'{training.batch_size} over {jax.device_count()} device(s)) is not divisible '
+      f'by config.training.grad_accum_steps={accum}.'
+    )
+  prefetch = training.get('prefetch_to_device', 0)
+  if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+    raise ValueError(
+      f'config.training.prefetch_to_device={prefetch!r} must be an integer >= 0.'
+    )
+  check_parallel(config)
   rollbacks = training.get('rollback_on_nonfinite', 0)
   if isinstance(rollbacks, bool) or not isinstance(rollbacks, int) or rollbacks < 0:
     raise ValueError(
       f'config.training.rollback_on_nonfinite={rollbacks!r} must be an integer >= 0.'
     )
   return task_lib.num_train_steps(config, task)
+
+
+def check_parallel(config: ml_collections.ConfigDict) -> None:
+  """Checks `parallel.*` fields.
+
+  Raises:
+    ValueError: naming the field and its value.
+  """
+  section = config.get('parallel', {})
+  strategy = section.get('strategy', 'pmap')
+  if strategy not in ('pmap', 'sharded'):
+    raise ValueError(
+      f"config.parallel.strategy={strategy!r} is not one of ('pmap', 'sharded')."
+    )
+  if section.get('fsdp', False) and strategy != 'sharded':
+    raise ValueError(
+      'config.parallel.fsdp=True needs config.parallel.strategy=sharded '
+      f'(got {strategy!r}).'
+    )
 
 
 def check_config(

@@ -19,6 +19,7 @@ def test_the_notebooks_exist():
   assert {
     'imagenet_classification.ipynb',
     'masked_language_modelling.ipynb',
+    'optical_flow.ipynb',
     'training.ipynb',
     'video_autoencoding.ipynb',
   } <= names

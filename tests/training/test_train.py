@@ -1,7 +1,8 @@
 """The training loop on the digits task (one device, in process).
 
 Covers: a short real run and its outputs, evaluation of a checkpoint, resuming after a
-preemption with identical results, the non-finite guard, and evaluation that counts
+preemption with identical results, resuming a pmap checkpoint under the sharded
+strategy, the non-finite guard, and evaluation that counts
 every example exactly once.
 """
 
@@ -9,6 +10,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +138,28 @@ def test_rerun_of_finished_run_trains_nothing(trained):
   config, workdir, final = trained
   again = trainer.train(config, workdir)
   assert_trees_equal(again.params, final.params)
+
+
+def test_pmap_checkpoint_resumes_sharded_with_fsdp(trained, tmp_path):
+  """Checkpoint 3 of the pmap run, resumed under 'sharded' + FSDP, ends the same."""
+  config, workdir, final = trained
+  resumed_dir = tmp_path / 'sharded'
+  shutil.copytree(
+    os.path.join(workdir, 'checkpoints', '3'), resumed_dir / 'checkpoints' / '3'
+  )
+  config = tiny_config()
+  config.parallel.strategy = 'sharded'
+  config.parallel.fsdp = True
+  config.training.prefetch_to_device = 0
+  resumed = trainer.train(config, str(resumed_dir), evaluate=True)
+  assert int(resumed.step) == 6
+  for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(final)):
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+  evals = [r for r in read_metrics(resumed_dir) if r['split'] == 'eval']
+  want = [r for r in read_metrics(workdir) if r['split'] == 'eval'][-1]
+  assert evals[-1]['step'] == 6 and evals[-1]['num_examples'] == 360
+  np.testing.assert_allclose(evals[-1]['top_1_acc'], want['top_1_acc'])
+  np.testing.assert_allclose(evals[-1]['loss'], want['loss'], rtol=1e-5)
 
 
 class Preempted(Exception):

@@ -83,8 +83,20 @@ class FlowModel:
     self._apply = jax.jit(functools.partial(model.apply, is_training=False))
 
   @classmethod
-  def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str) -> 'FlowModel':
-    """Loads `path` and checks that it fits `config`'s architecture."""
+  def from_checkpoint(
+    cls, config: ml_collections.ConfigDict, name_or_path: str
+  ) -> 'FlowModel':
+    """Loads a checkpoint and checks that it fits `config`'s architecture.
+
+    Args:
+      config: the flow config naming the architecture.
+      name_or_path: a checkpoint file (release `.pystate`, this project's `.npz`) or a
+        registry name of `experiments.inference.pretrained` ('optical_flow'), which is
+        downloaded once into the cache and verified.
+    """
+    from experiments.inference import pretrained  # pylint: disable=import-outside-toplevel
+
+    path = pretrained.checkpoint_path(name_or_path)
     params, state = checkpoint_lib.load_params(path)
     model = task.build_model(_without_init(config))
     frames = jax.ShapeDtypeStruct(
@@ -95,6 +107,11 @@ class FlowModel:
     )
     task.check_params_fit(want, params, path)
     return cls(config, params, state)
+
+  @classmethod
+  def from_pretrained(cls, model) -> 'FlowModel':
+    """From `experiments.inference.pretrained.load('optical_flow')` or `smoke_model`."""
+    return cls(model.config, model.params, model.state)
 
   def apply_tile(self, frames):
     """`[B, 2, h, w, 3]` normalised frames -> `[B, h, w, 2]`."""

@@ -146,7 +146,7 @@ def scene_options(config, fake=None) -> synthetic.SceneOptions:
     object_rotation=d.object_rotation,
     background_scale=d.background_scale,
     object_scale=d.object_scale,
-    textures='noise' if fake else 'photos',
+    textures='noise' if fake else d.textures,
     texture_scale=tuple(d.texture_scale),
   )
 

@@ -28,15 +28,32 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.tasks.imagenet import input_pipeline as imagenet_input
 from experiments.training import losses
 from perceiver import io_processors
 from perceiver import perceiver
 
 DECODER_TYPES = ('classification', 'projection')
 
-load = imagenet_input.load
-num_examples = imagenet_input.num_examples
+
+def load(split, *, is_training, batch_dims, config, start_step=0):
+  """The input pipeline's batches (`input_pipeline.load`; TensorFlow is imported only
+  here, so building the model and the loss does not need it)."""
+  from experiments.tasks.imagenet import input_pipeline  # noqa: PLC0415
+
+  return input_pipeline.load(
+    split,
+    is_training=is_training,
+    batch_dims=batch_dims,
+    config=config,
+    start_step=start_step,
+  )
+
+
+def num_examples(split, config):
+  """Examples in `split` (`input_pipeline.num_examples`)."""
+  from experiments.tasks.imagenet import input_pipeline  # noqa: PLC0415
+
+  return input_pipeline.num_examples(split, config)
 
 
 def num_preprocessed_inputs(image_hw: Tuple[int, int], preprocessor: Dict) -> int:

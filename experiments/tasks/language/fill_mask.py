@@ -141,8 +141,9 @@ def check_params_fit(params, config) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _best_bytes_fn(model_json: str):
-  """A jitted `(params, state, inputs, input_mask) -> most likely byte ids`."""
+def _byte_logits_fn(model_json: str):
+  """`(params, state, inputs, input_mask) -> logits [1, L, 256]` over the byte values
+  (reserved ids excluded), for the MLM model of config section `model_json`."""
   model_config = ml_collections.ConfigDict(json.loads(model_json))
   model = hk.transform_with_state(
     lambda batch: mlm.mlm_logits(
@@ -150,15 +151,21 @@ def _best_bytes_fn(model_json: str):
     )
   )
 
-  @jax.jit
-  def best_bytes(params, state, inputs, input_mask):
+  def byte_logits(params, state, inputs, input_mask):
     logits, _ = model.apply(
       params, state, jax.random.PRNGKey(0), dict(inputs=inputs, input_mask=input_mask)
     )
-    reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
-    return jnp.argmax(logits[..., reserved:], axis=-1) + reserved  # [1, L]
+    return logits[..., bytes_tokenizer.NUM_RESERVED_TOKENS :]
 
-  return best_bytes
+  return byte_logits
+
+
+@functools.lru_cache(maxsize=4)
+def _best_bytes_fn(model_json: str):
+  """A jitted `(params, state, inputs, input_mask) -> most likely byte ids [1, L]`."""
+  byte_logits = _byte_logits_fn(model_json)
+  reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
+  return jax.jit(lambda *args: jnp.argmax(byte_logits(*args), axis=-1) + reserved)
 
 
 def _padded_inputs(ids: np.ndarray, length: int):
@@ -212,22 +219,10 @@ def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
 def _byte_log_probs_fn(model_json: str):
   """A jitted `(params, state, inputs, input_mask) -> log-probabilities [1, L, 256]`
   over the byte values (reserved ids excluded)."""
-  model_config = ml_collections.ConfigDict(json.loads(model_json))
-  model = hk.transform_with_state(
-    lambda batch: mlm.mlm_logits(
-      batch['inputs'], batch['input_mask'], model_config, is_training=False
-    )
+  byte_logits = _byte_logits_fn(model_json)
+  return jax.jit(
+    lambda *args: jax.nn.log_softmax(byte_logits(*args).astype(jnp.float32), axis=-1)
   )
-
-  @jax.jit
-  def byte_log_probs(params, state, inputs, input_mask):
-    logits, _ = model.apply(
-      params, state, jax.random.PRNGKey(0), dict(inputs=inputs, input_mask=input_mask)
-    )
-    reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
-    return jax.nn.log_softmax(logits[..., reserved:].astype(jnp.float32), axis=-1)
-
-  return byte_log_probs
 
 
 def byte_log_probs(params, state, config, ids: np.ndarray) -> np.ndarray:

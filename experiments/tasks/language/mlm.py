@@ -43,7 +43,6 @@ import ml_collections
 import numpy as np
 
 from experiments.tasks.language import corpora as text_input
-from experiments.tasks.language import mlm_pipeline
 from perceiver import bytes_tokenizer
 from perceiver import io_processors
 from perceiver import perceiver
@@ -320,6 +319,10 @@ def load(
   start_step: int = 0,
 ):
   """Masked-LM batches `[*batch_dims, L]` (see the module docstring)."""
+  # TensorFlow (masking) is imported only here: building the model and the loss
+  # does not need it.
+  from experiments.tasks.language import mlm_pipeline  # noqa: PLC0415
+
   seq_len = check_seq_len(config)
   if _source(config) == 'tfds':
     text_input.check_tfds_available(

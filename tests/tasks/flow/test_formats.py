@@ -77,29 +77,100 @@ def _decode_filter0_png(data):
   return rows[:, 1:].copy().view('>u2').reshape(height, width, 3).astype(np.uint16)
 
 
-def test_png_sub_and_up_filters_decode(tmp_path):
-  image = np.random.default_rng(0).integers(0, 65536, size=(3, 5, 3), dtype=np.uint16)
-  rows = image.astype('>u2').reshape(3, 15).view(np.uint8).astype(np.int64)
-  raw = []
-  for y, kind in enumerate([1, 2, 1]):
-    if kind == 1:  # Sub: byte minus the byte 6 places to the left.
-      left = np.concatenate([np.zeros(6, np.int64), rows[y, :-6]])
-      raw.append(np.concatenate([[1], (rows[y] - left) % 256]))
-    else:  # Up: byte minus the byte above.
-      raw.append(np.concatenate([[2], (rows[y] - rows[y - 1]) % 256]))
-  encoded = formats._encode_png16_rgb(image)
-  idat = encoded.index(b'IDAT')
-  (length,) = struct.unpack('>I', encoded[idat - 4 : idat])
-  payload = zlib.compress(np.concatenate(raw).astype(np.uint8).tobytes())
-  chunk = struct.pack('>I', len(payload)) + b'IDAT' + payload
-  chunk += struct.pack('>I', zlib.crc32(b'IDAT' + payload))
-  filtered = encoded[: idat - 4] + chunk + encoded[idat + 8 + length :]
-  path = tmp_path / 'filtered.png'
-  path.write_bytes(filtered)
-  image[..., 2] = image[..., 2] > 0
+def _filter_rows(image, kinds):
+  """PNG scanlines of `image` [h, w, 3] uint16, row y filtered with `kinds[y]`.
+
+  A per-byte reference implementation of the PNG spec's filters (section 9): the
+  filtered byte is the byte minus the prediction from a (left, 6 bytes back), b (above)
+  and c (above-left), modulo 256.
+  """
+  height, width, _ = image.shape
+  rows = image.astype('>u2').reshape(height, width * 3).view(np.uint8).astype(int)
+  out = []
+  for y, kind in enumerate(kinds):
+    line = [kind]
+    for i in range(width * 6):
+      a = rows[y, i - 6] if i >= 6 else 0
+      b = rows[y - 1, i] if y > 0 else 0
+      c = rows[y - 1, i - 6] if y > 0 and i >= 6 else 0
+      p = a + b - c
+      if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c):
+        paeth = a
+      elif abs(p - b) <= abs(p - c):
+        paeth = b
+      else:
+        paeth = c
+      prediction = [0, a, b, (a + b) // 2, paeth][kind]
+      line.append((rows[y, i] - prediction) % 256)
+    out.append(line)
+  return np.array(out, np.uint8).reshape(height, 1 + width * 6).tobytes()
+
+
+def _png16(image, raw, interlace=0):
+  height, width, _ = image.shape
+  header = struct.pack('>IIBBBBB', width, height, 16, 2, 0, 0, interlace)
+  return (
+    formats._PNG_SIGNATURE
+    + formats._png_chunk(b'IHDR', header)
+    + formats._png_chunk(b'IDAT', zlib.compress(raw))
+    + formats._png_chunk(b'IEND', b'')
+  )
+
+
+def test_png_average_and_paeth_rows_by_hand(tmp_path):
+  # Row 0 Paeth (predicts `a` on the first row), row 1 Average.
+  image = np.array(
+    [
+      [[32768 + 96, 32768 - 16, 1], [32768 - 640, 32768 + 3, 0]],
+      [[32768 + 97, 32768 - 17, 1], [65535, 0, 1]],
+    ],
+    np.uint16,
+  )
+  path = tmp_path / 'avg_paeth.png'
+  path.write_bytes(_png16(image, _filter_rows(image, [4, 3])))
   flow, valid = formats.read_kitti_flow(str(path))
-  np.testing.assert_array_equal(valid, image[..., 2])
+  # u = (R - 2^15) / 64, v = (G - 2^15) / 64, valid = B > 0.
+  np.testing.assert_array_equal(
+    flow,
+    [[[1.5, -0.25], [-10.0, 3 / 64]], [[97 / 64, -17 / 64], [32767 / 64, -512.0]]],
+  )
+  np.testing.assert_array_equal(valid, [[1, 0], [1, 1]])
+
+
+@pytest.mark.parametrize('interlace', [0, 1])
+def test_png_every_filter_type_decodes(tmp_path, interlace):
+  rng = np.random.default_rng(interlace)
+  # Values near the extremes and near each other, so Paeth picks a, b and c.
+  image = rng.integers(0, 65536, size=(7, 5, 3)).astype(np.uint16)
+  image[2:4] = rng.integers(32700, 32800, size=(2, 5, 3))
+  kinds = [0, 1, 2, 3, 4, 3, 4]
+  if interlace:  # Adam7: seven sub-images, each filtered on its own, concatenated.
+    raw = b''
+    for x0, y0, dx, dy in formats._ADAM7:
+      sub = image[y0::dy, x0::dx]
+      if sub.size:
+        raw += _filter_rows(sub, [kinds[y % 5] for y in range(sub.shape[0])])
+  else:
+    raw = _filter_rows(image, kinds)
+    assert raw[:: 1 + 5 * 6] == bytes(kinds)
+  path = tmp_path / 'filters.png'
+  path.write_bytes(_png16(image, raw, interlace))
+  flow, valid = formats.read_kitti_flow(str(path))
   np.testing.assert_array_equal(flow * 64 + 32768, image[..., :2])
+  np.testing.assert_array_equal(valid, image[..., 2] > 0)
+
+
+def test_png_bad_filter_type_and_length_name_the_file(tmp_path):
+  image = np.zeros((3, 5, 3), np.uint16)
+  raw = bytearray(_filter_rows(image, [0, 1, 2]))
+  raw[31] = 7  # Row 1's filter type.
+  path = tmp_path / 'bad.png'
+  path.write_bytes(_png16(image, bytes(raw)))
+  with pytest.raises(ValueError, match=r'bad\.png.*scanline 1 has filter type 7'):
+    formats.read_kitti_flow(str(path))
+  path.write_bytes(_png16(image, bytes(raw[:-1])))
+  with pytest.raises(ValueError, match=r'bad\.png.*truncated'):
+    formats.read_kitti_flow(str(path))
 
 
 def test_image_reader_refuses_bad_frames(tmp_path):

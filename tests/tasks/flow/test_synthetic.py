@@ -89,3 +89,19 @@ def test_examples_are_deterministic_and_splits_disjoint():
   c = synthetic.generate_split('test', 3, 1, seed=1, options=OPTIONS)
   assert not np.array_equal(b['frames'], c['frames'])
   assert a['frames'].shape == (2, 2, 21, 27, 3)
+
+
+def test_lucas_kanade_recovers_a_subpixel_translation():
+  from experiments.tasks.flow import local_evidence
+
+  # A smooth pattern moved by (u, v) = (0.4, -0.3): frame 2 at x + flow = frame 1 at x.
+  y, x = np.mgrid[:21, :27].astype(np.float64)
+
+  def pattern(x, y):
+    return 128 + 60 * np.sin(0.5 * x + 0.2 * y) + 50 * np.cos(0.3 * x - 0.45 * y)
+
+  frames = np.stack([pattern(x, y), pattern(x - 0.4, y + 0.3)])
+  frames = np.repeat(frames[None, :, :, :, None], 3, axis=-1)
+  flow = local_evidence.lucas_kanade(frames, window=5, eps=0.0)
+  inner = flow[0, 3:-3, 3:-3].reshape(-1, 2)
+  np.testing.assert_allclose(np.median(inner, axis=0), [0.4, -0.3], atol=0.03)
