@@ -1,6 +1,9 @@
 """TensorFlow, which feeds the input pipelines, never sees a GPU."""
 
-import importlib
+import os
+import subprocess
+import sys
+import textwrap
 import types
 
 from absl import logging
@@ -8,6 +11,7 @@ import pytest
 
 from experiments.training import host_tensorflow
 from experiments.training import metrics_writer
+from tests import helpers
 
 
 class _FakeConfig:
@@ -57,20 +61,35 @@ def test_too_late_is_reported(not_hidden, monkeypatch):
   assert len(warnings) == 1 and "initialised GPUs ['GPU:0']" in warnings[0]
 
 
-@pytest.mark.parametrize(
-  'module',
-  [
-    'experiments.tasks.imagenet.input_pipeline',
+_IMPORTS = textwrap.dedent("""
+    import importlib, sys
+    import tensorflow as tf
+    from experiments.training import host_tensorflow
+    for name in sys.argv[1:]:
+      host_tensorflow._hidden = False
+      importlib.import_module(name)  # First import: runs the module's own call.
+      assert host_tensorflow.is_kept_on_host(), name
+    assert tf.config.get_visible_devices('GPU') == []
+    print('ok')
+""")
+
+
+def test_pipelines_hide_gpus_on_import():
+  # A fresh process, so that each module's first import is the one observed.
+  modules = [
     'experiments.tasks.language.masking',
     'experiments.tasks.language.mlm_pipeline',
-  ],
-)
-def test_pipelines_hide_gpus_on_import(not_hidden, module):
-  importlib.reload(importlib.import_module(module))
-  assert host_tensorflow.is_kept_on_host()
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  assert tf.config.get_visible_devices('GPU') == []
+    'experiments.tasks.imagenet.input_pipeline',
+  ]
+  result = subprocess.run(
+    [sys.executable, '-c', _IMPORTS, *modules],
+    cwd=helpers.REPO_ROOT,
+    env=dict(os.environ, PYTHONPATH=helpers.REPO_ROOT),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr[-2000:]
 
 
 def test_summary_writer_hides_gpus(not_hidden, tmp_path):
