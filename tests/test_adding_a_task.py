@@ -46,6 +46,7 @@ def test_the_page_has_the_task_and_the_config():
   assert 'def build_model' in blocks[0] and 'def get_config' in blocks[1]
 
 
+@pytest.mark.slow
 def test_tutorial_task_satisfies_the_contract_and_learns(tutorial_family, tmp_path):
   import tutorial_centroids_config  # pylint: disable=g-import-not-at-top
 

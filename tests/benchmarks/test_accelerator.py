@@ -162,6 +162,7 @@ print('MODULES', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in
 """
 
 
+@pytest.mark.slow
 def test_command_runs_without_tensorflow(tmp_path):
   output = tmp_path / 'out.json'
   config_file = tmp_path / 'tiny_config.py'

@@ -116,6 +116,7 @@ def _image_classifier(image_batch, *, is_training, num_cross_attends=1, remat=Fa
   return model(image_batch, is_training=is_training)
 
 
+@pytest.mark.slow
 def test_model_weights_encoder_and_decoder_without_changing_outputs_or_params():
   # Two interleaved cross-attends sharing weights (a scan over repeats) under remat:
   # recording unrolls both, with the same values.

@@ -102,6 +102,7 @@ def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
     classify.classify(model, images, top_k=0)
 
 
+@pytest.mark.slow
 def test_command_names_a_bad_image_and_exits_1(debug_checkpoint, tmp_path):
   path, _ = debug_checkpoint
   good = _write_png(tmp_path / 'good.png', np.zeros([9, 9, 3]))

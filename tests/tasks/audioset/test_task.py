@@ -102,6 +102,7 @@ def _tiny(variant):
 # and mel + video on generated events: between them every preprocessor path (the
 # single-modality variants use the same preprocessors unwrapped; tests/test_configs
 # builds every variant). Each case costs a few seconds of compilation.
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ('audio_video', 'synthetic_audio_video'))
 def test_fused_variants_learn_their_fake_batch(variant):
   config = _tiny(variant)

@@ -119,6 +119,7 @@ def _debug_checkpoint(tmp_path):
   return config, path
 
 
+@pytest.mark.slow
 def test_command_end_to_end(tmp_path, capsys):
   from experiments import optical_flow
 

@@ -83,6 +83,7 @@ def test_release_parameter_tree():
   assert sum(int(np.prod(s)) for s in shapes.values()) == 41_057_134
 
 
+@pytest.mark.slow
 def test_release_outputs_through_the_task_model(tmp_path):
   flat, golden = _golden()
   images = flat['inputs/images']  # [2, 2, 6, 7, 3]
@@ -111,6 +112,7 @@ def test_release_outputs_through_the_task_model(tmp_path):
     model.init(jax.random.PRNGKey(1), {'frames': images}, is_training=True)
 
 
+@pytest.mark.slow
 def test_large_frames_are_tiled_in_evaluation():
   config = _golden_config(tile_min_overlap=2)
   model = task.build_model(config)
@@ -188,6 +190,7 @@ def _write_datasets(root):
   return dirs
 
 
+@pytest.mark.slow
 def test_training_steps_and_evaluation_on_every_format(tmp_path):
   dirs = _write_datasets(tmp_path)
   config = flow_config.get_config('debug')

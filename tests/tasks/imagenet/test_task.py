@@ -180,6 +180,7 @@ def test_configs_are_locked_and_reject_unknown_variants():
   )
 
 
+@pytest.mark.slow
 def test_debug_variant_trains_and_evaluates_on_mock_data(tmp_path):
   config = imagenet_config.get_config('debug')
   config.data.fake = True

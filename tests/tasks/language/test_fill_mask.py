@@ -81,6 +81,7 @@ def _debug_export(tmp_path, favourite_byte=None):
   return config, path, params
 
 
+@pytest.mark.slow
 def test_export_then_fill_mask_end_to_end(tmp_path):
   config, path, params = _debug_export(tmp_path, favourite_byte='q')
   completed, spans = fill_mask.fill_mask(path, 'One {{two}} three[MASK:2].', config)
@@ -120,6 +121,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     fill_mask.fill_mask(path, 'a[MASK:1]', smaller)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
   _, path, _ = _debug_export(tmp_path, favourite_byte='z')
   env = dict(os.environ, JAX_PLATFORMS='cpu')

@@ -86,6 +86,7 @@ def test_top_k_on_the_hand_made_model(hand_made_model):
   assert "  byte 1: 'a' 0.5000, 'b' 0.3000, 'c' 0.2000" in text
 
 
+@pytest.mark.slow
 def test_command_top_k_json(hand_made_model):
   _, path = hand_made_model
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')

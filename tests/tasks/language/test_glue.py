@@ -107,6 +107,7 @@ def test_classifier_paths_share_the_mlm_encoder():
   assert query['pos_embs'].shape == (1, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('file_format', ['npz', 'pickle'])
 def test_pretrained_init_under_jit(tmp_path, file_format):
   config = tiny_glue_config('stsb')

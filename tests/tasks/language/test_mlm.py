@@ -138,6 +138,7 @@ def test_eval_summary_and_frequency_baseline():
   assert summary['bits_per_byte'] == pytest.approx(expected / math.log(2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_shorter_sequences_equal_padded_full_length():
   config = tiny_config()
   model = mlm.build_model(config)
@@ -163,6 +164,7 @@ def test_shorter_sequences_equal_padded_full_length():
     )
 
 
+@pytest.mark.slow
 def test_scan_layers_gives_the_same_logits():
   config = tiny_config()
   config.model.encoder.num_self_attends_per_block = 3
@@ -254,6 +256,7 @@ def test_config_errors():
     mlm.load('train', is_training=True, batch_dims=[1, 2], config=config)
 
 
+@pytest.mark.slow
 def test_train_steps_on_a_local_text_file(tmp_path):
   config = tiny_config(files=_corpus(tmp_path))
   config.training.num_steps = 3

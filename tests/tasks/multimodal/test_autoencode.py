@@ -46,6 +46,7 @@ def files(tmp_path_factory):
   return config, ckpt, path, root, params
 
 
+@pytest.mark.slow
 def test_outputs_and_metrics(files):
   config, ckpt, path, root, params = files
   out_dir = str(root / 'out')

@@ -91,6 +91,7 @@ def _debug_batch(config, n=3):
   return {k: batch[k] for k in ('video', 'audio', 'label')}
 
 
+@pytest.mark.slow
 def test_chunks_equal_one_group_and_training_model_shares_parameters():
   config = multimodal_config.get_config('debug')
   batch = _debug_batch(config)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from configs import multimodal as multimodal_config
 from experiments.tasks.multimodal import task
@@ -62,6 +63,7 @@ def _step_fn(model, config, optimizer):
   return step
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_on_each_data_source():
   """Five Adam steps on one batch lower the loss, from generated digits and from a
   folder of written video files (both at the debug sizes, so one compiled step)."""

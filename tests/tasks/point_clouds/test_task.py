@@ -161,6 +161,7 @@ def test_trained_predictions_ignore_point_order(trained_debug):
   np.testing.assert_array_equal(logits.argmax(-1), logits_perm.argmax(-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['perceiver', 'synthetic'])
 def test_variant_trains_a_few_steps(variant, tmp_path):
   """Each variant's pipeline, loss and optimiser (the perceiver model shrunk)."""
