@@ -77,6 +77,7 @@ def _apply(fn, *args, seed=0):
   return params, f.apply(params, None, *args)
 
 
+@pytest.mark.slow
 def test_attention_module_paths_and_values():
   xq = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 6))
   xkv = jax.random.normal(jax.random.PRNGKey(3), (3, 7, 9))

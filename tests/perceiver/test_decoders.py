@@ -34,6 +34,7 @@ TRAINABLE = dict(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('pe_kwargs, exact', [(TRAINABLE, False), (FOURIER, True)])
 def test_subsampled_decoding_equals_slice_of_full(pe_kwargs, exact):
   dims = (3, 7)

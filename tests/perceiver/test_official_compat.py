@@ -639,6 +639,7 @@ def test_outputs_match_official(name, mode):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', INIT_FAMILIES)
 def test_initial_parameters_match_official_for_the_same_seed(name):
   """Same seed, same initial values: official training recipes reproduce exactly.

@@ -59,6 +59,7 @@ def _pixels_with_pos(seed, b=3, h=3, w=5, c=2):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', range(5))
 @pytest.mark.parametrize('num_cross_attends', [1, 2])
 def test_permuting_inputs_with_positions_leaves_logits_unchanged(seed, num_cross_attends):
@@ -104,6 +105,7 @@ def test_input_permutation_option_after_position_features():
     _classifier(permutation=np.array([0, 0, 1])).init(jax.random.PRNGKey(0), x)
 
 
+@pytest.mark.slow
 def test_jit_and_grad():
   _, x = _pixels_with_pos(1)
   f = _classifier(num_cross_attends=2)

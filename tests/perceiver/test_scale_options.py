@@ -159,6 +159,7 @@ def _assert_same_params_outputs_and_grads(f, ref, x):
   return params
 
 
+@pytest.mark.slow
 def test_scanned_shared_layers_match_unrolled():
   """Paper 1's interleaved encoder: [ca0, b, ca1, b, ca1, b] runs (b, ca1) in a scan.
 
@@ -191,6 +192,7 @@ def test_shared_blocks_trace_once():
   assert u7 > u2 > n2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   'kwargs',
   [
@@ -228,6 +230,7 @@ def test_scanned_layers_name_missing_parameters():
     jax.eval_shape(lambda: f.apply(params, None, x, False))
 
 
+@pytest.mark.slow
 def test_scanned_layers_keep_bfloat16_compute():
   x = _inputs()
   kwargs = dict(num_self_attends_per_block=3, num_blocks=1, compute_dtype='bfloat16')
@@ -243,6 +246,7 @@ def test_scanned_layers_keep_bfloat16_compute():
   _assert_trees_close(out, ref, rel=2e-2, atol=0)  # bfloat16 rounding.
 
 
+@pytest.mark.slow
 def test_scanned_layers_trace_once():
   """With `scan_layers` the jaxpr does not grow with the number of self-attends."""
   x = _inputs()
@@ -276,6 +280,7 @@ def test_scanned_layers_trace_once():
 CHUNKS = [(4, None), (None, 4), (3, 5)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mask_name', ['none', 'full', 'keys', 'queries'])
 def test_chunked_attend_matches_dense(mask_name):
   q, k, v = _qkv()
@@ -319,6 +324,7 @@ def _temp_bytes(fn, *args):
   return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 def test_chunked_attention_memory_is_bounded():
   """XLA's buffers for training 2048 queries x S keys: dense attention grows with S
   (the whole weight matrix), key-chunked attention does not; query chunks cut it more."""
@@ -340,6 +346,7 @@ def test_chunked_attention_memory_is_bounded():
   assert temp_mib(4096, query_chunk_size=256, key_chunk_size=256) < dense / 16
 
 
+@pytest.mark.slow
 def test_chunked_encoder_and_decoder_match_unchunked():
   x = _inputs(m=13)
   input_mask = jnp.asarray(np.random.RandomState(0).rand(3, 13) > 0.3)
@@ -401,6 +408,7 @@ def _count_dots(jaxpr):
   return sum(eqn.primitive.name == 'dot_general' for eqn in _all_eqns(jaxpr))
 
 
+@pytest.mark.slow
 def test_remat_matches_and_is_used():
   x = _inputs()
   base = _encoder_fn(num_blocks=2)
@@ -441,6 +449,7 @@ def _dot_dtypes(jaxpr):
   }
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters():
   x = _inputs()
   f32, bf16 = (
