@@ -135,12 +135,6 @@ _HOST = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 def _start(process_id, flags, extra_env, log):
   env = dict(os.environ, PYTHONPATH=helpers.REPO_ROOT, JAX_PLATFORMS='cpu', **extra_env)
   env.pop('XLA_FLAGS', None)

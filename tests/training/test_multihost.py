@@ -8,7 +8,6 @@ the same global batch.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -44,16 +43,10 @@ OVERRIDES = dict(num_steps=4, batch_size=20, checkpoint_every_steps=2, log_every
 EVAL_BATCH = 26  # Not a divisor of the 360 test images: the last batch is padded.
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_train_in_lockstep(tmp_path):
   workdir = tmp_path / 'shared'
-  port = _free_port()
+  port = helpers.free_port()
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   procs = []

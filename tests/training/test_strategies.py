@@ -7,7 +7,6 @@ keys: every variant must end with the same parameters to float32 tolerance.
 """
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -80,15 +79,9 @@ def test_strategies_agree_on_four_devices(tmp_path):
   _assert_same(results, 'mlp_sharded_k3', 'mlp_pmap_k1')
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_strategies_agree_on_two_processes(tmp_path):
-  address = f'localhost:{_free_port()}'
+  address = f'localhost:{helpers.free_port()}'
   procs = [_start(tmp_path / f'host{i}.npz', 'bn', 2, address, 2, i) for i in range(2)]
   _wait(procs)
   first = dict(np.load(tmp_path / 'host0.npz'))
