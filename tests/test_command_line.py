@@ -74,25 +74,31 @@ def _benchmark_tiny(output, *flags):
 
 
 def test_benchmark_command_writes_its_report(tmp_path):
-  result, report = _benchmark_tiny(
-    tmp_path / 'report.json', '--config.training.batch_size=6', '--steps=2'
+  flags = (
+    '--config.training.batch_size=6',
+    f'--compilation_cache_dir={tmp_path / "cache"}',
   )
+  result, report = _benchmark_tiny(tmp_path / 'report.json', *flags, '--steps=2')
   printed = json.loads(result.stdout.strip().splitlines()[-1])
   assert printed == report
   assert report['config'] == 'configs/digits.py:tiny'
   assert report['overrides'] == {'training.batch_size': 6}
   assert report['global_batch_size'] == 6
   assert report['num_timed_steps'] == 2
+  assert report['compilation_cache_dir'] == str(tmp_path / 'cache')
   assert report['host_malloc'] == (
     'retain_per_thread' if host_memory.is_glibc() else 'system'
   )
-
-
-def test_benchmark_command_keeps_the_system_allocator_when_asked(tmp_path):
+  # The same step again (loaded from the compilation cache), with the system allocator
+  # kept when asked.
   _, report = _benchmark_tiny(
-    tmp_path / 'report.json', '--steps=1', '--host_malloc=system'
+    tmp_path / 'report.json', *flags, '--steps=1', '--host_malloc=system'
   )
   assert report['host_malloc'] == 'system'
+  assert report['num_timed_steps'] == 1
+
+
+def test_benchmark_command_rejects_an_unknown_allocator():
   result = _run(
     [
       '-m',

@@ -84,6 +84,8 @@ _HOST_ONLY_FIELDS = (
   'eval_every_steps',
   'keep_checkpoints',
   'prefetch_to_device',
+  'rollback_on_nonfinite',
+  'compilation_cache',
 )
 
 

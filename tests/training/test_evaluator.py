@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from configs import digits as digits_config
 from experiments.training import checkpoint_manager as checkpointing
 from experiments.training import evaluator
 from experiments.training import metrics_writer
@@ -26,6 +27,21 @@ NUM_STEPS = 9
 EVERY = 2
 
 
+# The command's config overrides (also applied in process below).
+OVERRIDES = {
+  'training.num_steps': NUM_STEPS,
+  'training.batch_size': 16,
+  'training.checkpoint_every_steps': EVERY,
+  'training.keep_checkpoints': 2,
+  'training.log_every_steps': 1,
+  'training.compilation_cache': False,
+  'evaluation.batch_size': 96,
+  'evaluation.poll_every_s': 0.1,
+  'evaluation.idle_timeout_s': 240,
+  'evaluation.best_metric': 'top_1_acc',
+}
+
+
 def _command(workdir, mode, *extra):
   return [
     sys.executable,
@@ -34,16 +50,7 @@ def _command(workdir, mode, *extra):
     f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
     f'--workdir={workdir}',
     f'--mode={mode}',
-    f'--config.training.num_steps={NUM_STEPS}',
-    '--config.training.batch_size=16',
-    f'--config.training.checkpoint_every_steps={EVERY}',
-    '--config.training.keep_checkpoints=2',
-    '--config.training.log_every_steps=1',
-    '--config.training.compilation_cache=False',
-    '--config.evaluation.batch_size=96',
-    '--config.evaluation.poll_every_s=0.1',
-    '--config.evaluation.idle_timeout_s=240',
-    '--config.evaluation.best_metric=top_1_acc',
+    *[f'--config.{name}={value}' for name, value in OVERRIDES.items()],
     *extra,
   ]
 
@@ -102,19 +109,18 @@ def test_trainer_and_continuous_evaluator_run_together(tmp_path):
   params, _ = npz_format.load_npz(str(out_dir / 'best' / 'params.npz'))
   assert params  # The library's format, loadable without the training code.
   assert os.listdir(out_dir / 'best' / 'checkpoints') == [str(best['step'])]
-  # The final step's evaluation equals what `--mode=eval` computes afterwards.
-  result = subprocess.run(
-    _command(workdir, 'eval'),
-    cwd=str(tmp_path),
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+  # The final step's evaluation equals what `--mode=eval` computes afterwards (the
+  # command's own entry point, in this process, with the command's flags).
+  config = digits_config.get_config('tiny')
+  for name, value in OVERRIDES.items():
+    section, field = name.split('.')
+    config[section][field] = value
+  metrics = trainer.run(config, str(workdir), 'eval')
+  assert metrics['step'] == NUM_STEPS
   again = [r for r in _records(out_dir / 'metrics.jsonl') if r['split'] == 'eval'][-1]
   assert again['step'] == NUM_STEPS
   np.testing.assert_allclose(again['top_1_acc'], accuracies[NUM_STEPS])
+  np.testing.assert_allclose(metrics['top_1_acc'], accuracies[NUM_STEPS])
   # Nothing was set aside, and the trainer released its lock.
   assert not (workdir / checkpointing.SET_ASIDE_SUBDIR).exists()
   assert not (workdir / 'lock').exists()

@@ -78,6 +78,12 @@ def test_two_processes_train_in_lockstep(tmp_path):
     )
   outputs = []
   try:
+    # The single-process reference trains here meanwhile.
+    config = digits_config.get_config('tiny')
+    for key, value in OVERRIDES.items():
+      config.training[key] = value
+    config.evaluation.batch_size = EVAL_BATCH
+    single = trainer.train(config, str(tmp_path / 'single'), evaluate=True)
     for proc in procs:
       outputs.append(proc.communicate(timeout=400))
   finally:
@@ -93,11 +99,6 @@ def test_two_processes_train_in_lockstep(tmp_path):
   for key in host0:
     np.testing.assert_array_equal(host0[key], host1[key], err_msg=key)
 
-  config = digits_config.get_config('tiny')
-  for key, value in OVERRIDES.items():
-    config.training[key] = value
-  config.evaluation.batch_size = EVAL_BATCH
-  single = trainer.train(config, str(tmp_path / 'single'), evaluate=True)
   flat = {
     jax.tree_util.keystr(path): np.asarray(value)
     for path, value in jax.tree_util.tree_flatten_with_path(single.params)[0]

@@ -306,44 +306,6 @@ def test_evaluation_counts_every_example_once(trained, num_examples, eval_batch)
     evaluator(p_state)
 
 
-@pytest.mark.slow
-def test_command_line_from_another_directory(tmp_path):
-  workdir = tmp_path / 'run'
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  command = [
-    sys.executable,
-    '-m',
-    'experiments.train',
-    f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
-    f'--workdir={workdir}',
-    '--config.training.num_steps=2',
-    '--config.training.batch_size=16',
-  ]
-  result = subprocess.run(
-    command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert '[train] step 2/2' in result.stderr
-  assert '[eval test] step 2' in result.stderr
-  # No accelerator plugin here: the CPU backend, so freed host memory is retained.
-  expected = 'retain_per_thread' if host_memory.is_glibc() else 'system'
-  assert f'Host malloc: {expected}.' in result.stderr
-  records = read_metrics(str(workdir))
-  assert [r['step'] for r in records if r['split'] == 'train'] == [1, 2]
-  assert (workdir / 'export' / 'params.npz').exists()
-
-  # A mistyped override fails (the config is locked) and names the field.
-  result = subprocess.run(
-    command + ['--config.training.batch_sise=16'],
-    cwd=str(tmp_path),
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode != 0 and 'batch_sise' in result.stderr
-
-
 def test_num_train_steps_from_epochs():
   config = tiny_config()
   config.training.num_epochs = 2.0
@@ -392,7 +354,8 @@ def test_compilation_cache_is_written_once_and_reused(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
-  """A preemption notice mid-run saves the step just finished; a rerun resumes there."""
+  """The command, run from another directory: a preemption notice mid-run saves the
+  step just finished; a rerun resumes there, trains on, evaluates and exports."""
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
@@ -402,14 +365,16 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
     'experiments.train',
     f'--config={os.path.join(REPO_ROOT, "configs", "digits.py")}:tiny',
     f'--workdir={workdir}',
-    '--mode=train',
-    '--config.training.num_steps=100000',
     '--config.training.batch_size=16',
     '--config.training.log_every_steps=1',
-    '--config.training.checkpoint_every_steps=1000',
   ]
   proc = subprocess.Popen(
-    command,
+    command
+    + [
+      '--mode=train',
+      '--config.training.num_steps=100000',
+      '--config.training.checkpoint_every_steps=1000',
+    ],
     cwd=str(tmp_path),
     env=env,
     stdout=subprocess.PIPE,
@@ -429,6 +394,9 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
     if proc.poll() is None:
       proc.kill()
   assert proc.returncode == 143, stderr[-3000:]
+  # No accelerator plugin here: the CPU backend, so freed host memory is retained.
+  expected = 'retain_per_thread' if host_memory.is_glibc() else 'system'
+  assert f'Host malloc: {expected}.' in stderr
   match = re.search(r'Preempted \(SIGTERM\): saved checkpoint (\d+)', stderr)
   assert match, stderr[-3000:]
   saved = int(match.group(1))
@@ -436,10 +404,10 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   ckpt = checkpointing.Checkpointer(str(workdir), keep=3)
   assert ckpt.all_steps() == [saved]
   assert not (workdir / 'export').exists()
-  # The rerun resumes from it and trains on.
+  # The rerun (training and evaluation) resumes from it and trains on.
+  end = saved + 2
   result = subprocess.run(
-    command[:-4]
-    + [f'--config.training.num_steps={saved + 2}', '--config.training.batch_size=16'],
+    command + [f'--config.training.num_steps={end}'],
     cwd=str(tmp_path),
     env=env,
     capture_output=True,
@@ -448,4 +416,20 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resumed from checkpoint {saved}' in result.stderr
+  assert f'[train] step {end}/{end}' in result.stderr
+  assert f'[eval test] step {end}' in result.stderr
+  records = read_metrics(str(workdir))
+  assert [r['step'] for r in records if r['split'] == 'train'] == list(range(1, end + 1))
+  assert [r['step'] for r in records if r['split'] == 'eval'] == [end]
   assert (workdir / 'export' / 'params.npz').exists()
+
+  # A mistyped override fails (the config is locked) and names the field.
+  result = subprocess.run(
+    command + ['--config.training.batch_sise=16'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode != 0 and 'batch_sise' in result.stderr
