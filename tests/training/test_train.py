@@ -330,6 +330,18 @@ def test_num_train_steps_from_epochs():
     task_lib.num_train_steps(config, digits)
 
 
+def test_host_only_fields_reuse_the_compiled_steps():
+  steps = trainer.build_steps(tiny_config(), digits)
+  host_only = tiny_config(
+    log_every_steps=5,
+    rollback_on_nonfinite=1,
+    compilation_cache=False,
+    keep_checkpoints=7,
+  )
+  assert trainer.build_steps(host_only, digits) is steps
+  assert trainer.build_steps(tiny_config(batch_size=30), digits) is not steps
+
+
 def test_compilation_cache_is_written_once_and_reused(tmp_path):
   cache = tmp_path / 'cache'
   script = (
