@@ -38,6 +38,7 @@ from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import optimizers
 from experiments.training import parallel
 from experiments.training import prefetch
+from experiments.training import strategies
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
 
@@ -166,8 +167,9 @@ def _significant(x: float, digits: int = 4) -> float:
 
 
 def to_devices(batch):
-  """Places a host batch `[D, b, ...]` on the local devices, one `[b, ...]` slice each."""
-  return jax.pmap(lambda x: x)(batch)
+  """Places a host batch `[D, b, ...]` on the local devices, one `[b, ...]` slice each,
+  as the training loop does (`strategies.put_local_batch`)."""
+  return strategies.put_local_batch(batch)
 
 
 def build_step(
