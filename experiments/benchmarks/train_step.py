@@ -13,7 +13,10 @@ composes them. Usable from a notebook:
 Reported figures (one dict, see `benchmark`): parameters, first step (trace + compile +
 run), later steps (median and min), examples/s, matmul FLOPs per step counted on the
 jaxpr (loops unrolled, see `benchmark_flops`), the FLOP/s achieved, a dense float32
-matmul's FLOP/s measured in the same process on the same device, and memory.
+matmul's FLOP/s measured in the same process on the same device, and memory; with
+`input_mode='pipeline'`, also the part of each step spent reading the next batch from
+the task's pipeline and copying it to the devices (`input_s_median`,
+`input_process_cpu_s_median`).
 """
 
 import contextlib
@@ -35,6 +38,7 @@ from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import optimizers
 from experiments.training import parallel
 from experiments.training import prefetch
+from experiments.training import strategies
 from experiments.training import task as task_lib
 from experiments.training import train_state as train_state_lib
 
@@ -163,8 +167,9 @@ def _significant(x: float, digits: int = 4) -> float:
 
 
 def to_devices(batch):
-  """Places a host batch `[D, b, ...]` on the local devices, one `[b, ...]` slice each."""
-  return jax.pmap(lambda x: x)(batch)
+  """Places a host batch `[D, b, ...]` on the local devices, one `[b, ...]` slice each,
+  as the training loop does (`strategies.put_local_batch`)."""
+  return strategies.put_local_batch(batch)
 
 
 def build_step(
@@ -300,6 +305,7 @@ def benchmark(
   memory = xla_memory(compiled)
 
   times, cpu_times = [], []
+  input_times, input_cpu_times = [], []  # 'pipeline': reading and placing a batch.
   if input_mode == 'prefetch':
     device_iter = prefetch.prefetch_to_device(
       setup.iterator, config.training.get('prefetch_to_device', 2), to_devices
@@ -316,6 +322,9 @@ def benchmark(
     else:
       if input_mode == 'pipeline':
         batch = to_devices(next(setup.iterator))
+        _block(batch)
+        input_times.append(time.perf_counter() - step_start)
+        input_cpu_times.append(time.process_time() - cpu_start)
       p_state, metrics = compiled(p_state, batch, p_rng)
       _block((p_state, metrics))
     times.append(time.perf_counter() - step_start)
@@ -335,7 +344,7 @@ def benchmark(
   achieved_cpu = flop_count.flops * num_devices / max(cpu_median, 1e-9)
   peak_bytes, peak_source = peak_memory()
   device = jax.local_devices()[0]
-  return {
+  report = {
     'task': config.task,
     'backend': jax.default_backend(),
     'device_kind': device.device_kind,
@@ -372,3 +381,11 @@ def benchmark(
     'xla_memory_bytes_per_device': memory,
     'final_loss': round(float(metrics['loss']), 5),
   }
+  if input_times:
+    # Of each timed step: the input alone (next batch from the task's pipeline, copied
+    # to the devices); the step alone is the rest.
+    report['input_s_median'] = _significant(statistics.median(input_times))
+    report['input_process_cpu_s_median'] = _significant(
+      statistics.median(input_cpu_times)
+    )
+  return report

@@ -96,6 +96,14 @@ def to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def put_local_batch(batch: PyTree) -> PyTree:
+  """Starts copying a host batch `[D, b, ...]` to the local devices (asynchronous): row
+  d on local device d, as `jax.pmap` lays out its inputs."""
+  local_mesh = Mesh(np.asarray(jax.local_devices()), (parallel.AXIS_NAME,))
+  sharding = NamedSharding(local_mesh, PartitionSpec(parallel.AXIS_NAME))
+  return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), batch)
+
+
 class PmapStrategy:
   """A replica of the state on every local device; steps are `jax.pmap`ped."""
 
@@ -110,9 +118,6 @@ class PmapStrategy:
     """
     self.train_step = parallel.pmap_step(train_fn, donate_state=True)
     self.eval_step = parallel.pmap_step(eval_fn, donate_state=False)
-    # Row d of a `[D, ...]` array on local device d, as `jax.pmap` lays out its inputs.
-    local_mesh = Mesh(np.asarray(jax.local_devices()), (parallel.AXIS_NAME,))
-    self._sharding = NamedSharding(local_mesh, PartitionSpec(parallel.AXIS_NAME))
 
   def put_state(self, host_state: PyTree) -> PyTree:
     return parallel.replicate(host_state)
@@ -124,8 +129,7 @@ class PmapStrategy:
     return parallel.replicate(rng)
 
   def put_batch(self, batch: PyTree) -> PyTree:
-    """Starts copying a host batch `[D, b, ...]` to the local devices (asynchronous)."""
-    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self._sharding), batch)
+    return put_local_batch(batch)
 
   def get_metrics(self, metrics: PyTree) -> Dict[str, float]:
     return parallel.unreplicate(metrics)

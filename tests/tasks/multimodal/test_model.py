@@ -107,7 +107,8 @@ def test_chunks_equal_one_group_and_training_model_shares_parameters():
     config, shapes, num_chunks=3, progress=lambda *a: seen.append(a[:2])
   )(params, state, rng, batch)
   assert seen == [(i, 3) for i in range(1, 4)]
-  in_graph, _ = model.apply(params, state, rng, batch, is_training=False)
+  apply = jax.jit(functools.partial(model.apply, is_training=False))
+  in_graph, _ = apply(params, state, rng, batch)
   for key in ('image', 'audio', 'label'):
     assert chunked[key].shape == whole[key].shape
     np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-5, atol=1e-6)
