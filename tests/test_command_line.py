@@ -21,8 +21,7 @@ REPO_ROOT = helpers.REPO_ROOT
 
 
 def _run(args, cwd=REPO_ROOT, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env(TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run(
     [sys.executable] + args,
     cwd=cwd,

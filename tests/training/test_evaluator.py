@@ -56,9 +56,7 @@ def _command(workdir, mode, *extra):
 
 
 def _env():
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
-  return env
+  return helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
 
 
 def _records(path):

@@ -47,8 +47,7 @@ EVAL_BATCH = 26  # Not a divisor of the 360 test images: the last batch is padde
 def test_two_processes_train_in_lockstep(tmp_path):
   workdir = tmp_path / 'shared'
   port = helpers.free_port()
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
   procs = []
   for process_id in range(2):
     args = [

@@ -6,7 +6,6 @@ and 2 processes x 2 devices joined by `jax.distributed`. Same global batches, sa
 keys: every variant must end with the same parameters to float32 tolerance.
 """
 
-import os
 import subprocess
 import sys
 
@@ -20,8 +19,9 @@ BN_VARIANTS = ('bn_sharded', 'bn_fsdp', 'bn_pmap_then_fsdp', 'bn_fsdp_then_pmap'
 
 
 def _start(output, which, num_devices, *distributed):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env = helpers.subprocess_env(
+    f'--xla_force_host_platform_device_count={num_devices}', PYTHONPATH=REPO_ROOT
+  )
   return subprocess.Popen(
     [sys.executable, '-m', 'tests.training.strategy_worker', str(output), which]
     + [str(a) for a in distributed],

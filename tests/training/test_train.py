@@ -354,8 +354,7 @@ def test_compilation_cache_is_written_once_and_reused(tmp_path):
     'print(float(f(jnp.arange(15.0).reshape(3, 5)).sum()))\n'
     'print(sum("cache_hits" in e for e in events))\n'
   )
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env()
   outputs, listings = [], []
   for _ in range(2):
     result = subprocess.run(
@@ -381,8 +380,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
   """The command, run from another directory: a preemption notice mid-run saves the
   step just finished; a rerun resumes there, trains on, evaluates and exports."""
   workdir = tmp_path / 'run'
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
   command = [
     sys.executable,
     '-m',
