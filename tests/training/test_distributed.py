@@ -136,8 +136,7 @@ _HOST = textwrap.dedent("""
 
 
 def _start(process_id, flags, extra_env, log):
-  env = dict(os.environ, PYTHONPATH=helpers.REPO_ROOT, JAX_PLATFORMS='cpu', **extra_env)
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env(PYTHONPATH=helpers.REPO_ROOT, **extra_env)
   args = [sys.executable, '-c', _HOST, 'train', '--config=configs/digits.py:tiny']
   args += ['--workdir=unused'] + flags
   return subprocess.Popen(

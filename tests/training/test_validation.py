@@ -61,8 +61,7 @@ def test_eval_of_a_missing_workdir(tmp_path):
 
 
 def test_command_line_errors_are_one_line(tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]  # Nobody listens there once closed.
