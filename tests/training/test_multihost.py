@@ -119,7 +119,7 @@ def test_two_processes_train_in_lockstep(tmp_path):
 
 
 def test_multihost_flags_are_checked(tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
+  env = helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
   result = subprocess.run(
     [
       sys.executable,

@@ -6,7 +6,6 @@ process on one device with the same global batch.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,11 +22,9 @@ REPO_ROOT = helpers.REPO_ROOT
 
 
 def _four_device_env():
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
-  ).strip()
-  return env
+  return helpers.subprocess_env(
+    '--xla_force_host_platform_device_count=4', PYTHONPATH=REPO_ROOT
+  )
 
 
 def _run(args, **kwargs):
