@@ -6,6 +6,12 @@ Compatible with `perceiver_ar.perceiver_ar_model` of Google Research's release
 call arguments and memories, computes the same values and creates the same Haiku
 parameter paths, so the release's checkpoints load unchanged.
 
+`Sampler` generates with per-layer key/value caches, so each new token costs one
+latent step instead of a full call:
+
+  sampler = perceiver_ar.Sampler(model_kwargs)
+  tokens = sampler.generate(params, prompt, num_tokens=100, temperature=0.8, top_k=40)
+
 Shape glossary:
   B: batch size; M: input positions; N: latents; K: vocabulary.
 """
@@ -24,18 +30,24 @@ from perceiver._src.ar_positions import apply_rotary_to_subset
 from perceiver._src.ar_positions import fourier_features
 from perceiver._src.ar_positions import linear_features
 from perceiver._src.ar_positions import sinusoidal_features
+from perceiver._src.ar_sampling import Sampler
+from perceiver._src.ar_sampling import latent_counts
+from perceiver._src.ar_sampling import sample_logits
 
 __all__ = [
   'AttentionState',
   'Masks',
   'Output',
   'PerceiverAR',
+  'Sampler',
   'apply_rotary',
   'apply_rotary_to_subset',
   'fourier_features',
+  'latent_counts',
   'latent_last_steps',
   'linear_features',
   'make_block_causal_masks',
+  'sample_logits',
   'sequence_length',
   'sinusoidal_features',
   'terminal_relative_positions',
