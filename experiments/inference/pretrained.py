@@ -126,6 +126,17 @@ RELEASES: Dict[str, Release] = {
       'configs/multimodal.py:kinetics',
       paper_result='Kinetics-700 autoencoding (Perceiver IO paper, Sec. 4.3)',
     ),
+    # Google Research's Perceiver AR release (its README and inference.ipynb): a zip
+    # of a jaxline snapshot, read by perceiver.checkpoint.load_perceiver_ar_release.
+    # Built by configs/perceiver_ar.py:copy_131072 (`experiments.generate` finds it
+    # there); `config` stays '' until `load` can build that family (see the report).
+    Release(
+      'perceiver_ar_copy_131072',
+      'Perceiver AR on the 131,072-position copy task (1,024 latents, 6 layers)',
+      'https://storage.googleapis.com/perceiver-ar/checkpoints/random_mirrored_131072.zip',
+      '',
+      paper_result='the copy task at 131,072 positions (Perceiver AR paper)',
+    ),
   )
 }
 

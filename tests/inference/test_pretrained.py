@@ -90,7 +90,8 @@ def test_registry_names_urls_and_configs():
     'video_autoencoding',
   }
   for release in pretrained.RELEASES.values():
-    assert release.url.startswith('https://storage.googleapis.com/perceiver_io/')
+    bucket = 'perceiver-ar' if release.name.startswith('perceiver_ar') else 'perceiver_io'
+    assert release.url.startswith(f'https://storage.googleapis.com/{bucket}/')
     if release.config:
       config = pretrained.load_config(release.config)
       assert pretrained.example_batch(config)  # Every buildable entry can be checked.
