@@ -17,6 +17,7 @@ Shape glossary:
 """
 
 from perceiver._src.ar_attention import AttentionState
+from perceiver._src.attention import record_attention_weights
 from perceiver._src.ar_masks import Masks
 from perceiver._src.ar_masks import latent_last_steps
 from perceiver._src.ar_masks import make_block_causal_masks
@@ -47,6 +48,7 @@ __all__ = [
   'latent_last_steps',
   'linear_features',
   'make_block_causal_masks',
+  'record_attention_weights',
   'sample_logits',
   'sequence_length',
   'sinusoidal_features',

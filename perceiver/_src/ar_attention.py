@@ -5,6 +5,9 @@ release (`google-research/perceiver-ar`), so parameter trees are interchangeable
 attention itself is `perceiver._src.dot_product_attention.attend` (dense or chunked);
 this module adds rotary position encodings, head groups and the memories.
 
+Inside `perceiver._src.attention.record_attention_weights` each attention also records
+its softmax weights (e.g. the cross-attention of the latents over the context).
+
 A memory (`AttentionState`) holds a layer's keys and values of earlier steps:
 
   'kv': the new keys and values are appended to the memory (it grows by the number
@@ -20,6 +23,7 @@ Shape glossary:
   H: heads; Dqk, Dv: channels per head of queries/keys and of values.
 """
 
+import functools
 from typing import NamedTuple, Optional
 
 import haiku as hk
@@ -27,7 +31,10 @@ import jax
 import jax.numpy as jnp
 
 from perceiver._src import ar_positions
+from perceiver._src.attention import _record
+from perceiver._src.attention import attention_weights
 from perceiver._src.attention import conv_1d
+from perceiver._src.attention import recording_attention_weights
 from perceiver._src.dot_product_attention import attend
 
 POSITION_ENCODING_TYPES = ('absolute', 'rotary')
@@ -272,6 +279,29 @@ class Attention(hk.Module):
         attention_mask=None if mask is None else mask[:, 0],
         **chunks,
       )
+
+    if recording_attention_weights():
+      # Inside `attention.record_attention_weights`: the weights [B, H, T, S].
+      def weights():
+        q_rot, k_rot = q, k
+        if rotary:  # Per head group, as the attention itself.
+          group = head_group_size or heads
+          rotate = functools.partial(
+            ar_positions.apply_rotary_to_subset, **self._rotary_kwargs
+          )
+          q_rot = jnp.concatenate(
+            [rotate(q[:, :, i : i + group], q_positions) for i in range(0, heads, group)],
+            axis=2,
+          )
+          k_rot = jnp.concatenate(
+            [
+              rotate(k[:, :, i : i + group], kv_positions) for i in range(0, heads, group)
+            ],
+            axis=2,
+          )
+        return attention_weights(q_rot, k_rot, None if mask is None else mask[:, 0])
+
+      _record(self.module_name, weights)
 
     if head_group_size:
       if use_chunked_attention:

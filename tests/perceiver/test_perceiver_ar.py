@@ -178,3 +178,25 @@ def test_bad_inputs_are_named():
 
   with pytest.raises(ValueError, match='A memory needs use_positions_from_data=True'):
     hk.transform(with_memory).init(jax.random.PRNGKey(0), tokens)
+
+
+def test_recorded_cross_attention_weights_are_causal_and_sum_to_one():
+  tokens, idxs = _inputs(lengths=(13, 9))
+  model = _model(cross_attention_head_group_size=1)
+  params = _params(model, tokens, idxs)
+
+  def attention(params):
+    with perceiver_ar.record_attention_weights() as records:
+      model.apply(params, None, tokens, idxs)
+    return records
+
+  records = jax.jit(lambda p: [w for _, w in attention(p)])(params)
+  names = [name for name, _ in attention(params)]
+  assert names == ['perceiver_ar/~/cross_attention/attention']
+  weights = np.asarray(records[0])  # [B, H, N, M]
+  assert weights.shape == (2, 2, 5, 13)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+  # Row 1 has 9 tokens: latent i sits at position 4 + i and sees nothing after it.
+  for i in range(5):
+    assert not weights[1, :, i, 4 + i + 1 :].any()
+    assert weights[1, :, i, : 4 + i + 1].min() > 0
