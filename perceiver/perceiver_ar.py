@@ -17,7 +17,6 @@ Shape glossary:
 """
 
 from perceiver._src.ar_attention import AttentionState
-from perceiver._src.attention import record_attention_weights
 from perceiver._src.ar_masks import Masks
 from perceiver._src.ar_masks import latent_last_steps
 from perceiver._src.ar_masks import make_block_causal_masks
@@ -34,6 +33,7 @@ from perceiver._src.ar_positions import sinusoidal_features
 from perceiver._src.ar_sampling import Sampler
 from perceiver._src.ar_sampling import latent_counts
 from perceiver._src.ar_sampling import sample_logits
+from perceiver._src.attention import record_attention_weights
 
 __all__ = [
   'AttentionState',
