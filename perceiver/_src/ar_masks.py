@@ -16,6 +16,7 @@ Shape glossary:
 
 from typing import NamedTuple, Optional
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 
@@ -136,3 +137,60 @@ def make_block_causal_masks(
   diagonal = jnp.arange(latent_index_dim)
   processor = processor.at[..., diagonal, diagonal].set(1.0)
   return Masks(encoder=encoder, processor=processor), last_steps
+
+
+def select_input_positions(masks, tokens, embedded, positions, count):
+  """Training: keeps `count` random inputs per example (padding last).
+
+  Args:
+    masks: `Masks`; the encoder mask's columns are selected with the inputs.
+    tokens: `[B, M]` token ids.
+    embedded: `[B, M, C]` embedded inputs.
+    positions: `[B, M]` rotary positions, or None.
+    count: inputs kept.
+
+  Returns:
+    `(masks, embedded [B, count, C], positions [B, count] or None)`; one Haiku key is
+    drawn per example (`hk.vmap` with split keys, as the release).
+  """
+
+  def select(tokens, embedded, encoder_mask, positions):
+    order = jax.random.permutation(hk.next_rng_key(), jnp.arange(tokens.shape[0]))
+    order = order[:count]
+    order = order[jnp.argsort(tokens[order] == 0, stable=True)]
+    return (
+      encoder_mask[:, :, order],
+      embedded[order],
+      None if positions is None else positions[order],
+    )
+
+  encoder, embedded, positions = hk.vmap(select, split_rng=not hk.running_init())(
+    tokens, embedded, masks.encoder, positions
+  )
+  return Masks(encoder=encoder, processor=masks.processor), embedded, positions
+
+
+def drop_inputs(masks, rng_key, rate, shape):
+  """Training: removes each input from every latent's view with probability `rate`
+  (the release's `encoder_dropout_prob`); `masks.encoder` may be None (one latent).
+
+  Args:
+    masks: `Masks`.
+    rng_key: the key of the draw.
+    rate: the probability of dropping an input.
+    shape: `(B, N, M)`.
+
+  Returns:
+    `Masks` with the encoder mask `[B, 1, N, M]` (unchanged when `rate` is 0).
+  """
+  if rate <= 0.0:
+    return masks
+  if rng_key is None:
+    raise ValueError(f'encoder_dropout_prob={rate} needs an RNG key in training.')
+  batch, num_latents, num_inputs = shape
+  keep = jax.random.bernoulli(rng_key, 1.0 - rate, shape=(batch, num_inputs))
+  keep = jnp.broadcast_to(
+    keep[:, None, None, :].astype(jnp.float32), (batch, 1, num_latents, num_inputs)
+  )
+  encoder = keep if masks.encoder is None else masks.encoder * keep
+  return Masks(encoder=encoder, processor=masks.processor)

@@ -12,15 +12,15 @@ Shape glossary:
   K: `num_classes` (the vocabulary); I: position dimensions of `input_idxs`.
 """
 
-from typing import Any, List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from perceiver import position_encoding as position_encoding_lib
 from perceiver._src import ar_attention
+from perceiver._src import ar_layers
 from perceiver._src import ar_masks
 from perceiver._src import ar_positions
 from perceiver._src.attention import PositionwiseLinear
@@ -51,31 +51,6 @@ class Output(NamedTuple):
   processor_mask: Optional[jax.Array]
   latent_last_steps: jax.Array
   perceiver_state: List[Any]
-
-
-def _table_init(kind, size, max_len):
-  """The initialiser of a fixed position table, or None (`hk.Embed`'s default) for
-  'random'. The table is computed on the host when the parameter is created
-  (`jax.pure_callback`), so a jitted `init` does not embed it as a constant and
-  `jax.eval_shape` does not compute it."""
-  if kind not in ar_positions.POSITION_TABLES:
-    raise ValueError(
-      f'Unknown position_encoding {kind!r}; expected one of {ar_positions.POSITION_TABLES}.'
-    )
-  if kind == 'random':
-    return None
-  if kind == 'fourier' and size % 2:
-    raise ValueError(
-      f"position_encoding='fourier' needs an even input_embed_dim, got {size}."
-    )
-
-  def init(shape, dtype):
-    def table():
-      return np.asarray(ar_positions.position_table(kind, size, max_len), dtype=dtype)
-
-    return jax.pure_callback(table, jax.ShapeDtypeStruct(tuple(shape), dtype))
-
-  return init
 
 
 class PerceiverAR(hk.Module):
@@ -240,10 +215,6 @@ class PerceiverAR(hk.Module):
         'additional_cross_attend_after_layers must hold distinct layer indices in '
         f'[0, {num_transformers_per_block}), got {additional_cross_attend_after_layers!r}.'
       )
-    if not include_initial_cross_attention and mask_style != 'final_block':
-      raise ValueError(
-        'Without the initial cross-attention mask_style must be final_block.'
-      )
 
     self._num_classes = num_classes
     self._z_index_dim = z_index_dim
@@ -266,7 +237,7 @@ class PerceiverAR(hk.Module):
 
     # Modules are created in the release's order, which fixes their names.
     if initial_query_embed_style == 'mlp':
-      act = ar_attention.activation(initial_query_embed_activation_name)
+      act = ar_layers.activation(initial_query_embed_activation_name)
       layers = []
       for _ in range(initial_query_embed_num_layers):
         layers += [conv_1d(num_z_channels), act]
@@ -292,7 +263,9 @@ class PerceiverAR(hk.Module):
           hk.Embed(
             vocab_size=idx_size,
             embed_dim=input_embed_dim,
-            w_init=_table_init(position_encoding, input_embed_dim, idx_size),
+            w_init=ar_positions.table_initializer(
+              position_encoding, input_embed_dim, idx_size
+            ),
           )
         )
 
@@ -306,7 +279,7 @@ class PerceiverAR(hk.Module):
     )
 
     def make_cross_attention():
-      return ar_attention.CrossAttention(
+      return ar_layers.CrossAttention(
         widening_factor=cross_attend_widening_factor,
         num_heads=num_cross_attend_heads,
         shape_for_attn=cross_attention_shape_for_attn,
@@ -331,7 +304,7 @@ class PerceiverAR(hk.Module):
     self.latent_transformer = []
     for i in range(num_transformers_per_block):
       self.latent_transformer.append(
-        ar_attention.SelfAttention(
+        ar_layers.SelfAttention(
           widening_factor=transformer_widening_factor,
           num_heads=num_transformer_heads,
           **attention_kwargs,
@@ -388,25 +361,6 @@ class PerceiverAR(hk.Module):
     if not self._learnable_position_embeddings:
       encodings = jax.lax.stop_gradient(encodings)
     return self.input_embed(inputs) + encodings, None
-
-  def _select_input_positions(self, inputs, embedded, encoder_mask, positions):
-    """Training: keeps `train_input_positions` random inputs per example (padding
-    last), with their mask columns and positions."""
-
-    def select(tokens, embedded, encoder_mask, positions):
-      order = jax.random.permutation(hk.next_rng_key(), jnp.arange(tokens.shape[0]))
-      order = order[: self._train_input_positions]
-      order = order[jnp.argsort(tokens[order] == 0, stable=True)]
-      return (
-        tokens[order],
-        embedded[order],
-        encoder_mask[:, :, order],
-        None if positions is None else positions[order],
-      )
-
-    return hk.vmap(select, split_rng=not hk.running_init())(
-      inputs, embedded, encoder_mask, positions
-    )
 
   def __call__(
     self,
@@ -509,70 +463,41 @@ class PerceiverAR(hk.Module):
 
       if is_training:
         if self._train_input_positions:
-          inputs, embedded, encoder_mask, positions = self._select_input_positions(
-            inputs, embedded, masks.encoder, positions
+          masks, embedded, positions = ar_masks.select_input_positions(
+            masks, inputs, embedded, positions, self._train_input_positions
           )
-          masks = ar_masks.Masks(encoder=encoder_mask, processor=masks.processor)
-        key = hk.maybe_next_rng_key()  # Drawn in every training call, as the release.
-        if self._encoder_dropout_prob > 0.0:
-          if key is None:
-            raise ValueError('encoder_dropout_prob > 0 needs an RNG key in training.')
-          keep = jax.random.bernoulli(
-            key, 1.0 - self._encoder_dropout_prob, shape=embedded.shape[:2]
-          )
-          keep = jnp.broadcast_to(
-            keep[:, None, None, :].astype(jnp.float32),
-            (batch, 1, z_index_dim, embedded.shape[1]),
-          )
-          encoder = keep if masks.encoder is None else masks.encoder * keep
-          masks = ar_masks.Masks(encoder=encoder, processor=masks.processor)
+        # A key is drawn in every training call, as the release does.
+        masks = ar_masks.drop_inputs(
+          masks,
+          hk.maybe_next_rng_key(),
+          self._encoder_dropout_prob,
+          (batch, z_index_dim, embedded.shape[1]),
+        )
 
       layers = []
       if self._include_initial_cross_attention:
         layers.append(self.initial_cross_attn)
       layers += self.latent_transformer
-      memories = list(memory) if memory is not None else [None] * len(layers)
-      states = []
-      z = query
-      for start, run in self._layer_runs(layers, memory_type):
-        if len(run) > 1:
-          z = self._scanned_self_attention(
-            run, z, masks.processor, latent_positions, is_training, remat
-          )
-          states += [None] * len(run)
-          continue
-        layer, layer_memory = run[0], memories[start]
-        if isinstance(layer, ar_attention.CrossAttention):
+      z, states = ar_layers.run_layers(
+        layers,
+        query,
+        embedded,
+        masks=masks,
+        memory=memory,
+        memory_type=memory_type,
+        latent_positions=latent_positions,
+        input_positions=positions,
+        is_training=is_training,
+        remat=remat,
+        scan=(
+          self._scan_layers
+          and memory_type == 'none'
+          and not hk.running_init()
+          and not recording_attention_weights()
+        ),
+      )
 
-          def call(z, layer=layer, layer_memory=layer_memory):
-            return layer(
-              z,
-              embedded,
-              is_training=is_training,
-              memory_type=memory_type,
-              mask=masks.encoder,
-              memory=layer_memory,
-              q_positions=latent_positions,
-              kv_positions=positions,
-            )
-
-        else:
-
-          def call(z, layer=layer, layer_memory=layer_memory):
-            return layer(
-              z,
-              is_training=is_training,
-              memory_type=memory_type,
-              mask=masks.processor,
-              memory=layer_memory,
-              q_positions=latent_positions,
-              kv_positions=latent_positions,
-            )
-
-        z, state = remat(call)(z)
-        states.append(state)
-
-      z = ar_attention.layer_norm(z)
+      z = ar_layers.layer_norm(z)
       if self._num_latents_per_position > 1:
         z = hk.AvgPool(
           window_shape=(1, self._num_latents_per_position, 1),
@@ -587,69 +512,3 @@ class PerceiverAR(hk.Module):
       latent_last_steps=last_steps,
       perceiver_state=states,
     )
-
-  def _layer_runs(self, layers, memory_type):
-    """`[(index of the first layer, [layers])]`: consecutive self-attentions grouped
-    where they run as one scan, every other layer on its own."""
-    scan = (
-      self._scan_layers
-      and memory_type == 'none'
-      and not hk.running_init()
-      and not recording_attention_weights()
-    )
-    runs = []
-    for i, layer in enumerate(layers):
-      if (
-        scan
-        and runs
-        and isinstance(layer, ar_attention.SelfAttention)
-        and isinstance(runs[-1][1][-1], ar_attention.SelfAttention)
-      ):
-        runs[-1][1].append(layer)
-      else:
-        runs.append((i, [layer]))
-    return runs
-
-  def _scanned_self_attention(
-    self,
-    layers: Sequence[ar_attention.SelfAttention],
-    z,
-    mask,
-    positions,
-    is_training,
-    remat,
-  ):
-    """Runs self-attention `layers` as one `hk.scan` over their stacked parameters.
-
-    The layers have the same structure, so layer l runs as `layers[0]` with a getter
-    that hands it layer l's parameters, sliced from `[L, ...]` stacks; parameter names
-    and values are unchanged.
-    """
-    first = layers[0].module_name + '/'
-    per_layer = []
-    for layer in layers:
-      prefix = layer.module_name + '/'
-      per_layer.append(
-        {name[len(prefix) :]: value for name, value in layer.params_dict().items()}
-      )
-    stacked = {name: jnp.stack([p[name] for p in per_layer]) for name in per_layer[0]}
-
-    def step(z, layer_params):
-      def getter(next_getter, value, context):
-        if context.full_name.startswith(first):
-          value = layer_params.get(context.full_name[len(first) :], value)
-        return next_getter(value)
-
-      def apply(z):
-        with hk.custom_getter(getter):
-          return layers[0](
-            z,
-            is_training=is_training,
-            mask=mask,
-            q_positions=positions,
-            kv_positions=positions,
-          )[0]
-
-      return remat(apply)(z), None
-
-    return hk.scan(step, z, stacked)[0]

@@ -14,6 +14,7 @@ Shape glossary:
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -174,3 +175,28 @@ def apply_rotary_to_subset(
   if num_heads_rotated == num_heads:
     return turned
   return jnp.concatenate([turned, kept_heads], axis=-2)
+
+
+def table_initializer(kind, size, max_len):
+  """The initialiser of a fixed position table, or None (`hk.Embed`'s default) for
+  'random'. The table is computed on the host when the parameter is created
+  (`jax.pure_callback`), so a jitted `init` does not embed it as a constant and
+  `jax.eval_shape` does not compute it."""
+  if kind not in POSITION_TABLES:
+    raise ValueError(
+      f'Unknown position_encoding {kind!r}; expected one of {POSITION_TABLES}.'
+    )
+  if kind == 'random':
+    return None
+  if kind == 'fourier' and size % 2:
+    raise ValueError(
+      f"position_encoding='fourier' needs an even input_embed_dim, got {size}."
+    )
+
+  def init(shape, dtype):
+    def table():
+      return np.asarray(position_table(kind, size, max_len), dtype=dtype)
+
+    return jax.pure_callback(table, jax.ShapeDtypeStruct(tuple(shape), dtype))
+
+  return init
