@@ -35,6 +35,8 @@ def sequence_length(resolution: int = RESOLUTION) -> int:
 
 def image_events(image: np.ndarray) -> np.ndarray:
   """`[L]` tokens of an `[R, R, 3]` uint8 image: SOS, then subpixels + 3."""
+  if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
+    raise ValueError(f'Expected a square RGB image [R, R, 3], got shape {image.shape}.')
   values = image.reshape(-1).astype(np.int32) + sequences.NUM_RESERVED
   return np.concatenate([[sequences.SOS_ID], values]).astype(np.int32)
 
