@@ -22,7 +22,6 @@ Shape glossary:
   K: vocabulary.
 """
 
-import functools
 from typing import Any, Callable, Dict, List, Optional
 
 import haiku as hk
@@ -32,6 +31,14 @@ import numpy as np
 
 from perceiver._src import ar_attention
 from perceiver._src.ar_model import PerceiverAR
+
+
+def _check_sampling(temperature, top_k, top_p):
+  if temperature < 0 or not 0.0 < top_p <= 1.0 or top_k < 0:
+    raise ValueError(
+      f'Need temperature >= 0, 0 < top_p <= 1 and top_k >= 0; got temperature='
+      f'{temperature}, top_p={top_p}, top_k={top_k}.'
+    )
 
 
 def sample_logits(rng, logits, *, temperature=1.0, top_k=0, top_p=1.0):
@@ -45,11 +52,7 @@ def sample_logits(rng, logits, *, temperature=1.0, top_k=0, top_p=1.0):
   Returns:
     `[B]` int32 tokens.
   """
-  if temperature < 0 or not 0.0 < top_p <= 1.0 or top_k < 0:
-    raise ValueError(
-      f'Need temperature >= 0, 0 < top_p <= 1 and top_k >= 0; got temperature='
-      f'{temperature}, top_p={top_p}, top_k={top_k}.'
-    )
+  _check_sampling(temperature, top_k, top_p)
   logits = logits.astype(jnp.float32)
   if temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -158,8 +161,9 @@ class Sampler:
 
     self._model = hk.transform(forward)
     self._full_logits = jax.jit(self._full_logits_fn, static_argnames='num_latents')
-    self._refill = jax.jit(self._refill_fn)
-    self._step = jax.jit(self._step_fn)
+    # One compiled function per kind of step and sampling setting, each a single
+    # dispatch per token (the call, the draw and the token buffer's update).
+    self._sampling_steps = {}
 
   def init(self, rng, tokens, idxs):
     """Initial parameters (for tests and benchmarks; training makes the real ones)."""
@@ -228,6 +232,35 @@ class Sampler:
     out = self._model.apply(params, None, token, idx, memory=memory, z_index_dim=1)
     return out.input_events_logits[:, -1], out.perceiver_state
 
+  def _sampling_step(self, kind, settings):
+    """The jitted `(params, memory, tokens, idxs, length, rng) -> (logits, memory,
+    tokens, rng)` of one generated token: `kind` 'refill', 'step' or 'full' (a full call
+    with N latents, no memory), sampling with `settings` (temperature, top_k, top_p)."""
+    key = (kind, settings)
+    if key not in self._sampling_steps:
+      temperature, top_k, top_p = settings
+
+      def fn(params, memory, tokens, idxs, length, rng):
+        rng, key = jax.random.split(rng)
+        if kind == 'refill':
+          logits, memory = self._refill_fn(params, tokens, idxs, length)
+        elif kind == 'step':
+          logits, memory = self._step_fn(params, memory, tokens, idxs, length)
+        else:
+          logits = self._full_logits_fn(params, tokens, idxs, length, self.num_latents)
+        new = sample_logits(
+          key,
+          logits.at[:, 0].set(-jnp.inf),  # Never padding.
+          temperature=temperature,
+          top_k=top_k,
+          top_p=top_p,
+        )
+        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, new[:, None], length, axis=1)
+        return logits, memory, tokens, rng
+
+      self._sampling_steps[key] = jax.jit(fn)
+    return self._sampling_steps[key]
+
   def default_positions(self, batch_size):
     """`[B, C, 1]` positions 1, 2, ..., C (0 is the padding position)."""
     idxs = jnp.arange(1, self.context_length + 1, dtype=jnp.int32)[None, :, None]
@@ -276,9 +309,8 @@ class Sampler:
         f'The prompt ({length} tokens) and num_tokens ({num_tokens}) must fit the '
         f'context of {self.context_length} positions.'
       )
-    sample = functools.partial(
-      sample_logits, temperature=temperature, top_k=top_k, top_p=top_p
-    )
+    _check_sampling(temperature, top_k, top_p)
+    settings = (float(temperature), int(top_k), float(top_p))
     rng = jax.random.PRNGKey(seed) if rng is None else rng
     idxs = (
       self.default_positions(batch) if input_idxs is None else jnp.asarray(input_idxs)
@@ -287,20 +319,16 @@ class Sampler:
     memory, count = None, None
     for step in range(num_tokens):
       if not cached:
-        logits = self._full_logits(
-          params, tokens, idxs, length, num_latents=self.num_latents
-        )
+        kind = 'full'
       elif count is None or count == self.num_latents:
-        logits, memory = self._refill(params, tokens, idxs, length)
-        count = self.reset_latents
+        kind, count = 'refill', self.reset_latents
       else:
-        logits, memory = self._step(params, memory, tokens, idxs, length)
-        count += 1
+        kind, count = 'step', count + 1
+      logits, memory, tokens, rng = self._sampling_step(kind, settings)(
+        params, memory, tokens, idxs, length, rng
+      )
       if logits_callback is not None:
         logits_callback(step, logits)
-      rng, key = jax.random.split(rng)
-      new = sample(key, logits.at[:, 0].set(-jnp.inf))
-      tokens = jax.lax.dynamic_update_slice_in_dim(tokens, new[:, None], length, axis=1)
       length += 1
     return np.asarray(tokens[:, :length])
 
