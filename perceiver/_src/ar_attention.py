@@ -17,6 +17,9 @@ A memory (`AttentionState`) holds a layer's keys and values of earlier steps:
       its end, dropping the oldest ones, and `memory_mask` marks the valid entries.
       A mask given with the call covers the new elements (the last ones of the
       memory); the older valid entries are visible to every query.
+  'fixed_size_rotated_kv': as 'fixed_size_kv', but the memory keeps the keys after
+      their rotary encoding, so that the memory's keys are not encoded again at every
+      step (the same values; not in the release, whose memories keep raw keys).
 
 Shape glossary:
   B: batch size.
@@ -24,7 +27,6 @@ Shape glossary:
   H: heads; Dqk, Dv: channels per head of queries/keys and of values.
 """
 
-import functools
 from typing import NamedTuple, Optional
 
 import haiku as hk
@@ -39,14 +41,15 @@ from perceiver._src.attention import recording_attention_weights
 from perceiver._src.dot_product_attention import attend
 
 POSITION_ENCODING_TYPES = ('absolute', 'rotary')
-MEMORY_TYPES = ('none', 'kv', 'fixed_size_kv')
+MEMORY_TYPES = ('none', 'kv', 'fixed_size_kv', 'fixed_size_rotated_kv')
 
 
 class AttentionState(NamedTuple):
   """One attention layer's keys and values, kept for later steps.
 
   Attributes:
-    k: `[B, S, H, Dqk]` keys (before any rotary encoding).
+    k: `[B, S, H, Dqk]` keys (before any rotary encoding, but with
+      'fixed_size_rotated_kv').
     v: `[B, S, H, Dv]` values.
     kv_positions: `[B, S]` positions of the keys (rotary encodings), or None.
     memory_mask: `[B, S]` 1.0 for valid entries ('fixed_size_kv'), or None.
@@ -180,6 +183,33 @@ class Attention(hk.Module):
     k = jnp.reshape(k, [batch, kv_time, heads, qk_channels // heads])
     v = jnp.reshape(v, [batch, kv_time, heads, v_channels // heads])
 
+    if head_group_size:
+      if use_chunked_attention:
+        raise ValueError('head_group_size and chunked attention cannot be combined.')
+      if heads % head_group_size:
+        raise ValueError(
+          f'num_heads ({heads}) must be a multiple of head_group_size ({head_group_size}).'
+        )
+    group = head_group_size or heads
+    rotary = self._rotary
+    if rotary and (q_positions is None or kv_positions is None):
+      raise ValueError('Rotary attention needs both q_positions and kv_positions.')
+
+    def rotate(x, positions):
+      """Rotary encoding of `x` `[B, T, H, D]`, per head group (as the release)."""
+      if not rotary:
+        return x
+      parts = [
+        ar_positions.apply_rotary_to_subset(
+          x[:, :, i : i + group], positions, **self._rotary_kwargs
+        )
+        for i in range(0, heads, group)
+      ]
+      return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
+
+    q = rotate(q, q_positions)
+    if memory_type == 'fixed_size_rotated_kv':
+      k = rotate(k, kv_positions)  # Encoded once, before entering the memory.
     memory_mask = None
     if memory is not None:
       if memory_type == 'none':
@@ -200,7 +230,7 @@ class Attention(hk.Module):
           )
       else:
         if memory.memory_mask is None:
-          raise ValueError("memory_type='fixed_size_kv' needs memory.memory_mask.")
+          raise ValueError(f'memory_type={memory_type!r} needs memory.memory_mask.')
         k = _roll_in(memory.k, k)
         v = _roll_in(memory.v, v)
         if kv_positions is not None:
@@ -219,16 +249,17 @@ class Attention(hk.Module):
           )
           valid = valid & mask
         mask = valid.astype(jnp.float32)
+    keys = k if memory_type == 'fixed_size_rotated_kv' else rotate(k, kv_positions)
 
-    rotary = self._rotary
-    if rotary and (q_positions is None or kv_positions is None):
-      raise ValueError('Rotary attention needs both q_positions and kv_positions.')
+    if recording_attention_weights():
+      # Inside `attention.record_attention_weights`: the weights [B, H, T, S].
+      _record(
+        self.module_name,
+        lambda: attention_weights(q, keys, None if mask is None else mask[:, 0]),
+      )
 
     def attend_heads(q, k, v):
       """Attention of a group of heads `[B, T|S, h, D]` -> `[B, T, h * Dv]`."""
-      if rotary:
-        q = ar_positions.apply_rotary_to_subset(q, q_positions, **self._rotary_kwargs)
-        k = ar_positions.apply_rotary_to_subset(k, kv_positions, **self._rotary_kwargs)
       rate = self._dropout_prob if is_training else 0.0
       chunks = {}
       if use_chunked_attention:
@@ -249,49 +280,19 @@ class Attention(hk.Module):
         **chunks,
       )
 
-    if recording_attention_weights():
-      # Inside `attention.record_attention_weights`: the weights [B, H, T, S].
-      def weights():
-        q_rot, k_rot = q, k
-        if rotary:  # Per head group, as the attention itself.
-          group = head_group_size or heads
-          rotate = functools.partial(
-            ar_positions.apply_rotary_to_subset, **self._rotary_kwargs
-          )
-          q_rot = jnp.concatenate(
-            [rotate(q[:, :, i : i + group], q_positions) for i in range(0, heads, group)],
-            axis=2,
-          )
-          k_rot = jnp.concatenate(
-            [
-              rotate(k[:, :, i : i + group], kv_positions) for i in range(0, heads, group)
-            ],
-            axis=2,
-          )
-        return attention_weights(q_rot, k_rot, None if mask is None else mask[:, 0])
-
-      _record(self.module_name, weights)
-
-    if head_group_size:
-      if use_chunked_attention:
-        raise ValueError('head_group_size and chunked attention cannot be combined.')
-      if heads % head_group_size:
-        raise ValueError(
-          f'num_heads ({heads}) must be a multiple of head_group_size ({head_group_size}).'
-        )
-      result = jnp.concatenate(
+    result = (
+      jnp.concatenate(
         [
           attend_heads(
-            q[:, :, i : i + head_group_size],
-            k[:, :, i : i + head_group_size],
-            v[:, :, i : i + head_group_size],
+            q[:, :, i : i + group], keys[:, :, i : i + group], v[:, :, i : i + group]
           )
-          for i in range(0, heads, head_group_size)
+          for i in range(0, heads, group)
         ],
         axis=-1,
       )
-    else:
-      result = attend_heads(q, k, v)
+      if group < heads
+      else attend_heads(q, keys, v)
+    )
 
     outputs = conv_1d(
       output_channels, with_bias=self._with_final_bias, init_scale=self._final_init_scale

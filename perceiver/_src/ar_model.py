@@ -378,7 +378,8 @@ class PerceiverAR(hk.Module):
       inputs: `[B, M]` token ids, 0 for padding after the tokens.
       input_idxs: `[B, M, I]` positions (with `use_positions_from_data`), or None.
       is_training: enables dropout, latent and encoder dropout.
-      memory_type: 'none', 'kv' or 'fixed_size_kv' (see `ar_attention`).
+      memory_type: 'none', 'kv', 'fixed_size_kv' or 'fixed_size_rotated_kv' (see
+        `ar_attention`).
       memory: a list of one `AttentionState` (or None) per attention layer from an
         earlier call, to continue a sequence incrementally; needs
         `use_positions_from_data`.

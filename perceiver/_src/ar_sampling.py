@@ -4,7 +4,8 @@ A full call of the model costs a cross-attention over the whole context plus the
 stack; with the caches, each new token costs one latent: its key/value projection is
 appended to the cross-attention cache and its latent attends to the cached latents.
 
-The caches are fixed-size memories (`memory_type='fixed_size_kv'`): the cross-attention
+The caches are fixed-size memories (`memory_type='fixed_size_rotated_kv'`: the keys are
+kept after their rotary encoding, if any, so they are encoded once): the cross-attention
 layers hold one entry per context position (`context_length`), the self-attention
 layers one per latent (`num_latents`, the model's N). As in the release's sampler, a
 full call over the sequence with `reset_latents` (R, default N / 2) latents refills the
@@ -154,7 +155,7 @@ class Sampler:
         tokens,
         idxs,
         is_training=False,
-        memory_type='none' if memory is None else 'fixed_size_kv',
+        memory_type='none' if memory is None else 'fixed_size_rotated_kv',
         memory=memory,
         z_index_dim=z_index_dim,
       )
