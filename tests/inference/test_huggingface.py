@@ -22,10 +22,21 @@ from perceiver import huggingface as hf_lib
 from perceiver import safetensors
 from tests import transformers_data
 
-# float32 tolerance: torch and XLA sum in different orders (relative to each output's
-# largest magnitude, as the golden tests of the release's outputs).
-RTOL = 1e-5
-ATOL = 1e-5
+# float32 tolerance, relative to each output's largest magnitude: torch and XLA sum in
+# different orders. Fourier position features need more: transformers' and JAX's
+# `linspace` round the top frequencies (112 for 224 pixels) differently by an ulp, which
+# `sin(pi * f * x)` turns into up to 7.6e-5 (measured on the 64-band, 224-resolution
+# features of a 5 x 7 grid).
+FOURIER_FAMILIES = (
+  'imagenet_fourier',
+  'imagenet_conv',
+  'optical_flow',
+  'multimodal_autoencoding',
+)
+
+
+def tolerance(family):
+  return 1e-4 if family in FOURIER_FAMILIES else 1e-5
 
 
 def model_batch(family, hf):
@@ -71,8 +82,9 @@ def assert_outputs_match(family, got):
     if family == 'masked_lm':  # Padded positions: this project's queries are masked.
       valid = want['hf/attention_mask'].astype(bool)
       expected, actual = expected[valid], actual[valid]
-    atol = ATOL * max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=atol, err_msg=key)
+    tol = tolerance(family)
+    atol = tol * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=atol, err_msg=key)
 
 
 @pytest.mark.parametrize('family', sorted(transformers_data.FAMILIES))
