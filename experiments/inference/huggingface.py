@@ -208,23 +208,45 @@ def transformers_config(config: ml_collections.ConfigDict) -> Translation:
   return Translation(hf, family.architecture, family.decoder_query_residual(config))
 
 
+# The fields a byte model's encoder and inputs hold: what a GLUE classifier takes from a
+# masked language model checkpoint.
+TEXT_ENCODER_FIELDS = ('model.encoder.', 'model.d_model', 'model.max_seq_len')
+
+
 def check_checkpoint_config(
-  hf_config: Mapping, config: ml_collections.ConfigDict
+  hf_config: Mapping,
+  config: ml_collections.ConfigDict,
+  *,
+  prefixes: Optional[Tuple[str, ...]] = None,
 ) -> None:
   """Raises ConfigMismatchError naming every field where a transformers checkpoint's
-  architecture differs from `config`'s."""
-  family = family_of(config)
+  architecture differs from `config`'s.
+
+  Args:
+    hf_config: the checkpoint's `config.json` fields.
+    config: the experiment config it is loaded into.
+    prefixes: compare only fields whose dotted path starts with one of these (e.g.
+      `TEXT_ENCODER_FIELDS` to start a GLUE classifier from a masked language model);
+      the architectures may then differ. Default: the whole model, same architecture.
+  """
   architecture = (hf_config.get('architectures') or [None])[0]
-  if architecture != family.architecture:
-    raise ConfigMismatchError(
-      f'the checkpoint is a {architecture}, the config a {family.architecture}.'
-    )
+  if prefixes is None:
+    family = family_of(config)
+    if architecture != family.architecture:
+      raise ConfigMismatchError(
+        f'the checkpoint is a {architecture}, the config a {family.architecture}.'
+      )
+  elif architecture not in FAMILIES:
+    raise ConfigMismatchError(f'architectures={[architecture]!r} is not mapped.')
+  else:
+    family = FAMILIES[architecture]
   derived = project_config(hf_config, base=config)
   problems = [
     f'{path}: checkpoint {theirs!r}, config {mine!r}'
     for path, mine, theirs in differences(config, derived, family)
+    if prefixes is None or path.startswith(prefixes)
   ]
-  if family.architecture == 'PerceiverForSequenceClassification':
+  if prefixes is None and family.architecture == 'PerceiverForSequenceClassification':
     classes, labels = (
       hf_families.glue_task_classes(config.data.task),
       num_labels(hf_config),
@@ -254,10 +276,14 @@ def _leaves(section, prefix=''):
 
 
 def _set(section, path, value) -> None:
+  """Sets a dotted field of `section`, if it has it."""
   *parents, leaf = path.split('.')
   for name in parents:
+    if name not in section:
+      return
     section = section[name]
-  section[leaf] = value
+  if leaf in section:
+    section[leaf] = value
 
 
 def _normalized(config: ml_collections.ConfigDict, family: Family) -> Dict[str, Any]:

@@ -185,6 +185,8 @@ def test_release_configs_translate_both_ways(spec, overrides):
   json.dumps(translation.hf_config)  # config.json material.
   derived = huggingface.project_config(translation.hf_config)
   assert huggingface.differences(config, derived, family) == []
+  if spec.startswith('configs/imagenet.py'):  # transformers' pipelines show names.
+    assert translation.hf_config['id2label']['207'] == 'golden retriever'
 
 
 @pytest.mark.parametrize(
@@ -273,6 +275,30 @@ def test_checkpoint_config_checks(tmp_path):
   ):
     with pytest.raises(huggingface.ConfigMismatchError, match=match):
       huggingface.project_config({**hf_config, field: value})
+
+
+def test_glue_from_a_masked_language_model_checks_the_encoder(tmp_path):
+  """A GLUE classifier starts from an MLM checkpoint's inputs and encoder: only those
+  fields are compared."""
+  directory = transformers_data.unpack('masked_lm', str(tmp_path / 'hf'))
+  hf_config = hf_lib.read_config(directory)
+  mlm = huggingface.project_config(hf_config)
+  glue = _config('configs/glue.py:mrpc')
+  glue.unlock()
+  glue.model.d_model, glue.model.max_seq_len = mlm.model.d_model, mlm.model.max_seq_len
+  glue.model.encoder = mlm.model.encoder
+  glue.data.seq_len = mlm.model.max_seq_len
+  glue.lock()
+  prefixes = huggingface.TEXT_ENCODER_FIELDS
+  huggingface.check_checkpoint_config(hf_config, glue, prefixes=prefixes)
+  glue.unlock()
+  glue.model.encoder.z_index_dim = 9
+  glue.lock()
+  with pytest.raises(huggingface.ConfigMismatchError) as info:
+    huggingface.check_checkpoint_config(hf_config, glue, prefixes=prefixes)
+  assert str(info.value).endswith(
+    '1 field(s): model.encoder.z_index_dim: checkpoint 5, config 9.'
+  )
 
 
 def test_fit_check_names_every_tensor(tmp_path):
