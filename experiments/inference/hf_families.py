@@ -17,8 +17,6 @@ channel counts, the decoders' heads...), which the reference configs hold.
 """
 
 import dataclasses
-import importlib
-import os
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import ml_collections
@@ -49,14 +47,6 @@ class Family:
   from_hf: Callable[[Mapping, ml_collections.ConfigDict, bool], None]
   carried: Tuple[str, ...] = ()
   decoder_query_residual: Callable[[ml_collections.ConfigDict], bool] = lambda c: True
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """The config `'configs/<file>.py[:variant]'` (a path relative to the repository)."""
-  module_path, _, variant = spec.partition(':')
-  module = os.path.splitext(os.path.normpath(module_path))[0].replace(os.sep, '.')
-  config_module = importlib.import_module(module)
-  return config_module.get_config(variant) if variant else config_module.get_config()
 
 
 def num_labels(hf: Mapping) -> int:
