@@ -37,7 +37,10 @@ transformers' `PerceiverForImageClassificationLearned` always adds the decoder's
 to its cross-attention output (`use_query_residual=True`), while the release's learned
 model does not. The query is one trainable vector, the same for every example, so
 `decoder_query_residual=False` subtracts it from that attention's output bias on export
-(and adds it back on import): the same function, to float32 rounding.
+(and adds it back on import): the same function, to float32 rounding. The conv
+classifier's parameters map one to one, but transformers pads its convolution and max
+pooling otherwise than the release: `ImagePreprocessor(conv2d_padding='transformers')`
+computes what transformers computes.
 
 Checkpoint directories are read without PyTorch: `config.json` plus `model.safetensors`
 (or shards listed in `model.safetensors.index.json`), through `perceiver.safetensors`.
