@@ -11,8 +11,8 @@ experiments/inference/pretrained.py), a training workdir (its `export/params.npz
 parameter file (`.npz`, the release's `.pystate` / `.pickle`). The directory gets
 `config.json` (transformers' `PerceiverConfig`, `architectures` naming the model class),
 `model.safetensors`, and `preprocessor_config.json` (ImageNet) or `tokenizer_config.json`
-(byte models) for transformers' pipelines; load it with
-`transformers.AutoModel...from_pretrained(DIR)` or the class named in `config.json`.
+(byte models) for transformers' pipelines; load it with the class `config.json` names,
+e.g. `transformers.PerceiverForMaskedLM.from_pretrained(DIR)`.
 Families: ImageNet (learned positions, Fourier features, conv preprocessing), the byte
 masked language model and its GLUE classifier, optical flow, multimodal autoencoding
 (see docs/interop.md). A config transformers cannot express (it names each field, its
