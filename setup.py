@@ -49,7 +49,7 @@ setuptools.setup(
     ]
   ),
   # The ImageNet class names of `experiments.classify`.
-  package_data={'experiments.inference': ['data/*.tsv']},
+  package_data={'experiments.tasks.imagenet': ['data/*.tsv']},
   python_requires='>=3.11',
   install_requires=_requirements(),
   extras_require={

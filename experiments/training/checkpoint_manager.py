@@ -40,6 +40,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments.training import errors
 from experiments.training import parallel
 
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -50,7 +51,7 @@ _STEP_METADATA = '_CHECKPOINT_METADATA'
 _PATH_IN_MESSAGE = re.compile(r'"(/[^"]+)"')
 
 
-class DamagedCheckpointError(ValueError):
+class DamagedCheckpointError(errors.DataError):
   """A checkpoint's files cannot be read back into the state they were saved from.
 
   Attributes:
@@ -64,11 +65,11 @@ class DamagedCheckpointError(ValueError):
     self.path = path
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint is intact but was saved for another model or optimizer."""
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(errors.UserError, RuntimeError):
   """Writing a checkpoint failed (e.g. the disk is full); earlier ones are intact."""
 
 
@@ -288,7 +289,7 @@ class Checkpointer:
       keep: how many of the most recent checkpoints to keep (>= 1).
     """
     if keep < 1:
-      raise ValueError(f'training.keep_checkpoints={keep} must be >= 1.')
+      raise errors.ConfigError(f'training.keep_checkpoints={keep} must be >= 1.')
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_SUBDIR)
     self._keep = keep

@@ -30,10 +30,11 @@ _HOST = textwrap.dedent("""
     from experiments import train
     from experiments.training import trainer
     output = sys.argv.pop()
+    args = train.define_flags()
     flags.FLAGS(sys.argv)
-    train._maybe_initialize_distributed()
+    train._initialize_distributed(args)
     assert jax.process_count() == 2 and jax.device_count() == 2
-    state = trainer.run(train._CONFIG.value, flags.FLAGS.workdir, flags.FLAGS.mode)
+    state = trainer.run(args.config.value, args.workdir.value, args.mode.value)
     flat = {jax.tree_util.keystr(path): np.asarray(value) for path, value in
             jax.tree_util.tree_flatten_with_path(state.params)[0]}
     np.savez(output, **flat)

@@ -25,8 +25,9 @@ from configs import digits as digits_config
 from experiments.tasks.digits import task as digits
 from experiments.training import array_data
 from experiments.training import checkpoint_manager as checkpointing
+from experiments.training import evaluation
+from experiments.training import experiment
 from experiments.training import host_memory
-from experiments.training import parallel
 from experiments.training import task as task_lib
 from experiments.training import trainer
 from tests import helpers
@@ -287,10 +288,8 @@ def test_evaluation_counts_every_example_once(
     summarize_eval=summarize_eval,
     num_examples=lambda split, config: num_examples,
   )
-  p_state = parallel.replicate(final)
-  evaluator = trainer.Evaluator(
-    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
-  )
+  evaluator = evaluation.SplitEvaluator(experiment.build(config), jax.random.PRNGKey(1))
+  p_state = evaluator.put_state(final)
   metrics = evaluator(p_state)
   np.testing.assert_array_equal(np.sort(seen[-1]), np.arange(num_examples))
   assert metrics['num_examples'] == num_examples
@@ -311,9 +310,7 @@ def test_evaluation_counts_every_example_once(
     summarize_eval=summarize_eval,
     num_examples=lambda split, config: num_examples + 1,
   )
-  evaluator = trainer.Evaluator(
-    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
-  )
+  evaluator = evaluation.SplitEvaluator(experiment.build(config), jax.random.PRNGKey(1))
   with pytest.raises(ValueError, match=f'covered {num_examples} examples'):
     evaluator(p_state)
 
@@ -330,16 +327,28 @@ def test_num_train_steps_from_epochs():
     task_lib.num_train_steps(config, digits)
 
 
-def test_host_only_fields_reuse_the_compiled_steps():
-  steps = trainer.build_steps(tiny_config(), digits)
-  host_only = tiny_config(
-    log_every_steps=5,
-    rollback_on_nonfinite=1,
-    compilation_cache=False,
-    keep_checkpoints=7,
-  )
-  assert trainer.build_steps(host_only, digits) is steps
-  assert trainer.build_steps(tiny_config(batch_size=30), digits) is not steps
+def test_a_run_uses_its_workdir_cache_unless_one_is_set(tmp_path, monkeypatch):
+  set_dirs = []
+  monkeypatch.setattr(trainer, 'use_compilation_cache', set_dirs.append)
+  monkeypatch.setattr(trainer, '_RUN_CACHE_DIR', None)
+  previous = jax.config.jax_compilation_cache_dir
+  for name in ('a', 'b'):
+    os.makedirs(tmp_path / name)
+  try:
+    # A folder set outside the runs (JAX_COMPILATION_CACHE_DIR, a notebook) is kept.
+    jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'mine'))
+    trainer._maybe_use_run_cache(str(tmp_path / 'a'))  # pylint: disable=protected-access
+    assert set_dirs == []
+    # Otherwise each run uses its own workdir's, replacing the previous run's.
+    jax.config.update('jax_compilation_cache_dir', None)
+    trainer._maybe_use_run_cache(str(tmp_path / 'a'))  # pylint: disable=protected-access
+    cache_a = str(tmp_path / 'a' / 'compilation_cache')
+    monkeypatch.setattr(trainer, '_RUN_CACHE_DIR', cache_a)
+    jax.config.update('jax_compilation_cache_dir', cache_a)
+    trainer._maybe_use_run_cache(str(tmp_path / 'b'))  # pylint: disable=protected-access
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+  assert set_dirs == [cache_a, str(tmp_path / 'b' / 'compilation_cache')]
 
 
 def test_compilation_cache_is_written_once_and_reused(tmp_path):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from experiments.training import errors
 from experiments.training import trainer
 from tests import helpers
 from tests.training import test_train
@@ -55,7 +56,7 @@ def test_eval_batch_that_does_not_divide_over_devices(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_missing_workdir(tmp_path):
-  with pytest.raises(FileNotFoundError, match='does not exist'):
+  with pytest.raises(errors.ConfigError, match='does not exist'):
     trainer.run(test_train.tiny_config(), str(tmp_path / 'nowhere'), 'eval')
   assert not (tmp_path / 'nowhere').exists()
 

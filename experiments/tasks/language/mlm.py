@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from experiments.tasks.language import corpora as text_input
+from experiments.training import errors
 from perceiver import bytes_tokenizer
 from perceiver import io_processors
 from perceiver import perceiver
@@ -59,7 +60,7 @@ def check_seq_len(config: ml_collections.ConfigDict) -> int:
   """`data.seq_len`, checked against the model's `max_seq_len`."""
   seq_len = config.data.seq_len
   if not 1 < seq_len <= config.model.max_seq_len:
-    raise ValueError(
+    raise errors.ConfigError(
       f'config.data.seq_len={seq_len} must be in [2, config.model.max_seq_len='
       f'{config.model.max_seq_len}].'
     )
@@ -134,6 +135,19 @@ def mlm_logits(
   return io_processors.EmbeddingDecoder(embedding_matrix=embed.embeddings)(outputs)
 
 
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example of `L = data.seq_len` bytes: masked `inputs`, `input_mask`,
+  `targets` (int32) and the float32 loss `weights` of the masked positions."""
+  length = config.data.seq_len
+  ids = jax.ShapeDtypeStruct((length,), np.int32)
+  return {
+    'inputs': ids,
+    'input_mask': ids,
+    'targets': ids,
+    'weights': jax.ShapeDtypeStruct((length,), np.float32),
+  }
+
+
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The masked language model: `f(batch, *, is_training) -> logits [B, L, V]`."""
   # A copy: later edits of `config` do not change the built model.
@@ -187,7 +201,7 @@ def _tfds_splits(config, split: str) -> Sequence[str]:
     return tuple(config.data.train_splits)
   if split in text_input.HELDOUT_SPLITS:
     return tuple(config.data.eval_splits)
-  raise ValueError(
+  raise errors.ConfigError(
     f'MLM splits are "train" and the held-out '
     f'{text_input.HELDOUT_SPLITS}; got split={split!r}.'
   )
@@ -235,7 +249,7 @@ def _train_sequences(config) -> Callable[[], Iterator[Tuple[np.ndarray, np.ndarr
         produced += 1
         yield sequence
       if not produced:
-        raise ValueError(
+        raise errors.DataError(
           f'Host {host} has no training documents (config.data.files='
           f'{data.files!r}, heldout_fraction={data.heldout_fraction}).'
         )
@@ -290,12 +304,12 @@ def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
   stream is open-ended, so train by `training.num_steps` there.
   """
   if _source(config) == 'tfds' and split == 'train':
-    raise ValueError(
+    raise errors.ConfigError(
       'The number of training sequences of TFDS text corpora is not known in '
       'advance: set config.training.num_steps instead of training.num_epochs.'
     )
   if split != 'train' and split not in text_input.HELDOUT_SPLITS:
-    raise ValueError(
+    raise errors.ConfigError(
       f'MLM splits are "train" and the held-out '
       f'{text_input.HELDOUT_SPLITS}; got split={split!r}.'
     )
@@ -407,7 +421,7 @@ def summarize_eval(per_example, config):
   del config
   num_masked = float(np.sum(per_example['num_masked']))
   if num_masked == 0:
-    raise ValueError('The evaluation split has no masked bytes to score.')
+    raise errors.DataError('The evaluation split has no masked bytes to score.')
   loss = float(np.sum(per_example['nll_sum'])) / num_masked
   histogram = np.sum(per_example['target_histogram'], axis=0)
   frequencies = histogram / num_masked

@@ -12,8 +12,10 @@ import pytest
 
 from configs import flow as flow_config
 from experiments.tasks.flow import formats
-from experiments.tasks.flow import inference
 from experiments.tasks.flow import task
+from experiments.tasks.flow import tiling
+from experiments.training import errors
+from experiments.training import weights
 from perceiver import checkpoint
 from tests import helpers
 
@@ -92,8 +94,8 @@ def test_release_outputs_through_the_task_model(tmp_path):
   path = str(tmp_path / 'optical_flow_checkpoint.pystate')
   with open(path, 'wb') as f:
     pickle.dump(golden, f)
-  model = task.build_model(_golden_config(init_checkpoint=path))
-  params, state = model.init(jax.random.PRNGKey(1), {'frames': images}, is_training=True)
+  model = task.build_model(_golden_config())
+  params, state = weights.load(model, {'frames': images}, path)
   for module, entries in golden.items():
     for name, value in entries.items():
       np.testing.assert_array_equal(params[module][name], value)
@@ -107,9 +109,8 @@ def test_release_outputs_through_the_task_model(tmp_path):
     'b': np.zeros(8, np.float32),
   }
   checkpoint.save_npz(str(tmp_path / 'bad.npz'), bad)
-  model = task.build_model(_golden_config(init_checkpoint=str(tmp_path / 'bad.npz')))
-  with pytest.raises(ValueError, match=r'bad.npz.*does not fit.*patches_linear/w'):
-    model.init(jax.random.PRNGKey(1), {'frames': images}, is_training=True)
+  with pytest.raises(errors.DataError, match=r'bad.npz.*does not fit.*patches_linear/w'):
+    weights.load(model, {'frames': images}, str(tmp_path / 'bad.npz'))
 
 
 @pytest.mark.slow
@@ -134,7 +135,7 @@ def test_large_frames_are_tiled_in_evaluation():
     return apply(x)
 
   got = apply(frames)
-  want = inference.tiled_flow(tile, frames, (6, 7), 2, xp=np)
+  want = tiling.tiled_flow(tile, frames, (6, 7), 2, xp=np)
   assert got.shape == (1, 9, 11, 2)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

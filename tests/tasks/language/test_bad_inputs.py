@@ -1,7 +1,6 @@
 """Bad inputs to the language tasks: caught before any work, with a clear message."""
 
 import time
-import types
 
 import haiku as hk
 import jax
@@ -13,7 +12,9 @@ from configs import mlm as mlm_config
 from experiments import fill_mask as fill_mask_command
 from experiments.tasks.language import fill_mask
 from experiments.tasks.language import mlm
+from experiments.training import cli
 from perceiver import checkpoint as checkpoint_lib
+from tests import helpers
 
 
 def test_huge_mask_count_fails_before_allocating():
@@ -56,13 +57,16 @@ def test_missing_tfds_corpus_fails_up_front(tmp_path):
 
 
 def _run_command(checkpoint, text):
-  flag_values = dict(
-    checkpoint=types.SimpleNamespace(value=checkpoint),
-    text=types.SimpleNamespace(value=text),
-    config=types.SimpleNamespace(value=mlm_config.get_config('debug')),
-  )
+  argv = [
+    'fill_mask',
+    f'--checkpoint={checkpoint}',
+    f'--config={helpers.REPO_ROOT}/configs/mlm.py:debug',
+    f'--text={text}',
+  ]
   with pytest.raises(SystemExit) as exit_info:
-    fill_mask_command.main(['fill_mask'], flag_values=flag_values)
+    cli.invoke(
+      fill_mask_command.main, fill_mask_command.define_flags, argv, name='fill_mask'
+    )
   message = str(exit_info.value.code)
   assert message.startswith('fill_mask: error: ') and '\n' not in message
   return message
