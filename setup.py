@@ -55,8 +55,8 @@ setuptools.setup(
   extras_require={
     # JAX for NVIDIA GPUs (CUDA 12 wheels from PyPI) and for Cloud TPUs; the input
     # pipelines keep using the CPU build of TensorFlow, which never claims accelerators.
-    'cuda12': ['jax[cuda12]>=0.4.30'],
-    'tpu': ['jax[tpu]>=0.4.30'],
+    'cuda12': ['jax[cuda12]>=0.10.2'],
+    'tpu': ['jax[tpu]>=0.10.2'],
     # Decoding audio and video files (FFmpeg through PyAV).
     'media': _MEDIA,
     # Optical flow: frame files and the photographs textures are cut from.

@@ -153,11 +153,18 @@ def _initialize_distributed(args: types.SimpleNamespace) -> None:
 class _QuietLibraries(std_logging.Filter):
   """Drops INFO records of checkpointing internals, keeping the run's own log readable.
 
-  Also drops orbax's own reports (with tracebacks) of a full disk: the run ends with
-  one line saying which checkpoint could not be written.
+  Also drops orbax's own reports of what the run reports itself in one line: a full
+  disk (with tracebacks; the run says which checkpoint could not be written) and the
+  files it misses while reading a damaged checkpoint (the run names the damage and
+  where it moved the checkpoint).
   """
 
   _PATH_PARTS = (os.sep + 'orbax' + os.sep,)
+  _REPORTED = (
+    'No space left on device',
+    'Metadata file does not exist',
+    'Failed to get item metadata',
+  )
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if not any(part in record.pathname for part in self._PATH_PARTS):
@@ -167,7 +174,7 @@ class _QuietLibraries(std_logging.Filter):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += str(record.exc_info[1])
-    return 'No space left on device' not in text
+    return not any(reported in text for reported in self._REPORTED)
 
 
 def main(argv, *, args: types.SimpleNamespace):

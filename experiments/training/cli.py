@@ -68,7 +68,9 @@ def parse_flags(
   except flags.Error as e:
     raise SystemExit(f'{name}: error: {one_line(_flag_error_message(e))}') from None
   except _OVERRIDE_ERRORS as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    message = e  # ml_collections wraps the KeyError naming the field in others.
+    while isinstance(message, BaseException) and message.args:
+      message = message.args[0]
     raise SystemExit(
       f'{name}: error: a config override names no field: {one_line(message)}'
     ) from None
@@ -100,6 +102,13 @@ def invoke(
     SystemExit: as the command would exit (a one-line error).
   """
   flag_values = flags.FlagValues()
-  args = define_flags(flag_values)
-  remaining = parse_flags(flag_values, argv, name=name)
+  argv = [str(a) for a in argv]
+  # `config_flags` reads a config's `--config.<field>` overrides from `sys.argv` while
+  # parsing: let it see `argv`.
+  saved, sys.argv = sys.argv, argv
+  try:
+    args = define_flags(flag_values)
+    remaining = parse_flags(flag_values, argv, name=name)
+  finally:
+    sys.argv = saved
   return _guarded(main, remaining, args=args, name=name)

@@ -249,7 +249,14 @@ def evaluate_continuously(
   job = _Job(exp, workdir)
   newest, best = _read_progress(job)
   if newest >= job.num_steps:
-    logging.info('Step %d is already evaluated; nothing to do.', newest)
+    logging.warning(
+      'Nothing to evaluate: %s already holds step %d, and this config trains to '
+      'training.num_steps=%d. To follow a longer run, give the evaluator the '
+      "trainer's --config.training.num_steps.",
+      job.out_dir,
+      newest,
+      job.num_steps,
+    )
     return best
   writer = job.open_writer(job.num_steps)
   idle_since = time.monotonic()
@@ -275,6 +282,14 @@ def evaluate_continuously(
         continue
       idle_since = time.monotonic()
       for step in new_steps:
+        if step > job.num_steps:
+          logging.warning(
+            "Checkpoint %d is past this config's training.num_steps=%d: evaluating "
+            "it, then stopping (give the evaluator the trainer's "
+            '--config.training.num_steps to follow a longer run).',
+            step,
+            job.num_steps,
+          )
         state = job.restore(step)
         newest = step
         if state is None:

@@ -201,3 +201,21 @@ def test_continuous_evaluator_resumes_and_stops_when_idle(trained, tmp_path):
   shutil.rmtree(out / 'eval_test')
   with pytest.raises(ValueError, match="best_metric='top_3_acc' .*top_1_acc"):
     trainer.run(config, str(out), 'eval_continuous')
+
+
+def test_continuous_evaluator_past_its_own_num_steps_says_so(trained, tmp_path, caplog):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.training.num_steps = 3  # The trainer went to 4.
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  out = tmp_path / 'copy'
+  shutil.copytree(workdir / 'checkpoints', out / 'checkpoints')
+  with caplog.at_level('WARNING'):
+    trainer.run(config, str(out), 'eval_continuous')
+  assert "Checkpoint 4 is past this config's training.num_steps=3" in caplog.text
+  assert [r['step'] for r in _records(out / 'eval_test' / 'metrics.jsonl')] == [2, 4]
+  caplog.clear()
+  with caplog.at_level('WARNING'):
+    trainer.run(config, str(out), 'eval_continuous')
+  assert 'Nothing to evaluate' in caplog.text and 'holds step 4' in caplog.text

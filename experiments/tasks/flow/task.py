@@ -192,12 +192,11 @@ def _augmented(index_batches, source, *, batch_dims, config, start_step):
   """Augments each example of each batch; randomness from (seed, step, global slot)."""
   options = augment_options(config)
   host_batch = int(np.prod(batch_dims))
-  first = jax.process_index() * host_batch
   for step, batch in enumerate(index_batches, start=start_step):
     indices = batch['index'].reshape(-1)
+    rngs = array_data.example_rngs(config.seed, _AUGMENT_STREAM, step, host_batch)
     out = []
-    for slot, index in enumerate(indices):
-      rng = np.random.default_rng([config.seed, _AUGMENT_STREAM, step, first + slot])
+    for rng, index in zip(rngs, indices):
       example = augment_lib.augment(source(int(index)), rng, options)
       example['region'] = np.ones_like(example['valid'])
       out.append(example)

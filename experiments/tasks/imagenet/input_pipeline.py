@@ -65,11 +65,11 @@ def _builder(config):
   builder = tfds.builder(config.data.tfds_name, data_dir=data_dir)
   if not builder.info.splits:
     data_dir_flag = f' --data_dir={data_dir}' if data_dir else ''
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'TFDS dataset {config.data.tfds_name!r} is not prepared in '
       f'{builder.data_dir!r}. Build it once from the manually downloaded archives '
       f'(`python -m experiments.tasks.imagenet.prepare --manual_dir=DIR{data_dir_flag}`, '
-      'see the README), or smoke-test with --config.data.fake=True.'
+      'see docs/imagenet.md), or smoke-test with --config.data.fake=True.'
     )
   return builder
 

@@ -48,7 +48,7 @@ def check_archives(manual_dir: str) -> None:
     name for name in ARCHIVES if not os.path.isfile(os.path.join(manual_dir, name))
   ]
   if missing:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'--manual_dir={manual_dir!r} lacks {missing}. Download them (after registering '
       'at https://image-net.org/download-images) into that directory.'
     )

@@ -102,7 +102,9 @@ def embed_inputs(inputs: jax.Array, model_config) -> Tuple[jax.Array, hk.Embed]:
     init_scale=model_config.pos_init_scale,
   )
   pos = positions(batch_size=inputs.shape[0])[:, :length]  # [B, L, C]
-  # jnp.take with mode='fill': an id out of range gives NaN, never the nearest row.
+  # jnp.take with mode='fill': an id out of range gives NaN, never the nearest row. It
+  # wraps negative ids (NumPy's indexing), so those are first moved past the end.
+  inputs = jnp.where(inputs < 0, VOCAB_SIZE, inputs)
   embedded = jnp.take(embed.embeddings, inputs, axis=0, mode='fill', fill_value=jnp.nan)
   return embedded + pos, embed
 

@@ -62,7 +62,7 @@ def _index_files(directory: str) -> Dict[str, str]:
 def read_annotations(path: str) -> List[Dict[str, str]]:
   """Rows of a Kinetics annotation CSV; raises naming the file and line if malformed."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'annotation file {path!r} does not exist.')
+    raise errors.DataError(f'annotation file {path!r} does not exist.')
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.DictReader(f)
     missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or ())]
@@ -121,7 +121,7 @@ class VideoFolder:
     class_names: str = 'kinetics700',
   ):
     if not os.path.isdir(root):
-      raise FileNotFoundError(f'video folder root {root!r} is not a directory.')
+      raise errors.DataError(f'video folder root {root!r} is not a directory.')
     annotations = annotations or os.path.join(root, 'annotations', f'{split}.csv')
     rows = [
       r for r in read_annotations(annotations) if r.get('split') in (None, '', split)

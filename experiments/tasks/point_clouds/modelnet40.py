@@ -44,7 +44,7 @@ def read_shape_names(data_dir: str) -> List[str]:
   """The class names of `<data_dir>/shape_names.txt`, one a line (blank lines skipped)."""
   path = os.path.join(data_dir, SHAPE_NAMES_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'{path} not found: data.data_dir={data_dir!r} must hold the class names file '
       f'{SHAPE_NAMES_FILE} of modelnet40_ply_hdf5_2048.'
     )
@@ -63,7 +63,7 @@ def h5_files(data_dir: str, split: str) -> List[str]:
   pattern = os.path.join(data_dir, f'ply_data_{split}*.h5')
   paths = glob.glob(pattern)
   if not paths:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'no file matches {pattern}: data.data_dir={data_dir!r} must hold the '
       'modelnet40_ply_hdf5_2048 files.'
     )
@@ -217,14 +217,14 @@ def read_off(path: str) -> Tuple[np.ndarray, np.ndarray]:
 def off_classes(data_dir: str) -> List[str]:
   """The class folders of `data_dir` (those with a `train` or `test` sub-folder), sorted."""
   if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f'data.data_dir={data_dir!r} is not a folder.')
+    raise errors.DataError(f'data.data_dir={data_dir!r} is not a folder.')
   classes = sorted(
     name
     for name in os.listdir(data_dir)
     if any(os.path.isdir(os.path.join(data_dir, name, s)) for s in SPLITS)
   )
   if not classes:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'{data_dir} holds no class folders <class>/train or <class>/test (ModelNet40 '
       'meshes expected).'
     )
@@ -240,7 +240,7 @@ def off_files(data_dir: str, split: str) -> Tuple[List[str], np.ndarray]:
     files += [os.path.relpath(p, data_dir) for p in found]
     labels += [label] * len(found)
   if not files:
-    raise FileNotFoundError(f'no {data_dir}/<class>/{split}/*.off files.')
+    raise errors.DataError(f'no {data_dir}/<class>/{split}/*.off files.')
   return files, np.asarray(labels, np.int32)
 
 

@@ -48,7 +48,7 @@ from perceiver import perceiver
 
 DATASETS = ('synthetic_shapes', 'modelnet40_h5', 'modelnet40_off')
 SPLITS = ('train', 'test')
-_AUGMENT_STREAM = 7
+_AUGMENT_STREAM = 9
 _FAKE_TEST_FRACTION = 4  # Fake test split: num_examples // 4 + 1 clouds.
 
 
@@ -181,15 +181,11 @@ def _train_stream(
   """Subsamples, normalises and augments each training batch."""
   data = config.data
   host_batch = int(np.prod(batch_dims))
-  first = jax.process_index() * host_batch
   for step, batch in enumerate(batches, start=start_step):
-    seeds = np.random.default_rng([config.seed, _AUGMENT_STREAM, step]).integers(
-      2**63, size=host_batch * jax.process_count()
-    )[first : first + host_batch]
+    rngs = array_data.example_rngs(config.seed, _AUGMENT_STREAM, step, host_batch)
     points = batch['points'].reshape((host_batch,) + batch['points'].shape[-2:])
     out = np.empty((host_batch, data.num_points, 3), np.float32)
-    for i, example_seed in enumerate(seeds):
-      rng = np.random.default_rng(int(example_seed))
+    for i, rng in enumerate(rngs):
       cloud = points[i]
       if len(cloud) > data.num_points:
         cloud = cloud[rng.choice(len(cloud), data.num_points, replace=False)]

@@ -41,10 +41,13 @@ def test_byte_ids_outside_the_vocabulary_are_never_clipped():
     _embed(bad, jit=False)
   with pytest.raises(ValueError, match='-1'):
     _embed(np.array([[-1, 5, 6, 7, 8]], np.int32), jit=False)
-  # Inside jit the value cannot raise: its embedding is NaN (the loss guard stops).
+  # Inside jit the value cannot raise: its embedding is NaN (the loss guard stops),
+  # for ids past the end and for negative ids alike (jnp.take would wrap -1 to 261).
   embedded = np.asarray(_embed(bad, jit=True))
   assert np.isnan(embedded[0, 2]).all()
   assert np.isfinite(np.delete(embedded[0], 2, axis=0)).all()
+  negative = np.asarray(_embed(np.array([[-1, 5, 6, 7, 8]], np.int32), jit=True))
+  assert np.isnan(negative[0, 0]).all() and np.isfinite(negative[0, 1:]).all()
 
 
 def test_missing_tfds_corpus_fails_up_front(tmp_path):
@@ -83,4 +86,9 @@ def test_fill_mask_command_one_line_errors_for_malformed_files(tmp_path):
     b'\x80\x02' + b'}X\x01\x00\x00\x00a' * 50_000 + b'}' + b's' * 50_000 + b'.'
   )
   assert 'nested more than' in _run_command(str(deep), 'a[MASK:1]')
+  # The command (its top-k path) checks the length while parsing, before any array of
+  # that size exists (it once reached 10 GB in 33 s before the same message).
+  start = time.monotonic()
   assert 'at most 64 bytes' in _run_command(path, 'abc[MASK:500000000]')
+  assert 'at most 64 bytes' in _run_command(path, '{{abc}}' + 'x' * 200)
+  assert time.monotonic() - start < 10.0

@@ -88,6 +88,24 @@ def test_outputs_and_metrics(files):
   np.testing.assert_allclose(pcm, clip['audio'], atol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_video_without_sound_gets_no_audio_scores(files):
+  """Issue 24: its input audio is silence, so no score against it would mean anything."""
+  config, ckpt, _, root, _ = files
+  video, _ = vf.tone_clip(10, (20, 30), FPS, 1200, seed=1)
+  silent = str(root / 'silent.avi')
+  vf.write_clip(silent, video, FPS, None, 1200)
+  with pytest.warns(UserWarning, match='no audio stream; using silence'):
+    result = autoencode.autoencode(
+      ckpt, silent, str(root / 'silent_out'), config, num_chunks=1, progress=None
+    )
+  assert result['has_audio'] is False
+  assert result['audio_psnr'] is None and result['audio_snr'] is None
+  assert np.isfinite(result['video_psnr'])
+  with open(os.path.join(root, 'silent_out', 'result.json')) as f:
+    assert json.load(f)['audio_psnr'] is None  # null in the JSON line and file.
+
+
 def test_bad_input_is_named(files):
   config, ckpt, path, root, _ = files
   with pytest.raises(ValueError, match='--video: .*nothere.mp4: no such file'):
