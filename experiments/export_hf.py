@@ -6,9 +6,9 @@ r"""Exports a model to a Hugging Face `transformers` checkpoint directory.
       --checkpoint=/tmp/mlm_bytes --output_dir=/tmp/mlm_hf
 
 `--config` names the architecture (any override works, as for training), `--checkpoint`
-the weights: a released model's name (downloaded once and verified, see
-experiments/inference/pretrained.py), a training workdir (its `export/params.npz`), or a
-parameter file (`.npz`, the release's `.pystate` / `.pickle`). The directory gets
+the weights: a released model's name (downloaded once and verified), a training workdir
+(its `export/params.npz`), or a parameter file (`.npz`, the release's `.pystate` /
+`.pickle`), read by the project's one weight loader (experiments/training/weights.py). The directory gets
 `config.json` (transformers' `PerceiverConfig`, `architectures` naming the model class),
 `model.safetensors`, and `preprocessor_config.json` (ImageNet) or `tokenizer_config.json`
 (byte models) for transformers' pipelines; load it with the class `config.json` names,
@@ -20,48 +20,57 @@ value and transformers' value), parameters that do not fit the config, or an unr
 checkpoint end with a one-line message and exit status 1.
 """
 
-import functools
-import sys
+import types
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from experiments.inference import hf_checkpoints
 from experiments.inference import huggingface
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import cli
+from experiments.training import errors
+from experiments.training import weights
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', None, 'Experiment config of the architecture.', lock_config=True
+      'config',
+      None,
+      'Experiment config of the architecture.',
+      lock_config=True,
+      flag_values=flag_values,
     ),
     checkpoint=flags.DEFINE_string(
-      'checkpoint', None, 'Released model name, training workdir or parameter file.'
+      'checkpoint',
+      None,
+      'Released model name, training workdir or parameter file.',
+      required=True,
+      flag_values=flag_values,
     ),
     output_dir=flags.DEFINE_string(
-      'output_dir', None, 'Directory to write the transformers checkpoint to.'
+      'output_dir',
+      None,
+      'Directory to write the transformers checkpoint to.',
+      required=True,
+      flag_values=flag_values,
     ),
   )
 
 
-def main(argv, *, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  for name in ('config', 'checkpoint', 'output_dir'):
-    if not flag_values[name].value:
-      raise app.UsageError(f'--{name} is required.')
-  config = flag_values['config'].value
-  output_dir = flag_values['output_dir'].value
-  try:
-    huggingface.transformers_config(config)  # Refuse before reading any weights.
-    params, state, path = hf_checkpoints.load_params(flag_values['checkpoint'].value)
-    translation = hf_checkpoints.export(config, params, state, output_dir)
-  except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
-    sys.exit(f'export_hf: error: {e}')
-  print(f'{path} -> {output_dir}: transformers {translation.architecture}')
+    raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  config = args.config.value
+  if config is None:
+    raise errors.ConfigError('--config is required: the config of the architecture.')
+  output_dir, checkpoint = args.output_dir.value, args.checkpoint.value
+  huggingface.transformers_config(config)  # Refuse before reading any weight.
+  params, state = weights.read(checkpoint, config=config)
+  translation = hf_checkpoints.export(
+    config, params, state, output_dir, source=checkpoint
+  )
+  print(f'{checkpoint} -> {output_dir}: transformers {translation.architecture}')
   if translation.architecture == 'PerceiverForOpticalFlow':
     print(
       "transformers' flow is this model's divided by model.flow_scale_factor "
@@ -70,4 +79,4 @@ def main(argv, *, flag_values):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='export_hf')

@@ -17,59 +17,61 @@ command's `--checkpoint` and `--config.model.init_checkpoint` read. Any failure 
 a one-line message and exit status 1.
 """
 
-import functools
-import sys
+import types
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from experiments.inference import hf_checkpoints
 from experiments.inference import huggingface
+from experiments.training import cli
+from experiments.training import errors
 from perceiver import checkpoint as checkpoint_lib
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
       'config',
       None,
       'Experiment config to check the checkpoint against.',
       lock_config=True,
+      flag_values=flag_values,
     ),
     input_dir=flags.DEFINE_string(
-      'input_dir', None, 'transformers checkpoint directory (config.json, safetensors).'
+      'input_dir',
+      None,
+      'transformers checkpoint directory (config.json, safetensors).',
+      required=True,
+      flag_values=flag_values,
     ),
-    output=flags.DEFINE_string('output', None, 'The .npz parameter file to write.'),
+    output=flags.DEFINE_string(
+      'output',
+      None,
+      'The .npz parameter file to write.',
+      required=True,
+      flag_values=flag_values,
+    ),
   )
 
 
-def main(argv, *, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  for name in ('input_dir', 'output'):
-    if not flag_values[name].value:
-      raise app.UsageError(f'--{name} is required.')
-  output = flag_values['output'].value
-  try:
-    imported = hf_checkpoints.import_checkpoint(
-      flag_values['input_dir'].value, flag_values['config'].value
-    )
-    checkpoint_lib.save_npz(output, imported.params, imported.state)
-    spec, overrides = huggingface.config_overrides(imported.config)
-  except (ValueError, OSError) as e:
-    sys.exit(f'import_hf: error: {e}')
+    raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  output = args.output.value
+  imported = hf_checkpoints.import_checkpoint(args.input_dir.value, args.config.value)
+  checkpoint_lib.save_npz(output, imported.params, imported.state)
+  spec, overrides = huggingface.config_overrides(imported.config)
   count = sum(v.size for d in imported.params.values() for v in d.values())
   print(
     f'{imported.checkpoint.path} ({imported.checkpoint.architecture}, {count:,} '
     f'parameters) -> {output}'
   )
-  if flag_values['config'].value is None:
+  if args.config.value is None:
     print('config: ' + ' '.join([f'--config={spec}', *overrides]))
   for note in imported.notes:
     print(f'note: {note}')
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='import_hf')

@@ -296,11 +296,12 @@ def from_transformers(
   return trees['params'], trees['state'], sources
 
 
+# The class whose decoder query residual can be folded into a bias (module docstring).
+FOLDABLE_QUERY_RESIDUAL = 'PerceiverForImageClassificationLearned'
+
+
 def _check_fold(architecture: str, decoder_query_residual: bool) -> None:
-  if (
-    not decoder_query_residual
-    and architecture != 'PerceiverForImageClassificationLearned'
-  ):
+  if not decoder_query_residual and architecture != FOLDABLE_QUERY_RESIDUAL:
     raise ValueError(
       'decoder_query_residual=False is only foldable into '
       f'PerceiverForImageClassificationLearned, not {architecture}.'

@@ -3,7 +3,8 @@
 The logic behind `python -m experiments.export_hf` and `python -m experiments.import_hf`.
 Exporting checks, in order: that transformers can express the config
 (`huggingface.transformers_config`), that the parameters fit the model the config builds
-(every missing, unexpected or misshapen array named), then writes `config.json`,
+(`experiments.training.weights`, which reads them and names every missing, unexpected or
+misshapen array), then writes `config.json`,
 `model.safetensors` and what transformers' pipelines need (`preprocessor_config.json`
 for the ImageNet classifiers, `tokenizer_config.json` for the byte models). Importing
 reads a directory (`perceiver.huggingface`), derives its config or checks it against a
@@ -11,18 +12,17 @@ given one, and checks its tensors against the model of that config, naming each 
 path with the file's tensor key.
 """
 
-import importlib
 import json
 import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import jax
 import ml_collections
 import numpy as np
 
 from experiments.inference import huggingface
-from experiments.inference import pretrained
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import errors
+from experiments.training import task as task_lib
+from experiments.training import weights
 from perceiver import huggingface as hf_lib
 
 Params = Dict[str, Dict[str, np.ndarray]]
@@ -58,95 +58,12 @@ class Imported(NamedTuple):
   notes: List[str]
 
 
-def load_params(checkpoint: str) -> Tuple[Params, Params, str]:
-  """`(params, state, path)` of a registry name, a training workdir or a parameter file.
-
-  A workdir is read through its `export/params.npz`; a released model's name is
-  downloaded once and verified (`pretrained.checkpoint_path`); files are read by the safe
-  loader (`perceiver.checkpoint.load_params`: `.npz`, `.pystate`, `.pickle`).
-  """
-  if os.path.isdir(checkpoint):
-    path = os.path.join(checkpoint, 'export', 'params.npz')
-    if not os.path.isfile(path):
-      raise ValueError(
-        f'--checkpoint={checkpoint!r} is a directory without export/params.npz (a '
-        'training workdir writes it when a run finishes).'
-      )
-  else:
-    path = pretrained.checkpoint_path(checkpoint)
-  params, state = checkpoint_lib.load_params(path)
-  return params, state or {}, path
-
-
-def example_batch(config: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
-  """A one-example batch of zeros in the family's input format (for shapes only)."""
-  if config.task == 'experiments.tasks.language.glue':
-    length = config.data.seq_len
-    return {
-      'inputs': np.zeros([1, length], np.int32),
-      'input_mask': np.ones([1, length], np.int32),
-    }
-  return pretrained.example_batch(config)
-
-
 def model_shapes(config: ml_collections.ConfigDict) -> Tuple[Params, Params]:
   """The parameter and state shapes of `config`'s model (nothing is allocated)."""
-  model = importlib.import_module(config.task).build_model(config)
-  batch = example_batch(config)
-  return jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
+  task = task_lib.load_task(config.task)
+  return weights.model_shapes(
+    task.build_model(config), task_lib.example_batch(task, config)
   )
-
-
-def fit_problems(
-  params: Params,
-  state: Params,
-  want_params: Params,
-  want_state: Params,
-  sources: Optional[Dict[str, str]] = None,
-) -> List[str]:
-  """Every array missing from, unexpected in or misshapen in `params`/`state`, compared
-  with the model's `want_*`, each named by its Haiku path (and tensor key in `sources`)."""
-  sources = sources or {}
-
-  def name(path):
-    return f'{path} ({sources[path]})' if path in sources else path
-
-  problems = []
-  for label, have, want in (
-    ('parameter', params, want_params),
-    ('state', state, want_state),
-  ):
-    have = {
-      f'{m}/{n}': tuple(np.shape(v))
-      for m, d in (have or {}).items()
-      for n, v in d.items()
-    }
-    want = {
-      f'{m}/{n}': tuple(v.shape) for m, d in (want or {}).items() for n, v in d.items()
-    }
-    missing = sorted(set(want) - set(have))
-    unexpected = sorted(set(have) - set(want))
-    misshapen = sorted(p for p in set(want) & set(have) if want[p] != have[p])
-    if missing:
-      problems.append(f'{len(missing)} missing {label}(s): {", ".join(missing)}')
-    if unexpected:
-      problems.append(
-        f'{len(unexpected)} unexpected {label}(s): {", ".join(map(name, unexpected))}'
-      )
-    if misshapen:
-      details = [f'{name(p)} {list(have[p])} vs model {list(want[p])}' for p in misshapen]
-      problems.append(f'{len(misshapen)} misshapen {label}(s): {", ".join(details)}')
-  return problems
-
-
-def check_fit(params, state, config, *, source: str, sources=None) -> None:
-  """Raises CheckpointMismatchError unless `params`/`state` fit `config`'s model."""
-  problems = fit_problems(params, state, *model_shapes(config), sources=sources)
-  if problems:
-    raise hf_lib.CheckpointMismatchError(
-      f'{source} does not fit the model of this config: ' + '; '.join(problems) + '.'
-    )
 
 
 def _pipeline_files(config, translation) -> Dict[str, Dict]:
@@ -182,16 +99,31 @@ def _pipeline_files(config, translation) -> Dict[str, Dict]:
 
 
 def export(
-  config: ml_collections.ConfigDict, params: Params, state: Params, output_dir: str
+  config: ml_collections.ConfigDict,
+  params: Params,
+  state: Params,
+  output_dir: str,
+  *,
+  source: str = 'the parameters',
+  arg_name: str = '--checkpoint',
 ) -> huggingface.Translation:
   """Writes the transformers checkpoint of a model of `config` to `output_dir`.
 
+  Args:
+    config: the experiment config of the architecture.
+    params, state: its weights (e.g. `experiments.training.weights.read(source)`).
+    output_dir: where `config.json`, `model.safetensors` and the pipelines' files go.
+    source, arg_name: where the weights came from and the flag that named it, for
+      messages.
+
   Raises:
     huggingface.ConfigMismatchError: config fields transformers cannot express.
-    perceiver.huggingface.CheckpointMismatchError: parameters that do not fit.
+    errors.DataError: the weights do not fit the config (`weights.fit`).
   """
   translation = huggingface.transformers_config(config)
-  check_fit(params, state, config, source='the checkpoint')
+  params, state = weights.fit(
+    (params, state), model_shapes(config), source=source, arg_name=arg_name
+  )
   hf_lib.write_transformers_checkpoint(
     output_dir,
     translation.hf_config,
@@ -213,30 +145,33 @@ def import_checkpoint(
   config its `config.json` describes).
 
   Raises:
-    ValueError: see `perceiver.huggingface.read_transformers_checkpoint`;
-      `huggingface.ConfigMismatchError` names every field where the checkpoint and
-      `config` differ; `CheckpointMismatchError` every tensor that does not fit.
+    errors.DataError: the directory cannot be read
+      (`perceiver.huggingface.read_transformers_checkpoint`), or a tensor does not fit
+      (every one named, with its key in the file).
+    huggingface.ConfigMismatchError: every field where the checkpoint and `config`
+      differ.
   """
-  hf_config = hf_lib.read_config(directory)
+  try:
+    hf_config = hf_lib.read_config(directory)
+  except ValueError as e:
+    raise errors.DataError(f'--input_dir={directory!r}: {e}') from e
   if config is None:
     config = huggingface.project_config(hf_config)
   else:
     huggingface.check_checkpoint_config(hf_config, config)
   family = huggingface.family_of(config)
-  checkpoint = hf_lib.read_transformers_checkpoint(
-    directory, decoder_query_residual=family.decoder_query_residual(config)
-  )
-  check_fit(
-    checkpoint.params,
-    checkpoint.state,
-    config,
+  try:
+    checkpoint = hf_lib.read_transformers_checkpoint(
+      directory, decoder_query_residual=family.decoder_query_residual(config)
+    )
+  except ValueError as e:
+    raise errors.DataError(f'--input_dir={directory!r}: {e}') from e
+  params, state = weights.fit(
+    (checkpoint.params, checkpoint.state),
+    model_shapes(config),
     source=checkpoint.path,
-    sources=checkpoint.sources,
+    arg_name='--input_dir',
+    file_keys=checkpoint.sources,
+    shown=None,  # Name every tensor that does not fit.
   )
-  return Imported(
-    checkpoint.params,
-    checkpoint.state,
-    config,
-    checkpoint,
-    huggingface.notes(checkpoint.config),
-  )
+  return Imported(params, state, config, checkpoint, huggingface.notes(checkpoint.config))

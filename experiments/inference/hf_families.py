@@ -21,10 +21,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import ml_collections
 
+from experiments.tasks.imagenet import class_names
+from experiments.training import errors
 from perceiver import huggingface as hf_lib
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(errors.ConfigError):
   """Config fields a transformers config cannot express, or that differ from it."""
 
 
@@ -71,11 +73,7 @@ def _imagenet_to_hf(c) -> Dict:
   count = int(c.data.num_classes)
   names = None
   if count == 1000:
-    from experiments.inference import preprocessing  # noqa: PLC0415
-
-    names = [
-      lemmas.split(',')[0].strip() for _, lemmas in preprocessing.imagenet_classes()
-    ]
+    names = [class_names.class_name(label) for label in range(count)]
   return dict(image_size=int(c.data.image_size), **_labels(count, names))
 
 

@@ -36,7 +36,7 @@ from experiments.inference.hf_families import ConfigMismatchError
 from experiments.inference.hf_families import Family
 from experiments.inference.hf_families import family_of
 from experiments.inference.hf_families import num_labels
-from experiments.inference.pretrained import load_config
+from experiments.training.registry import load_config
 from perceiver import huggingface as hf_lib
 
 # Activations transformers computes as `jax.nn.gelu` does (the tanh approximation).

@@ -145,6 +145,7 @@ def _restore_or_init(exp, checkpointer, *, allow_restart_from_scratch: bool):
       config.model.init_checkpoint,
       arg_name='config.model.init_checkpoint',
       select=weights.select_modules(config.model.init_modules),
+      config=config,
     )
   init_rng, _, _ = experiment_lib.rngs(config)
   host_state = steps.init_train_state(

@@ -6,6 +6,9 @@ A source is any of:
     release's `.pystate` / `.pickle` (read by the safe loader, which never runs code
     from the file);
   * a training run's workdir: its export `<workdir>/export/params.npz`;
+  * a Hugging Face `transformers` Perceiver checkpoint directory (`config.json` and
+    `model.safetensors`, as `save_pretrained` writes them; `perceiver.huggingface`
+    maps its tensors onto the release's parameter paths; docs/interop.md);
   * the name of a released checkpoint (`registry.releases()`): downloaded once into
     the cache and verified.
 
@@ -39,12 +42,13 @@ from experiments.training import errors
 from experiments.training import registry
 from experiments.training import task as task_lib
 from perceiver import checkpoint as checkpoint_lib
+from perceiver import huggingface as hf_lib
 
 Tree = Dict[str, Dict[str, Any]]
 Select = Callable[[str], bool]
 
 EXPORT = os.path.join('export', 'params.npz')
-_SHOWN = 3  # Entries quoted per kind of mismatch.
+_SHOWN = 3  # Entries named per kind of mismatch, by default.
 
 
 def resolve(source: str, *, arg_name: str) -> str:
@@ -66,9 +70,12 @@ def resolve(source: str, *, arg_name: str) -> str:
     export = os.path.join(source, EXPORT)
     if os.path.isfile(export):
       return export
+    if os.path.isfile(os.path.join(source, hf_lib.CONFIG_FILE)):
+      return source  # A transformers checkpoint directory.
     raise errors.DataError(
       f'{arg_name}={source!r} is a folder without {EXPORT} (a finished training run '
-      'writes it there); give a parameter file instead.'
+      f'writes it there) or {hf_lib.CONFIG_FILE} (a transformers checkpoint); give a '
+      'parameter file instead.'
     )
   if source in registry.releases():
     return registry.checkpoint_path(source)
@@ -78,19 +85,62 @@ def resolve(source: str, *, arg_name: str) -> str:
   )
 
 
-def read(source: str, *, arg_name: str = '--checkpoint') -> Tuple[Tree, Tree]:
+def decoder_query_residual(config: Optional[ml_collections.ConfigDict]) -> bool:
+  """The `use_query_residual` keyword of `config`'s decoder section: how a transformers
+  learned-positions classifier's weights map onto this model. Without a config, False:
+  the release's learned-positions classifier (`configs/imagenet.py:io_learned`) has
+  none, and transformers' class always adds one."""
+  if config is None:
+    return False
+  decoder = config.model.get('decoder')
+  if decoder is None or 'use_query_residual' not in decoder:
+    return True
+  return bool(decoder.use_query_residual)
+
+
+class _Read(NamedTuple):
+  params: Tree
+  state: Tree
+  file_keys: Dict[str, str]  # 'module/name' -> the file's key, where they differ.
+
+
+def _read(source, arg_name, config) -> _Read:
+  path = resolve(source, arg_name=arg_name)
+  shown = source if path == source else f'{source} ({path})'
+  try:
+    if os.path.isdir(path):
+      architecture = hf_lib.read_config(path)['architectures'][0]
+      residual = architecture != hf_lib.FOLDABLE_QUERY_RESIDUAL or (
+        decoder_query_residual(config)
+      )
+      read = hf_lib.read_transformers_checkpoint(path, decoder_query_residual=residual)
+      return _Read(read.params, read.state, read.sources)
+    params, state = checkpoint_lib.load_params(path)
+    return _Read(params, state or {}, {})
+  except (ValueError, OSError, pickle.UnpicklingError) as e:
+    raise errors.DataError(f'{arg_name}={shown}: {e}') from e
+
+
+def read(
+  source: str,
+  *,
+  arg_name: str = '--checkpoint',
+  config: Optional[ml_collections.ConfigDict] = None,
+) -> Tuple[Tree, Tree]:
   """`(params, state)` of a source, as host NumPy trees.
+
+  Args:
+    source: see the module docstring.
+    arg_name: the flag or field that named it, for messages.
+    config: the config of the model it is for, if known (a transformers
+      learned-positions classifier maps onto it by `decoder_query_residual`).
 
   Raises:
     errors.DataError: the file cannot be read as parameters (names `arg_name` and the
       file; a file holding code is refused, never run).
   """
-  path = resolve(source, arg_name=arg_name)
-  try:
-    return checkpoint_lib.load_params(path)
-  except (ValueError, OSError, pickle.UnpicklingError) as e:
-    shown = source if path == source else f'{source} ({path})'
-    raise errors.DataError(f'{arg_name}={shown}: {e}') from e
+  read_ = _read(source, arg_name, config)
+  return read_.params, read_.state
 
 
 def model_shapes(model: hk.TransformedWithState, batch: Any) -> Tuple[Tree, Tree]:
@@ -109,9 +159,20 @@ def _entries(tree: Optional[Tree]) -> Dict[Tuple[str, str], Any]:
 
 
 def _mismatches(
-  label: str, want: Dict, have: Dict, *, unexpected_counts: bool
+  label: str,
+  want: Dict,
+  have: Dict,
+  *,
+  unexpected_counts: bool,
+  file_keys: Dict,
+  shown: Optional[int],
 ) -> Tuple[list, list]:
   """(problems, entries that fit) for one collection."""
+
+  def name(key):
+    path = '/'.join(key)
+    return f'{path} ({file_keys[path]})' if path in file_keys else path
+
   missing = sorted(k for k in want if k not in have)
   extra = sorted(k for k in have if k not in want) if unexpected_counts else []
   shapes = sorted(
@@ -119,17 +180,17 @@ def _mismatches(
   )
   problems = []
   if missing:
-    shown = ['/'.join(k) for k in missing[:_SHOWN]]
-    problems.append(f'{len(missing)} missing {label}(s) {shown}')
+    names = ['/'.join(k) for k in missing[:shown]]
+    problems.append(f'{len(missing)} missing {label}(s) {names}')
   if extra:
-    shown = ['/'.join(k) for k in extra[:_SHOWN]]
-    problems.append(f'{len(extra)} unexpected {label}(s) {shown}')
+    names = [name(k) for k in extra[:shown]]
+    problems.append(f'{len(extra)} unexpected {label}(s) {names}')
   if shapes:
-    shown = [
-      f'{"/".join(k)}: file {tuple(np.shape(have[k]))} vs model {tuple(want[k].shape)}'
-      for k in shapes[:_SHOWN]
+    names = [
+      f'{name(k)}: file {tuple(np.shape(have[k]))} vs model {tuple(want[k].shape)}'
+      for k in shapes[:shown]
     ]
-    problems.append(f'{len(shapes)} {label}(s) with other shapes {shown}')
+    problems.append(f'{len(shapes)} {label}(s) with other shapes {names}')
   fitting = [k for k in want if k in have and k not in shapes]
   return problems, fitting
 
@@ -141,6 +202,8 @@ def fit(
   source: str,
   arg_name: str,
   select: Optional[Select] = None,
+  file_keys: Optional[Dict[str, str]] = None,
+  shown: Optional[int] = _SHOWN,
 ) -> Tuple[Tree, Tree]:
   """The loaded values of every expected entry of the selected modules.
 
@@ -150,6 +213,9 @@ def fit(
     source: what was read, for the message.
     arg_name: the flag or field that named it, for the message.
     select: which module paths come from the file (default: all).
+    file_keys: `'module/name'` -> the file's own key for it (a transformers
+      checkpoint's tensor names), quoted beside the path in messages.
+    shown: how many entries of each kind of mismatch the message names (None: all).
 
   Returns:
     `(params, state)` holding exactly the expected entries of the selected modules,
@@ -172,7 +238,12 @@ def fit(
       have = {k: v for k, v in have.items() if chosen(k[0])}
     # A file may hold state the model does not keep; never extra parameters.
     found, fitting = _mismatches(
-      label, want, have, unexpected_counts=label == 'parameter'
+      label,
+      want,
+      have,
+      unexpected_counts=label == 'parameter',
+      file_keys=file_keys or {},
+      shown=shown,
     )
     problems += found
     tree: Tree = {}
@@ -196,6 +267,7 @@ def load(
   *,
   arg_name: str = '--checkpoint',
   select: Optional[Select] = None,
+  config: Optional[ml_collections.ConfigDict] = None,
 ) -> Tuple[Tree, Tree]:
   """`(params, state)` of `source`, checked against what `model` makes for `batch`.
 
@@ -205,13 +277,16 @@ def load(
     source: see the module docstring.
     arg_name: the flag or field that named `source`, for messages.
     select: see `fit`.
+    config: the config that built `model`, if known (see `read`).
   """
+  read_ = _read(source, arg_name, config)
   return fit(
-    read(source, arg_name=arg_name),
+    (read_.params, read_.state),
     model_shapes(model, batch),
     source=source,
     arg_name=arg_name,
     select=select,
+    file_keys=read_.file_keys,
   )
 
 
@@ -259,7 +334,7 @@ def load_model(
   model = task.build_model(config)
   path = resolve(source, arg_name=arg_name)
   params, state = load(
-    model, task_lib.example_batch(task, config), path, arg_name=arg_name
+    model, task_lib.example_batch(task, config), path, arg_name=arg_name, config=config
   )
   return Model(
     name=source, config=config, model=model, params=params, state=state, path=path

@@ -18,6 +18,8 @@ import pytest
 
 from experiments.inference import hf_checkpoints
 from experiments.inference import huggingface
+from experiments.training import errors
+from experiments.training import weights
 from perceiver import huggingface as hf_lib
 from perceiver import safetensors
 from tests import transformers_data
@@ -311,17 +313,39 @@ def test_fit_check_names_every_tensor(tmp_path):
   config.model.decoder.output_num_channels = 24
   config.model.decoder.trainable_position_encoding_kwargs.num_channels = 24
   config.lock()
-  with pytest.raises(hf_lib.CheckpointMismatchError) as info:
-    hf_checkpoints.check_fit(
-      imported.params,
-      imported.state,
-      config,
+  with pytest.raises(errors.DataError) as info:
+    weights.fit(
+      (imported.params, imported.state),
+      hf_checkpoints.model_shapes(config),
       source='F',
-      sources=imported.checkpoint.sources,
+      arg_name='--input_dir',
+      file_keys=imported.checkpoint.sources,
+      shown=None,
     )
   message = str(info.value)
-  assert message.startswith('F does not fit the model of this config: ')
+  assert message.startswith("--input_dir='F' does not fit the config's architecture: ")
   assert (
-    'embed/embeddings (perceiver.input_preprocessor.embeddings.weight) [262, 16] vs '
-    'model [262, 24]'
+    'embed/embeddings (perceiver.input_preprocessor.embeddings.weight): file (262, 16) '
+    'vs model (262, 24)'
   ) in message
+
+
+def test_a_transformers_directory_is_a_weight_source(tmp_path):
+  """`--checkpoint=DIR` and `--config.model.init_checkpoint=DIR` read a transformers
+  checkpoint directory through the one weight loader, as `import_hf` does."""
+  directory = transformers_data.unpack('masked_lm', str(tmp_path / 'hf'))
+  imported = hf_checkpoints.import_checkpoint(directory)
+  loaded = weights.load_model(imported.config, directory)
+  assert loaded.path == directory
+  for tree, other in ((loaded.params, imported.params), (loaded.state, imported.state)):
+    assert sorted(tree) == sorted(other)
+    for module, entries in tree.items():
+      for name, value in entries.items():
+        assert value.tobytes() == other[module][name].tobytes(), (module, name)
+  # A config of other sizes: the loader names each tensor with its key in the file.
+  config = imported.config
+  config.unlock()
+  config.model.encoder.num_z_channels = 42
+  config.lock()
+  with pytest.raises(errors.DataError, match=r'\(perceiver\.decoder\.[^)]*\): file'):
+    weights.load_model(config, directory)

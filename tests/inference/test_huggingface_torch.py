@@ -9,8 +9,6 @@ tolerance. transformers' pipelines must work from the exported directory alone
 `safetensors` package must read what `perceiver.safetensors` writes.
 """
 
-import importlib
-
 import jax
 import ml_dtypes
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 
 from experiments.inference import hf_checkpoints
 from experiments.inference import huggingface
+from experiments.training import task as task_lib
 from perceiver import huggingface as hf_lib
 from perceiver import safetensors as safetensors_lib
 from tests import transformers_data
@@ -30,8 +29,9 @@ transformers = pytest.importorskip('transformers')
 def _random_model(config, seed=1):
   """Initial parameters of `config`'s model, every array perturbed (so zero-initialised
   biases and output layers matter) and BatchNorm statistics made non-trivial."""
-  model = importlib.import_module(config.task).build_model(config)
-  batch = hf_checkpoints.example_batch(config)
+  task = task_lib.load_task(config.task)
+  model = task.build_model(config)
+  batch = task_lib.example_batch(task, config)
   init = jax.jit(lambda rng, b: model.init(rng, b, is_training=True))
   params, state = init(jax.random.PRNGKey(seed), batch)
   rs = np.random.RandomState(seed)
