@@ -112,7 +112,9 @@ def test_refusals_are_one_line(tmp_path):
     ),
     'export_hf: error:',
   )
-  assert "with other shapes ['embed/embeddings: file (262, 4) vs model (262, 768)']" in line
+  assert (
+    "with other shapes ['embed/embeddings: file (262, 4) vs model (262, 768)']" in line
+  )
   assert 'missing parameter(s)' in line  # The rest of the model's, counted.
   # A pickle.
   pickled = tmp_path / 'pickled'
