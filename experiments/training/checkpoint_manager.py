@@ -233,6 +233,13 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
     with ocp.StandardCheckpointer() as reader:
       restored = reader.restore(item_dir, target)
   except Exception as e:  # pylint: disable=broad-except  # Classified below.
+    if 'tree structures do not match' in str(e):
+      # Another tree of the same arrays (e.g. the optimizer's clipping turned off):
+      # a changed config, not damage.
+      raise mismatch(
+        'the stored tree has another structure than the train state of this config '
+        f'({str(e).splitlines()[0][:200]})'
+      ) from e
     stored = _stored_shapes(item_dir)
     # Orbax stores named tuples as mappings (another order): compare as multisets.
     if stored is not None and sorted(stored) != sorted(want):

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from experiments.training import checkpoint_manager as checkpointing
@@ -80,35 +79,6 @@ def test_a_workdir_whose_checkpoints_are_all_damaged(tmp_path):
   assert {r['superseded_at'] for r in superseded} == {0}
 
 
-def _recording_task(bad_positions, seen):
-  """The digits task; training batches at `bad_positions` (1-based data positions) hold
-  a NaN, and every training batch read is recorded in `seen` by its position."""
-  digits = test_train.digits
-
-  def load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(
-      split,
-      is_training=is_training,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-    if not is_training:
-      return batches
-
-    def recorded():
-      for position, batch in enumerate(batches, start=start_step + 1):
-        seen.append(position)
-        if position in bad_positions:
-          batch['images'][0, 0, 0, 0, 0] = np.nan
-        yield batch
-
-    return recorded()
-
-  name = 'recording_' + '_'.join(str(p) for p in sorted(bad_positions))
-  return test_train.register_task(name, load=load)
-
-
 @pytest.mark.slow
 def test_each_rollback_skips_every_batch_tried_since_the_good_checkpoint(tmp_path):
   seen = []
@@ -118,7 +88,7 @@ def test_each_rollback_skips_every_batch_tried_since_the_good_checkpoint(tmp_pat
   config.training.rollback_on_nonfinite = 2
   # Position 4 spoils step 4; after the first rollback (to checkpoint 2, skipping 2
   # batches) step 4 reads position 6, spoilt too.
-  config.task = _recording_task({4, 6}, seen)
+  config.task = test_train.poisoned_task({4, 6}, seen)
   final = trainer.train(config, str(tmp_path))
   assert int(final.step) == 8
   # Attempt 1 trains steps 1-4 on positions 1-4 (4 is bad); back at checkpoint 2,
@@ -157,7 +127,6 @@ def test_consecutive_rollbacks_of_a_real_run_see_different_batches(tmp_path):
     '--config.training.num_steps=50',
     '--config.training.checkpoint_every_steps=1',
     '--config.optimizer.base_lr=1e6',
-    '--config.optimizer.max_norm=0',
     '--config.training.rollback_on_nonfinite=2',
   )
   assert again.returncode == 1, again.stderr[-3000:]

@@ -12,11 +12,10 @@ import pytest
 
 from configs import imagenet as imagenet_config
 from experiments.inference import pretrained
-from experiments.tasks.imagenet import task as imagenet_task
 from experiments.training import errors
 from experiments.training import registry
 from experiments.training import task as task_lib
-from perceiver import checkpoint as checkpoint_lib
+from tests import helpers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -56,17 +55,8 @@ def server():
 def debug_checkpoint(tmp_path_factory):
   """The bytes of an .npz export of the debug ImageNet model, and its config."""
   config = imagenet_config.get_config('debug')
-  model = imagenet_task.build_model(config)
-  batch = task_lib.example_batch(imagenet_task, config)
-  shapes = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
-  )
-  rng = np.random.RandomState(0)
-  params, state = jax.tree.map(
-    lambda s: (0.02 * rng.randn(*s.shape)).astype(s.dtype), shapes
-  )  # Random values of the model's shapes (no initialisation run needed).
   path = str(tmp_path_factory.mktemp('ckpt') / 'debug.npz')
-  checkpoint_lib.save_npz(path, params, state)
+  helpers.random_checkpoint(config, path, scale=0.02)
   with open(path, 'rb') as f:
     return f.read(), config
 

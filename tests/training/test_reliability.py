@@ -136,6 +136,13 @@ def test_checkpoint_of_another_model_keeps_its_clear_error(finished, tmp_path):
     trainer.train(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / checkpointing.SET_ASIDE_SUBDIR).exists()
   assert not (tmp_path / 'run' / workdir_lock.LOCK_FILE).exists()  # Released.
+  # The same arrays in another tree (no gradient clipping, so no clipping state) is a
+  # changed config too, never damage: no checkpoint is set aside.
+  config = _config()
+  config.optimizer.max_norm = 0.0
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='another structure'):
+    trainer.train(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / checkpointing.SET_ASIDE_SUBDIR).exists()
 
 
 def test_checkpoint_metadata_records_loss_and_checksum(finished):

@@ -64,9 +64,10 @@ def register_task(name, **functions):
   return name
 
 
-def poisoned_task(bad_positions):
+def poisoned_task(bad_positions, seen=None):
   """The digits task whose training batches at `bad_positions` (1-based data positions)
-  hold a NaN, registered under a new name; returns the name."""
+  hold a NaN, registered under a new name; returns the name. With a list `seen`, the
+  position of every training batch read is appended to it."""
 
   def load(split, *, is_training, batch_dims, config, start_step=0):
     batches = digits.load(
@@ -81,6 +82,8 @@ def poisoned_task(bad_positions):
 
     def poisoned():
       for position, batch in enumerate(batches, start=start_step + 1):
+        if seen is not None:
+          seen.append(position)
         if position in bad_positions:
           batch['images'][0, 0, 0, 0, 0] = np.nan
         yield batch
@@ -88,6 +91,8 @@ def poisoned_task(bad_positions):
     return poisoned()
 
   name = 'poisoned_' + '_'.join(str(p) for p in sorted(bad_positions))
+  name += '_recorded' if seen is not None else ''
+
   return register_task(name, load=load)
 
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,11 +13,8 @@ from configs import imagenet as imagenet_config
 from experiments.tasks.imagenet import augment
 from experiments.tasks.imagenet import class_names
 from experiments.tasks.imagenet import classify
-from experiments.tasks.imagenet import task as imagenet_task
 from experiments.training import errors
-from experiments.training import task as task_lib
 from experiments.training import weights
-from perceiver import checkpoint as checkpoint_lib
 from tests import helpers
 
 
@@ -62,16 +58,8 @@ def test_top_k_probabilities():
 @pytest.fixture(scope='module')
 def debug_checkpoint(tmp_path_factory):
   config = imagenet_config.get_config('debug')
-  model = imagenet_task.build_model(config)
-  batch = task_lib.example_batch(imagenet_task, config)
-  shapes = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
-  )
-  rng = np.random.RandomState(1)
-  params, state = jax.tree.map(lambda s: rng.randn(*s.shape).astype(s.dtype), shapes)
   path = str(tmp_path_factory.mktemp('ckpt') / 'debug.npz')
-  checkpoint_lib.save_npz(path, params, state)
-  return path, config
+  return helpers.random_checkpoint(config, path, seed=1), config
 
 
 def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
