@@ -258,6 +258,22 @@ def model_section() -> ml_collections.ConfigDict:
   return section
 
 
+def debug_run(config: ml_collections.ConfigDict, *, eval_batch_size: int) -> None:
+  """The `debug` variants' seconds-long run: 6 steps of 8 examples at a fixed learning
+  rate of 2e-3, logged every 2 steps, checkpointed every 3, evaluated at the end."""
+  config.optimizer.base_lr = 2e-3
+  config.optimizer.scale_by_batch = False
+  config.training.num_epochs = None
+  run_length(
+    config,
+    batch_size=8,
+    num_steps=6,
+    log_every=2,
+    checkpoint_every=3,
+    eval_batch_size=eval_batch_size,
+  )
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the shared defaults, unlocked, for an experiment config to complete."""
   config = ml_collections.ConfigDict()

@@ -279,16 +279,7 @@ def get_config(arg: str = 'io_fourier') -> ml_collections.ConfigDict:
     config.data.randaugment_layers = 2
     config.data.deterministic = True
     config.data.threadpool_size = 2
-    config.optimizer.base_lr = 2e-3
-    config.optimizer.scale_by_batch = False
-    common.run_length(
-      config,
-      batch_size=8,
-      num_steps=6,
-      log_every=2,
-      checkpoint_every=3,
-      eval_batch_size=10,
-    )
+    common.debug_run(config, eval_batch_size=10)
   if tiny:
     _shrink(config)
   return common.lock(config)
@@ -324,7 +315,4 @@ def _shrink(config: ml_collections.ConfigDict) -> None:
     prep.trainable_position_encoding_kwargs.num_channels = 8
   if prep.prep_type == 'conv':
     prep.num_channels = 8
-  config.training.num_epochs = None
-  common.run_length(
-    config, batch_size=8, num_steps=6, log_every=2, checkpoint_every=3, eval_batch_size=10
-  )
+  common.debug_run(config, eval_batch_size=10)

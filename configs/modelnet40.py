@@ -203,14 +203,5 @@ def get_config(arg: str = 'perceiver') -> ml_collections.ConfigDict:
       eval_batch_size=200,
     )
   else:  # debug
-    config.optimizer.base_lr = 2e-3
-    config.optimizer.scale_by_batch = False
-    common.run_length(
-      config,
-      batch_size=8,
-      num_steps=6,
-      log_every=2,
-      checkpoint_every=3,
-      eval_batch_size=7,
-    )
+    common.debug_run(config, eval_batch_size=7)
   return common.lock(config)

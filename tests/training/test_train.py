@@ -64,10 +64,9 @@ def register_task(name, **functions):
   return name
 
 
-def poisoned_task(bad_positions, seen=None):
-  """The digits task whose training batches at `bad_positions` (1-based data positions)
-  hold a NaN, registered under a new name; returns the name. With a list `seen`, the
-  position of every training batch read is appended to it."""
+def training_batches_task(name, transform):
+  """The digits task whose training iterator is `transform(batches, start_step)`,
+  registered as `name`; returns the name."""
 
   def load(split, *, is_training, batch_dims, config, start_step=0):
     batches = digits.load(
@@ -77,23 +76,26 @@ def poisoned_task(bad_positions, seen=None):
       config=config,
       start_step=start_step,
     )
-    if not is_training:
-      return batches
-
-    def poisoned():
-      for position, batch in enumerate(batches, start=start_step + 1):
-        if seen is not None:
-          seen.append(position)
-        if position in bad_positions:
-          batch['images'][0, 0, 0, 0, 0] = np.nan
-        yield batch
-
-    return poisoned()
-
-  name = 'poisoned_' + '_'.join(str(p) for p in sorted(bad_positions))
-  name += '_recorded' if seen is not None else ''
+    return transform(batches, start_step) if is_training else batches
 
   return register_task(name, load=load)
+
+
+def poisoned_task(bad_positions, seen=None):
+  """The digits task whose training batches at `bad_positions` (1-based data positions)
+  hold a NaN, registered under a new name; returns the name. With a list `seen`, the
+  position of every training batch read is appended to it."""
+
+  def poisoned(batches, start_step):
+    for position, batch in enumerate(batches, start=start_step + 1):
+      if seen is not None:
+        seen.append(position)
+      if position in bad_positions:
+        batch['images'][0, 0, 0, 0, 0] = np.nan
+      yield batch
+
+  name = 'poisoned_' + '_'.join(str(p) for p in sorted(bad_positions))
+  return training_batches_task(name + ('_recorded' if seen is not None else ''), poisoned)
 
 
 def read_metrics(workdir):
@@ -207,25 +209,15 @@ def test_resume_after_preemption_is_identical(trained, tmp_path):
   uninterrupted = trained[2]
   config = tiny_config()  # The fixture's config, with another task module below.
 
-  def preempted_load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(
-      split,
-      is_training=is_training,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-    if not is_training or start_step:
-      return batches
+  def stop_after_three(batches, start_step):
+    if start_step:  # The resumed run reads on.
+      yield from batches
+      return
+    for _ in range(3):
+      yield next(batches)
+    raise Preempted()
 
-    def stop_after_three():
-      for _ in range(3):
-        yield next(batches)
-      raise Preempted()
-
-    return stop_after_three()
-
-  config.task = register_task('preempted_digits', load=preempted_load)
+  config.task = training_batches_task('preempted_digits', stop_after_three)
   workdir = str(tmp_path / 'b')
   with pytest.raises(Preempted):
     trainer.train(config, workdir)
