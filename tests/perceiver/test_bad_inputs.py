@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from perceiver import checkpoint
-from perceiver import io_processors
 from perceiver import perceiver
+from tests.perceiver import test_perceiver
 
 
 def _saved(tmp_path):
@@ -149,30 +149,9 @@ def test_mask_of_the_wrong_shape_is_a_clear_error():
 @pytest.mark.parametrize('shape', [(0, 8, 8, 3), (2, 0, 0, 3), (2, 5, 0, 3)])
 def test_an_empty_image_batch_names_its_shape(shape):
   """The README's example with a batch of 0 images, or 0 x 0 images."""
-
-  def forward(images):
-    model = perceiver.Perceiver(
-      input_preprocessor=io_processors.ImagePreprocessor(
-        prep_type='pixels',
-        spatial_downsample=1,
-        position_encoding_type='fourier',
-        fourier_position_encoding_kwargs=dict(
-          num_bands=3, max_resolution=(8, 8), concat_pos=True, sine_only=False
-        ),
-      ),
-      encoder=perceiver.PerceiverEncoder(
-        z_index_dim=5, num_z_channels=8, num_self_attend_heads=2
-      ),
-      decoder=perceiver.ClassificationDecoder(
-        num_classes=3,
-        num_z_channels=8,
-        trainable_position_encoding_kwargs=dict(num_channels=8, init_scale=0.02),
-      ),
-    )
-    return model(images, is_training=False)
-
+  model = test_perceiver._classifier(preprocessor=True)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match=rf'of shape {re.escape(str(shape))} .*is empty'):
-    hk.transform(forward).init(jax.random.PRNGKey(0), jnp.zeros(shape))
+    model.init(jax.random.PRNGKey(0), jnp.zeros(shape))
 
 
 def test_npz_with_an_object_array_names_the_file(tmp_path):
