@@ -308,7 +308,7 @@ def benchmark(
   input_times, input_cpu_times = [], []  # 'pipeline': reading and placing a batch.
   if input_mode == 'prefetch':
     device_iter = prefetch.prefetch_to_device(
-      setup.iterator, config.training.get('prefetch_to_device', 2), to_devices
+      setup.iterator, config.training.prefetch_to_device, to_devices
     )
     previous = None
   for _ in range(num_steps):

@@ -62,10 +62,11 @@ def num_preprocessed_inputs(image_hw: Tuple[int, int], preprocessor: Dict) -> in
 
   Args:
     image_hw: `(H, W)` of the images.
-    preprocessor: `ImagePreprocessor` keyword arguments.
+    preprocessor: `ImagePreprocessor` keyword arguments (`prep_type` and
+      `spatial_downsample` at least, as a config's `model.input_preprocessor` holds).
   """
-  prep_type = preprocessor.get('prep_type', 'conv')
-  downsample = preprocessor.get('spatial_downsample', 4)
+  prep_type = preprocessor['prep_type']
+  downsample = preprocessor['spatial_downsample']
   if prep_type in ('pixels', 'conv1x1'):
     # Strided slicing / stride-`downsample` 1x1 convolution.
     return math.prod(math.ceil(d / downsample) for d in image_hw)
