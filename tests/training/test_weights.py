@@ -149,13 +149,19 @@ def _flow_case(tmp_path):
 _CONSTANT = re.compile(
   r'stablehlo\.constant dense<([\["])[^\n]*: tensor<([0-9x]*)x?(\w+)>'
 )
+# JAX 0.12 passes large constants as arguments marked `jax.const` instead.
+_CONSTANT_ARGUMENT = re.compile(
+  r'(%arg\d+): tensor<([0-9x]*)x?(\w+)> \{jax\.const = true'
+)
 _ITEMSIZE = {'f32': 4, 'bf16': 2, 'f16': 2, 'i32': 4, 'ui32': 4, 'i64': 8, 'f64': 8}
 
 
 def _constant_bytes(lowered) -> int:
-  """Bytes of the non-splat array constants of a lowered program (its StableHLO)."""
+  """Bytes of the array values a lowered program holds (its StableHLO): non-splat
+  constants, and the constants JAX hoists into arguments."""
+  text = lowered.as_text()
   total = 0
-  for _, dims, dtype in _CONSTANT.findall(lowered.as_text()):
+  for _, dims, dtype in _CONSTANT.findall(text) + _CONSTANT_ARGUMENT.findall(text):
     size = int(np.prod([int(d) for d in dims.split('x') if d])) if dims else 1
     total += size * _ITEMSIZE.get(dtype, 4)
   return total
