@@ -172,9 +172,10 @@ def _quiet_closed_loop_callbacks() -> None:
 
   When reading a damaged checkpoint fails, tensorstore still completes the other reads
   and hands their results to the asyncio loop orbax already closed; each one reaches
-  `sys.unraisablehook` as a RuntimeError, hundreds of tracebacks after the one-line
-  report of the damage. From the first damaged read on, those (and only those) are
-  dropped; every other unraisable exception is reported as before.
+  `sys.unraisablehook` as a RuntimeError, hundreds of tracebacks around the one-line
+  report of the damage, some of them before the failed read returns. From the first
+  restore on, those (and only those) are dropped; every other unraisable exception is
+  reported as before.
   """
   previous = sys.unraisablehook
   if getattr(previous, '_drops_closed_loop_callbacks', False):
@@ -229,6 +230,7 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
       f'built from this config: {detail}'
     )
 
+  _quiet_closed_loop_callbacks()
   try:
     with ocp.StandardCheckpointer() as reader:
       restored = reader.restore(item_dir, target)
@@ -252,7 +254,6 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
       raise FileNotFoundError(
         f'checkpoint {step} in {directory} was removed while being read.'
       ) from e
-    _quiet_closed_loop_callbacks()
     raise DamagedCheckpointError(
       step, _damaged_file(e, item_dir), str(e).splitlines()[0][:300]
     ) from e
