@@ -57,9 +57,17 @@ from configs import common
 from perceiver import perceiver_ar
 
 VARIANTS = ('copy_32', 'copy_long', 'bytes', 'imagenet64', 'copy_131072', 'tiny')
-# Released checkpoints this config builds: registry name -> variant (the registry
-# entry, with URL and checks, is in experiments/inference/pretrained.py).
-RELEASES = {'perceiver_ar_copy_131072': 'copy_131072'}
+# Google Research's Perceiver AR release (its README and inference notebook): a zip of
+# jaxline snapshots, read by perceiver.checkpoint.load_params.
+RELEASES = {
+  'perceiver_ar_copy_131072': dict(
+    variant='copy_131072',
+    smoke_variant='tiny',
+    url='https://storage.googleapis.com/perceiver-ar/checkpoints/random_mirrored_131072.zip',
+    description='Perceiver AR on the 131,072-position copy task (1,024 latents, 6 layers)',
+    paper_result='the copy task at 131,072 positions (Perceiver AR paper)',
+  ),
+}
 _EXCLUDED = ('num_classes', 'input_idx_size', 'max_context_length')
 
 
@@ -101,20 +109,24 @@ def _data(**overrides) -> ml_collections.ConfigDict:
 def _adam(config, *, base_lr, warmup_steps):
   """Adam without weight decay (as the release; decay would also move the fixed
   position tables), clipped at global norm 1, warmup then cosine decay."""
-  config.optimizer.name = 'adamw'
-  config.optimizer.base_lr = base_lr
-  config.optimizer.scale_by_batch = False
-  config.optimizer.weight_decay = 0.0
+  common.fixed_lr_optimizer(
+    config,
+    name='adamw',
+    base_lr=base_lr,
+    weight_decay=0.0,
+    schedule='warmup_cosine',
+    warmup_steps=warmup_steps,
+    max_norm=1.0,
+  )
   config.optimizer.eps = 1e-8
-  config.optimizer.max_norm = 1.0
-  config.optimizer.schedule.type = 'warmup_cosine'
-  config.optimizer.schedule.warmup_steps = warmup_steps
 
 
 def get_config(arg: str = 'copy_32') -> ml_collections.ConfigDict:
   """The Perceiver AR config of variant `arg` (see the module docstring)."""
   if arg not in VARIANTS:
-    raise ValueError(f'configs/perceiver_ar.py variant {arg!r} is not one of {VARIANTS}.')
+    raise ValueError(
+      f'Unknown configs/perceiver_ar.py variant {arg!r}; expected one of {VARIANTS}.'
+    )
   config = common.get_base_config()
   config.task = 'experiments.tasks.perceiver_ar.task'
   config.seed = 0

@@ -1,108 +1,111 @@
 r"""Generates tokens with a Perceiver AR model, one latent per token (key/value caches).
 
   python -m experiments.generate --config=configs/perceiver_ar.py:bytes \
-      --checkpoint=/tmp/ar_bytes/export/params.npz --prompt='def main(' \
+      --checkpoint=/tmp/ar_bytes --prompt='def main(' \
       --num_tokens=200 --temperature=0.8 --top_k=40 --seed=0
 
   python -m experiments.generate --checkpoint=perceiver_ar_copy_131072 --prompt_tokens=3,4,5
 
-`--checkpoint` takes a workdir's `export/params.npz`, the release's zipped snapshot, or
-a registry name (`perceiver_ar_copy_131072`, downloaded once into $PERCEIVER_CACHE and
-verified; its config is found in configs/perceiver_ar.py). `--prompt` is text (UTF-8
-bytes); `--prompt_tokens` comma-separated token ids (bytes + 3). The prompt and the new
-tokens must fit the model's context. `--nocached` runs a full call per token instead
-(the same distribution from the same number of latents; slower). The generated text
-goes to stdout, the speed to stderr; bad input ends with a message and exit status 1.
+`--checkpoint` takes a training workdir (its `export/params.npz`), a parameter file
+(`.npz` export or the release's zipped snapshot), or a release name
+(`perceiver_ar_copy_131072`, downloaded once into $PERCEIVER_CACHE and verified; its
+config comes from the registry). `--config` names the architecture (required for a
+file or workdir). `--prompt` is text (UTF-8 bytes); `--prompt_tokens` comma-separated
+token ids (bytes + 3). The prompt and the new tokens must fit the model's context.
+`--nocached` runs a full call per token instead (the same distribution from the same
+number of latents; slower). The logic is in experiments/tasks/perceiver_ar/generation.py.
+The generated text goes to stdout, the speed to stderr; bad input ends with one line and
+exit status 1.
 """
 
-import functools
-import os
 import sys
+import types
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from configs import perceiver_ar as perceiver_ar_config
-from experiments.inference import pretrained
 from experiments.tasks.perceiver_ar import generation
-from perceiver import checkpoint as checkpoint_lib
-
-_CONFIG = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-  'configs',
-  'perceiver_ar.py',
-)
+from experiments.training import cli
+from experiments.training import errors
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  def define(kind, name, default, help_text):
+    return kind(name, default, help_text, flag_values=flag_values)
+
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', None, 'Perceiver AR config (default: the release of --checkpoint).'
+      'config',
+      None,
+      'Perceiver AR config (default: the release of --checkpoint).',
+      lock_config=True,
+      flag_values=flag_values,
     ),
-    checkpoint=flags.DEFINE_string('checkpoint', None, 'Parameters or registry name.'),
-    prompt=flags.DEFINE_string('prompt', None, 'Text prompt.'),
-    prompt_tokens=flags.DEFINE_list('prompt_tokens', [], 'Prompt as token ids.'),
-    num_tokens=flags.DEFINE_integer('num_tokens', 100, 'Tokens to generate.'),
-    temperature=flags.DEFINE_float('temperature', 1.0, '0: the most likely token.'),
-    top_k=flags.DEFINE_integer('top_k', 0, 'Sample among the k most likely (0: all).'),
-    top_p=flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling mass (1: all).'),
-    seed=flags.DEFINE_integer('seed', 0, 'Sampling seed.'),
-    cached=flags.DEFINE_bool('cached', True, 'Use the key/value caches.'),
-    print_tokens=flags.DEFINE_bool('print_tokens', False, 'Also print the token ids.'),
+    checkpoint=define(
+      flags.DEFINE_string,
+      'checkpoint',
+      None,
+      'Release name, parameter file (.npz, release .zip) or training workdir.',
+    ),
+    prompt=define(flags.DEFINE_string, 'prompt', None, 'Text prompt.'),
+    prompt_tokens=define(flags.DEFINE_list, 'prompt_tokens', [], 'Prompt token ids.'),
+    num_tokens=define(flags.DEFINE_integer, 'num_tokens', 100, 'Tokens to generate.'),
+    temperature=define(flags.DEFINE_float, 'temperature', 1.0, '0: the likeliest.'),
+    top_k=define(flags.DEFINE_integer, 'top_k', 0, 'Sample among the k likeliest.'),
+    top_p=define(flags.DEFINE_float, 'top_p', 1.0, 'Nucleus sampling mass (1: all).'),
+    seed=define(flags.DEFINE_integer, 'seed', 0, 'Sampling seed.'),
+    cached=define(flags.DEFINE_bool, 'cached', True, 'Use the key/value caches.'),
+    print_tokens=define(flags.DEFINE_bool, 'print_tokens', False, 'Print token ids.'),
   )
 
 
-def _config_and_path(flag_values):
-  checkpoint = flag_values['checkpoint'].value
-  config = flag_values['config'].value
-  if checkpoint in perceiver_ar_config.RELEASES and not os.path.isfile(checkpoint):
-    if config is None:
-      config = perceiver_ar_config.get_config(perceiver_ar_config.RELEASES[checkpoint])
-    checkpoint = pretrained.checkpoint_path(checkpoint)
-  if config is None:
-    raise ValueError('--config is required for a checkpoint file.')
-  return config, checkpoint
-
-
-def main(argv, *, flag_values):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flag_values['checkpoint'].value:
-    raise app.UsageError('--checkpoint is required.')
+def _prompt_tokens(values):
   try:
-    config, path = _config_and_path(flag_values)
-    params = generation.load_params(path, config)
-    prompt = generation.prompt_tokens(
-      config,
-      text=flag_values['prompt'].value,
-      tokens=[int(t) for t in flag_values['prompt_tokens'].value],
+    return [int(t) for t in values]
+  except ValueError:
+    raise errors.ConfigError(
+      f'--prompt_tokens={",".join(values)} must be comma-separated integers.'
+    ) from None
+
+
+def main(argv, *, args: types.SimpleNamespace):
+  if len(argv) > 1:
+    raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  checkpoint = args.checkpoint.value
+  if not checkpoint:
+    raise errors.ConfigError(
+      '--checkpoint is required: a release name, a parameter file or a workdir.'
     )
-    result = generation.generate(
-      config,
-      params,
-      prompt,
-      flag_values['num_tokens'].value,
-      temperature=flag_values['temperature'].value,
-      top_k=flag_values['top_k'].value,
-      top_p=flag_values['top_p'].value,
-      seed=flag_values['seed'].value,
-      cached=flag_values['cached'].value,
-    )
-  except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
-    sys.exit(f'generate: error: {e}')
+  config = generation.config_for(checkpoint, args.config.value)
+  prompt = generation.prompt_tokens(
+    config, text=args.prompt.value, tokens=_prompt_tokens(args.prompt_tokens.value)
+  )
+  settings = dict(
+    temperature=args.temperature.value, top_k=args.top_k.value, top_p=args.top_p.value
+  )
+  # Refuse a bad request before any download or compilation.
+  generation.check_request(config, prompt, args.num_tokens.value, **settings)
+  model = generation.load(config, checkpoint)
+  result = generation.generate(
+    config,
+    model.params,
+    prompt,
+    args.num_tokens.value,
+    seed=args.seed.value,
+    cached=args.cached.value,
+    **settings,
+  )
   print(result.text())
-  if flag_values['print_tokens'].value:
+  if args.print_tokens.value:
     print(' '.join(str(t) for t in result.tokens.tolist()))
   new = len(result.tokens) - result.prompt_length
   print(
     f'{new} tokens in {result.seconds:.2f} s ({new / max(result.seconds, 1e-9):.1f} '
-    f'tokens/s, {"cached" if flag_values["cached"].value else "full calls"}, '
+    f'tokens/s, {"cached" if args.cached.value else "full calls"}, '
     'compilation included)',
     file=sys.stderr,
   )
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='generate')

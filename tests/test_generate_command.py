@@ -1,14 +1,17 @@
 """`python -m experiments.generate`, run as a user would."""
 
+import re
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from configs import perceiver_ar as perceiver_ar_config
+from experiments import generate
 from experiments.tasks.perceiver_ar import task
+from experiments.training import cli
+from experiments.training import task as task_lib
 from perceiver import checkpoint as checkpoint_lib
 from tests import helpers
 
@@ -24,18 +27,84 @@ def _run(args):
   )
 
 
-@pytest.mark.slow
-def test_generate_from_an_export(tmp_path):
+def _export(tmp_path):
   config = perceiver_ar_config.get_config('tiny')
   model = task.build_model(config)
-  spec = task.input_spec(config)
   params, state = model.init(
-    jax.random.PRNGKey(0),
-    {k: jnp.ones((1,) + v.shape, v.dtype) for k, v in spec.items()},
-    is_training=True,
+    jax.random.PRNGKey(0), task_lib.example_batch(task, config), is_training=True
   )
   path = str(tmp_path / 'params.npz')
   checkpoint_lib.save_npz(path, params, state)
+  return path
+
+
+def _invoke(*args):
+  return cli.invoke(
+    generate.main, generate.define_flags, ['generate', *args], name='generate'
+  )
+
+
+def test_bad_requests_end_with_one_line_naming_the_flag(tmp_path, capsys):
+  path = _export(tmp_path)
+  config_arg = f'--config={helpers.REPO_ROOT}/configs/perceiver_ar.py:tiny'
+  for args, message in (
+    ([f'--checkpoint={path}', '--prompt=ab'], '--config is required'),
+    ([config_arg, f'--checkpoint={path}'], 'exactly one of --prompt and --prompt_tokens'),
+    ([config_arg, f'--checkpoint={path}', '--prompt_tokens=3,x'], 'comma-separated'),
+    ([config_arg, f'--checkpoint={path}', '--prompt_tokens=3,300'], r'\[1, 259\)'),
+    (
+      [config_arg, f'--checkpoint={path}', '--prompt=ab', '--top_p=0', '--num_tokens=3'],
+      '--top_p=0.0',
+    ),
+    (
+      [config_arg, f'--checkpoint={path}', '--prompt=ab', '--top_k=-1', '--num_tokens=3'],
+      '--top_k=-1',
+    ),
+    (
+      [config_arg, f'--checkpoint={tmp_path}', '--prompt=ab', '--num_tokens=3'],
+      'export/params.npz',
+    ),
+    (
+      [f'--config={helpers.REPO_ROOT}/configs/digits.py', f'--checkpoint={path}'],
+      'needs a Perceiver AR config',
+    ),
+  ):
+    with pytest.raises(SystemExit) as e:
+      _invoke(*args)
+    assert str(e.value).startswith('generate: error: '), e.value
+    assert len(str(e.value).splitlines()) == 1
+    assert re.search(message, str(e.value)), (message, e.value)
+
+
+def test_greedy_generation_in_process(tmp_path, capsys):
+  path = _export(tmp_path)
+  config_arg = f'--config={helpers.REPO_ROOT}/configs/perceiver_ar.py:tiny'
+  _invoke(
+    config_arg,
+    f'--checkpoint={path}',
+    '--prompt_tokens=5,6',
+    '--num_tokens=3',
+    '--temperature=0',
+    '--print_tokens',
+  )
+  first = capsys.readouterr().out.splitlines()[-1]
+  _invoke(
+    config_arg,
+    f'--checkpoint={path}',
+    '--prompt_tokens=5,6',
+    '--num_tokens=3',
+    '--temperature=0',
+    '--print_tokens',
+    '--nocached',
+  )
+  tokens = [int(t) for t in first.split()]
+  assert tokens[:3] == [2, 5, 6] and len(tokens) == 6
+  assert capsys.readouterr().out.splitlines()[-1] == first  # Caches change no token.
+
+
+@pytest.mark.slow
+def test_generate_from_an_export(tmp_path):
+  path = _export(tmp_path)
   config_arg = f'--config={helpers.REPO_ROOT}/configs/perceiver_ar.py:tiny'
   result = _run(
     [

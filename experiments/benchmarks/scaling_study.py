@@ -29,7 +29,6 @@ depth L, heads H and MLPs; the step is a next-token cross-entropy's forward + ba
   python -m experiments.benchmarks.scaling_study --autoregressive --output_dir=docs
 """
 
-import functools
 import json
 import os
 import statistics
@@ -46,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarks import flops as benchmark_flops
+from experiments.training import cli
 from experiments.training import host_memory
 from perceiver import perceiver
 from perceiver import perceiver_ar
@@ -571,4 +571,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='scaling_study')

@@ -23,21 +23,21 @@ from configs import perceiver_ar as perceiver_ar_config
 from experiments.inference import pretrained
 from experiments.tasks.perceiver_ar import generation
 from experiments.tasks.perceiver_ar import task
+from experiments.training import errors
+from experiments.training import registry
+from experiments.training import task as task_lib
+from experiments.training import weights
 from perceiver import checkpoint as checkpoint_lib
-from tests.inference.test_pretrained import _Handler
-from tests.inference.test_pretrained import server  # noqa: F401  (fixture)
+from tests.training.test_registry import _Handler
+from tests.training.test_registry import server  # noqa: F401  (fixture)
 
 NAME = 'perceiver_ar_copy_131072'
 
 
 def _tiny_params(seed):
   config = perceiver_ar_config.get_config('tiny')
-  spec = task.input_spec(config)
-  example = {k: jax.ShapeDtypeStruct((1,) + v.shape, v.dtype) for k, v in spec.items()}
   model = task.build_model(config)
-  shapes, _ = jax.eval_shape(
-    lambda b: model.init(jax.random.PRNGKey(0), b, is_training=True), example
-  )
+  shapes, _ = weights.model_shapes(model, task_lib.example_batch(task, config))
   rng = np.random.RandomState(seed)
   params = jax.tree.map(lambda s: (0.3 * rng.randn(*s.shape)).astype(s.dtype), shapes)
   return config, params
@@ -102,15 +102,19 @@ def _release_zip(newest, older, *, old_jax):
 
 
 def test_registry_entry_and_its_config():
-  release = pretrained.get_release(NAME)
+  release = registry.get_release(NAME)
   assert release.url == (
     'https://storage.googleapis.com/perceiver-ar/checkpoints/random_mirrored_131072.zip'
   )
   assert release.filename == 'random_mirrored_131072.zip'
-  assert perceiver_ar_config.RELEASES[NAME] == 'copy_131072'
-  config = perceiver_ar_config.get_config('copy_131072')
+  assert release.config == 'configs/perceiver_ar.py:copy_131072'
+  assert release.smoke_config == 'configs/perceiver_ar.py:tiny'
+  config = registry.load_config(release.config)
   assert config.data.max_context_length == 131072
   assert config.model.perceiver_ar.z_index_dim == 1024
+  assert generation.config_for(NAME, None).to_dict() == config.to_dict()
+  smoke = pretrained.smoke_model(NAME)  # Same interface, no download.
+  assert smoke.config.data.max_context_length == 32
 
 
 @pytest.mark.parametrize('old_jax', [True, False])
@@ -121,17 +125,21 @@ def test_download_cache_verify_and_load(server, tmp_path, monkeypatch, old_jax):
   path_on_server = f'/ar_{int(old_jax)}/random_mirrored_131072.zip'
   _Handler.files[path_on_server] = data
   monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path / 'cache'))
-  release = dataclasses.replace(pretrained.get_release(NAME), url=server + path_on_server)
-  monkeypatch.setitem(pretrained.RELEASES, NAME, release)
+  release = dataclasses.replace(
+    registry.get_release(NAME),
+    url=server + path_on_server,
+    config='configs/perceiver_ar.py:tiny',
+  )
+  monkeypatch.setitem(registry.releases(), NAME, release)
 
-  path = pretrained.checkpoint_path(NAME, progress=False)
+  path = registry.checkpoint_path(NAME, progress=False)
   assert path == str(tmp_path / 'cache' / 'random_mirrored_131072.zip')
   assert sorted(os.listdir(tmp_path / 'cache')) == [
     'random_mirrored_131072.zip',
     'random_mirrored_131072.zip.sha256',
   ]
   del _Handler.files[path_on_server]  # Later calls use the verified cache.
-  assert pretrained.checkpoint_path(NAME) == path
+  assert registry.checkpoint_path(NAME) == path
 
   # The newest snapshot's parameters, as NumPy arrays; the optimizer state is skipped.
   loaded, state = checkpoint_lib.load_params(path)
@@ -141,17 +149,28 @@ def test_download_cache_verify_and_load(server, tmp_path, monkeypatch, old_jax):
     for key in params[module]:
       np.testing.assert_array_equal(loaded[module][key], params[module][key])
       assert type(loaded[module][key]) is np.ndarray
-  fitted = generation.load_params(path, config)
+  # By name, through the one weight loader (its config from the registry entry).
+  for source in (NAME, path):
+    model = generation.load(generation.config_for(NAME, None), source)
+    assert model.path == path
+    jax.tree.map(np.testing.assert_array_equal, model.params, params)
   tokens = generation.generate(
-    config, fitted, generation.prompt_tokens(config, tokens=[5, 6, 7]), 4, temperature=0
+    config,
+    model.params,
+    generation.prompt_tokens(config, tokens=[5, 6, 7]),
+    4,
+    temperature=0,
   ).tokens
   assert tokens.shape == (8,) and (tokens[4:] > 0).all()
+  other = perceiver_ar_config.get_config('copy_32')  # Another architecture.
+  with pytest.raises(errors.DataError, match='with other shapes'):
+    generation.load(other, path)
 
   with open(path, 'r+b') as f:  # A cached file that changed is refused.
     f.seek(100)
     f.write(b'\0\0\0')
-  with pytest.raises(pretrained.ChecksumError, match='Refusing it'):
-    pretrained.checkpoint_path(NAME)
+  with pytest.raises(registry.ChecksumError, match='Refusing it'):
+    registry.checkpoint_path(NAME)
 
 
 def test_snapshot_with_code_is_refused(tmp_path):

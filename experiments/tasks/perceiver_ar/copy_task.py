@@ -20,6 +20,7 @@ Shape glossary:
 import numpy as np
 
 from experiments.tasks.perceiver_ar import sequences
+from experiments.training import errors
 
 _EVAL_STREAM = 1_000_003  # Seed stream of the held-out sequences.
 _EVAL_SPLITS = ('validation', 'test')
@@ -28,7 +29,7 @@ _EVAL_SPLITS = ('validation', 'test')
 def half_length(sequence_length: int) -> int:
   """h, the random tokens of a sequence of `sequence_length` events."""
   if sequence_length < 4 or sequence_length % 2:
-    raise ValueError(
+    raise errors.ConfigError(
       f'data.sequence_length must be even and >= 4, got {sequence_length!r}.'
     )
   return sequence_length // 2 - 1
@@ -77,7 +78,7 @@ def eval_source(split: str, config):
   """`(num_examples, example(i))`: windows scoring the mirrored targets of the
   held-out sequences of `split` (each split its own seed)."""
   if split not in _EVAL_SPLITS:
-    raise ValueError(f'split={split!r} is not one of {_EVAL_SPLITS} (or train).')
+    raise errors.ConfigError(f'split={split!r} is not one of {_EVAL_SPLITS} (or train).')
   length = config.data.sequence_length
   context = config.data.max_context_length
   rng = np.random.default_rng([config.seed, _EVAL_STREAM, _EVAL_SPLITS.index(split)])

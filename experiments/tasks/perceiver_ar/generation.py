@@ -9,62 +9,72 @@ Shape glossary:
   P: prompt tokens; C: the model's context (`data.max_context_length`).
 """
 
+import os
 import time
 from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from experiments.tasks.perceiver_ar import imagenet64
 from experiments.tasks.perceiver_ar import sequences
 from experiments.tasks.perceiver_ar import task
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import errors
+from experiments.training import registry
+from experiments.training import weights
 from perceiver import perceiver_ar
 
-
-def _shapes(tree):
-  return {f'{m}/{n}': tuple(np.shape(v)) for m, d in tree.items() for n, v in d.items()}
+TASK = 'experiments.tasks.perceiver_ar.task'
 
 
-def load_params(path: str, config):
-  """The parameters in `path` (an `.npz` export or the release's zip), checked
-  against the model of `config`.
+def config_for(
+  checkpoint: str, config: Optional[ml_collections.ConfigDict]
+) -> ml_collections.ConfigDict:
+  """`config`, else the config of the release `checkpoint` names.
 
   Raises:
-    ValueError: the file's parameters differ from the model's (paths or shapes).
+    errors.ConfigError: no config for a file or workdir, or a config of another task.
   """
-  params, _ = checkpoint_lib.load_params(path)
-  model = task.build_model(config)
-  spec = task.input_spec(config)
-  example = {k: jax.ShapeDtypeStruct((1,) + v.shape, v.dtype) for k, v in spec.items()}
-  want, _ = jax.eval_shape(
-    lambda batch: model.init(jax.random.PRNGKey(0), batch, is_training=False), example
-  )
-  want, have = _shapes(want), _shapes(params)
-  if want != have:
-    missing = sorted(set(want) - set(have))[:3]
-    extra = sorted(set(have) - set(want))[:3]
-    shapes = sorted(k for k in set(want) & set(have) if want[k] != have[k])[:3]
-    raise ValueError(
-      f'{path} does not fit the config architecture: missing {missing}, unexpected '
-      f'{extra}, other shapes {[(k, have[k], want[k]) for k in shapes]}.'
+  if config is None:
+    if checkpoint in registry.releases() and not os.path.exists(checkpoint):
+      config = registry.load_config(registry.get_release(checkpoint).config)
+    else:
+      raise errors.ConfigError(
+        f'--config is required for a checkpoint file or workdir ({checkpoint!r}), e.g. '
+        '--config=configs/perceiver_ar.py:bytes.'
+      )
+  if config.task != TASK:
+    raise errors.ConfigError(
+      f'--config is a config of task {config.task!r}; generation needs a Perceiver AR '
+      'config (configs/perceiver_ar.py).'
     )
-  return params
+  return config
+
+
+def load(config: ml_collections.ConfigDict, checkpoint: str) -> weights.Model:
+  """The Perceiver AR of `config` with the weights of `checkpoint` (a file, a training
+  workdir or a release name; `experiments.training.weights.load_model`).
+
+  Raises:
+    errors.DataError: the file cannot be read or does not fit the architecture.
+  """
+  return weights.load_model(config, checkpoint)
 
 
 def prompt_tokens(config, *, text: Optional[str] = None, tokens: Sequence[int] = ()):
   """`[1, P]` int32: the start token of the source, then `text`'s bytes or `tokens`."""
   if (text is None) == (not tokens):
-    raise ValueError('Give exactly one of a text prompt and prompt tokens.')
+    raise errors.ConfigError('Give exactly one of --prompt and --prompt_tokens.')
   start = sequences.EOS_ID if config.data.source == 'text' else sequences.SOS_ID
   if text is not None:
     body = sequences.encode_bytes(text.encode('utf-8'))
   else:
     body = np.asarray(tokens, np.int32)
     if body.min() < 1 or body.max() >= sequences.VOCAB_SIZE:
-      raise ValueError(
-        f'Prompt tokens must be in [1, {sequences.VOCAB_SIZE}), got {tokens}.'
+      raise errors.ConfigError(
+        f'--prompt_tokens must be in [1, {sequences.VOCAB_SIZE}), got {list(tokens)}.'
       )
   return np.concatenate([[start], body]).astype(np.int32)[None]
 
@@ -102,6 +112,27 @@ class Generation(NamedTuple):
     return sequences.decode_tokens(new).decode('utf-8', errors='replace')
 
 
+def check_request(
+  config, prompt: np.ndarray, num_tokens: int, *, temperature, top_k, top_p
+) -> None:
+  """Raises `errors.ConfigError` naming the flag unless the prompt `[1, P]` and
+  `num_tokens` fit the context and the sampling settings are valid."""
+  context = config.data.max_context_length
+  if num_tokens < 0:
+    raise errors.ConfigError(f'--num_tokens={num_tokens} must be >= 0.')
+  if prompt.shape[1] + num_tokens > context:
+    raise errors.ConfigError(
+      f'The prompt ({prompt.shape[1]} tokens with the start token) and --num_tokens='
+      f'{num_tokens} must fit the context of {context} positions.'
+    )
+  if temperature < 0:
+    raise errors.ConfigError(f'--temperature={temperature} must be >= 0.')
+  if top_k < 0:
+    raise errors.ConfigError(f'--top_k={top_k} must be >= 0 (0: all tokens).')
+  if not 0.0 < top_p <= 1.0:
+    raise errors.ConfigError(f'--top_p={top_p} must be in (0, 1].')
+
+
 def sampler(config, *, reset_latents: Optional[int] = None) -> perceiver_ar.Sampler:
   return perceiver_ar.Sampler(task.model_kwargs(config), reset_latents=reset_latents)
 
@@ -119,7 +150,14 @@ def generate(
   cached: bool = True,
   model_sampler: Optional[perceiver_ar.Sampler] = None,
 ) -> Generation:
-  """Samples `num_tokens` tokens after `prompt` `[1, P]` (see `Sampler.generate`)."""
+  """Samples `num_tokens` tokens after `prompt` `[1, P]` (see `Sampler.generate`).
+
+  Raises:
+    errors.ConfigError: see `check_request`.
+  """
+  check_request(
+    config, prompt, num_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+  )
   model_sampler = model_sampler or sampler(config)
   start = time.perf_counter()
   tokens = model_sampler.generate(

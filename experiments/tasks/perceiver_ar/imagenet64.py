@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from experiments.tasks.perceiver_ar import sequences
+from experiments.training import errors
 
 RESOLUTION = 64
 INPUT_IDX_SIZE = (RESOLUTION + 2, RESOLUTION + 2, 5)
@@ -36,7 +37,9 @@ def sequence_length(resolution: int = RESOLUTION) -> int:
 def image_events(image: np.ndarray) -> np.ndarray:
   """`[L]` tokens of an `[R, R, 3]` uint8 image: SOS, then subpixels + 3."""
   if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
-    raise ValueError(f'Expected a square RGB image [R, R, 3], got shape {image.shape}.')
+    raise errors.DataError(
+      f'Expected a square RGB image [R, R, 3], got shape {image.shape}.'
+    )
   values = image.reshape(-1).astype(np.int32) + sequences.NUM_RESERVED
   return np.concatenate([[sequences.SOS_ID], values]).astype(np.int32)
 
@@ -72,7 +75,7 @@ def _tfds_images(split: str, config, *, shuffle_seed=None) -> Iterator[np.ndarra
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
   if split not in _SPLITS:
-    raise ValueError(f'split={split!r} is not one of {tuple(_SPLITS)}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {tuple(_SPLITS)}.')
   tf.config.set_visible_devices([], 'GPU')
   name = _SPLITS[split]
   if shuffle_seed is not None:
@@ -129,12 +132,12 @@ def train_batches(config, *, batch_dims, start_step: int, host: int):
 
 def eval_images(split: str, config) -> np.ndarray:
   """`[data.eval_images, R, R, 3]`: the first images of the held-out split
-  (`data.fake`: `data.fake_num_examples` generated images)."""
+  (`data.fake`: the first of `data.fake_num_examples` generated images)."""
   num = int(config.data.eval_images)
   if config.data.fake:
     return fake_images(
       np.random.default_rng(config.seed + 1), int(config.data.fake_num_examples)
-    )
+    )[:num]
   images = []
   for image in _tfds_images(split, config):
     images.append(image)

@@ -24,6 +24,8 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from experiments.training import errors
+
 PAD_ID = 0
 EOS_ID = 1
 SOS_ID = 2
@@ -98,7 +100,9 @@ def eval_windows(num_targets: int, *, context: int, block: int, first: int = 0):
   """`[(start, end, (first, last))]` windows scoring targets `[first, num_targets)`
   in blocks of `block`, each with up to `context` inputs before its end."""
   if block < 1 or block > context:
-    raise ValueError(f'eval_block_size={block} must be in [1, context={context}].')
+    raise errors.ConfigError(
+      f'eval_block_size={block} must be in [1, context={context}].'
+    )
   windows = []
   for block_start in range(first, num_targets, block):
     block_end = min(block_start + block, num_targets)

@@ -37,6 +37,7 @@ from experiments.tasks.perceiver_ar import copy_task
 from experiments.tasks.perceiver_ar import imagenet64
 from experiments.tasks.perceiver_ar import sequences
 from experiments.tasks.perceiver_ar import text
+from experiments.training import errors
 from perceiver import perceiver_ar
 
 SOURCES = ('copy', 'text', 'imagenet64')
@@ -52,7 +53,7 @@ _BITS_NAME = {
 def _source(config) -> str:
   source = config.data.source
   if source not in SOURCES:
-    raise ValueError(f'config.data.source={source!r} is not one of {SOURCES}.')
+    raise errors.ConfigError(f'config.data.source={source!r} is not one of {SOURCES}.')
   return source
 
 
@@ -77,12 +78,15 @@ def model_kwargs(config) -> Dict[str, Any]:
   return kwargs
 
 
-def input_spec(config) -> Dict[str, jax.ShapeDtypeStruct]:
-  """Per-example shapes and dtypes (no batch dims) of what the model's forward reads."""
+def batch_spec(config) -> Dict[str, jax.ShapeDtypeStruct]:
+  """Per-example shapes and dtypes (no batch dims) of every entry of a training batch:
+  `inputs`, `input_idxs` (what the forward reads), `targets` and `weights`."""
   context = config.data.max_context_length
   return {
     'inputs': jax.ShapeDtypeStruct((context,), jnp.int32),
     'input_idxs': jax.ShapeDtypeStruct((context, len(input_idx_size(config))), jnp.int32),
+    'targets': jax.ShapeDtypeStruct((context,), jnp.int32),
+    'weights': jax.ShapeDtypeStruct((context,), jnp.float32),
   }
 
 
@@ -109,16 +113,16 @@ def _check(config) -> None:
   latents = config.model.perceiver_ar.z_index_dim
   block = config.evaluation.eval_block_size
   if not 1 <= block <= latents:
-    raise ValueError(
+    raise errors.ConfigError(
       f'evaluation.eval_block_size={block} must be in [1, model.perceiver_ar.z_index_dim'
       f'={latents}]: each scored target needs a latent.'
     )
   if latents > context:
-    raise ValueError(
+    raise errors.ConfigError(
       f'model.perceiver_ar.z_index_dim={latents} exceeds data.max_context_length={context}.'
     )
   if config.data.source == 'copy' and context < config.data.sequence_length:
-    raise ValueError(
+    raise errors.ConfigError(
       f'data.max_context_length={context} is shorter than data.sequence_length='
       f'{config.data.sequence_length}: the copy task needs the whole sequence.'
     )
@@ -168,7 +172,7 @@ def load(split, *, is_training, batch_dims, config, start_step=0):
   function of `(config.seed, step, host)`."""
   _check(config)
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
   host, hosts = jax.process_index(), jax.process_count()
   source = config.data.source
   if is_training:
@@ -189,7 +193,7 @@ def load(split, *, is_training, batch_dims, config, start_step=0):
       make, batch_dims=batch_dims, seed=config.seed, start_step=start_step, host=host
     )
   if split == 'train':
-    raise ValueError('Evaluate a held-out split (validation or test), not train.')
+    raise errors.ConfigError('Evaluate a held-out split (validation or test), not train.')
   num, example = _eval_source(split, _fingerprint(config))
   return sequences.eval_batches(
     num, example, batch_dims=batch_dims, process_index=host, process_count=hosts
@@ -267,12 +271,12 @@ def summarize_eval(per_example, config):
   and bigram baselines on the same targets."""
   unreached = float(np.sum(per_example['num_unreached']))
   if unreached:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{unreached:.0f} scored targets had no latent; check eval_block_size.'
     )
   count = float(np.sum(per_example['num_scored']))
   if count == 0:
-    raise ValueError('The evaluation scored no target.')
+    raise errors.DataError('The evaluation scored no target.')
   nll = float(np.sum(per_example['nll_sum'])) / count
   summary = {
     'nll': nll,

@@ -27,6 +27,7 @@ from typing import List, Tuple
 import numpy as np
 
 from experiments.tasks.perceiver_ar import sequences
+from experiments.training import errors
 
 PG19_SPLITS = ('train', 'validation', 'test')
 HELDOUT_SPLITS = ('validation', 'test')
@@ -36,16 +37,17 @@ def expand_patterns(files: str) -> List[str]:
   """Sorted unique files matching comma-separated glob patterns.
 
   Raises:
-    ValueError: no pattern, or a pattern that matches no file (named).
+    errors.ConfigError: no pattern.
+    errors.DataError: a pattern that matches no file (named).
   """
   patterns = [p.strip() for p in str(files).split(',') if p.strip()]
   if not patterns:
-    raise ValueError(f'config.data.files={files!r} names no file pattern.')
+    raise errors.ConfigError(f'config.data.files={files!r} names no file pattern.')
   paths = set()
   for pattern in patterns:
     matches = [p for p in glob_lib.glob(os.path.expanduser(pattern)) if os.path.isfile(p)]
     if not matches:
-      raise ValueError(f'config.data.files: pattern {pattern!r} matches no file.')
+      raise errors.DataError(f'config.data.files: pattern {pattern!r} matches no file.')
     paths.update(matches)
   return sorted(paths)
 
@@ -61,13 +63,16 @@ def pg19_files(root: str, split: str) -> List[str]:
   """The `.txt` books of `split` in a PG-19 layout directory, sorted by name.
 
   Raises:
-    ValueError: unknown split, missing split directory, or no book in it.
+    errors.ConfigError: unknown split.
+    errors.DataError: a missing split directory, or no book in it.
   """
   if split not in PG19_SPLITS:
-    raise ValueError(f'split={split!r} is not one of the PG-19 splits {PG19_SPLITS}.')
+    raise errors.ConfigError(
+      f'split={split!r} is not one of the PG-19 splits {PG19_SPLITS}.'
+    )
   folder = os.path.join(os.path.expanduser(root), split)
   if not os.path.isdir(folder):
-    raise ValueError(
+    raise errors.DataError(
       f'config.data.pg19_dir={root!r} has no {split}/ directory (expected the PG-19 '
       'layout: train/, validation/, test/ with one .txt book per file).'
     )
@@ -75,7 +80,7 @@ def pg19_files(root: str, split: str) -> List[str]:
     os.path.join(folder, n) for n in os.listdir(folder) if n.endswith('.txt')
   )
   if not books:
-    raise ValueError(f'{folder} holds no .txt book.')
+    raise errors.DataError(f'{folder} holds no .txt book.')
   return books
 
 
@@ -92,14 +97,18 @@ def documents(
   if pg19_dir:
     return tuple(_read(p) for p in pg19_files(pg19_dir, split))
   if split not in ('train',) + HELDOUT_SPLITS:
-    raise ValueError(f'split={split!r} is not one of {("train",) + HELDOUT_SPLITS}.')
+    raise errors.ConfigError(
+      f'split={split!r} is not one of {("train",) + HELDOUT_SPLITS}.'
+    )
   if not 0.0 < heldout_fraction < 1.0:
-    raise ValueError(f'data.heldout_fraction={heldout_fraction} must be in (0, 1).')
+    raise errors.ConfigError(
+      f'data.heldout_fraction={heldout_fraction} must be in (0, 1).'
+    )
   wanted = split != 'train'
   docs = [_read(p) for p in expand_patterns(files)]
   picked = tuple(d for d in docs if d and is_heldout(d, heldout_fraction) == wanted)
   if not picked:
-    raise ValueError(
+    raise errors.DataError(
       f'No {split} document among the {len(docs)} files of config.data.files={files!r} '
       f'(heldout_fraction={heldout_fraction}); add files or change the fraction.'
     )
@@ -131,7 +140,7 @@ def train_batch(tokens: np.ndarray, rng: np.random.Generator, num: int, *, conte
   """`num` random windows of `context + 1` tokens (inputs and targets) of a stream;
   EOS targets get weight 0."""
   if len(tokens) < context + 1:
-    raise ValueError(
+    raise errors.DataError(
       f'The training text has {len(tokens)} tokens, fewer than max_context_length + 1 '
       f'({context + 1}).'
     )
@@ -139,7 +148,7 @@ def train_batch(tokens: np.ndarray, rng: np.random.Generator, num: int, *, conte
   starts = rng.integers(0, len(tokens) - context, size=num)
   examples = []
   for start in starts:
-    window_positions = positions[start : start + context] - start
+    window_positions = positions[start : start + context] - int(start)
     ex = sequences.example(
       tokens, positions, start=int(start), end=int(start) + context, context=context
     )

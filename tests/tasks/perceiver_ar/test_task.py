@@ -16,16 +16,15 @@ from experiments.training import trainer
 def test_task_satisfies_the_contract_and_describes_its_inputs():
   task_lib.check_task(task)
   config = perceiver_ar_config.get_config('tiny')
-  spec = task.input_spec(config)
+  spec = task.batch_spec(config)
   batch = next(task.load('train', is_training=True, batch_dims=[2], config=config))
+  assert set(batch) == set(spec) == {'inputs', 'input_idxs', 'targets', 'weights'}
   for name, want in spec.items():
     assert batch[name].shape[1:] == want.shape and batch[name].dtype == want.dtype
   model = task.build_model(config)
   params, state = jax.eval_shape(
     lambda: model.init(
-      jax.random.PRNGKey(0),
-      {k: jnp.zeros((1,) + v.shape, v.dtype) for k, v in spec.items()},
-      is_training=True,
+      jax.random.PRNGKey(0), task_lib.example_batch(task, config), is_training=True
     )
   )
   assert 'perceiver_ar/~/embed' in params
