@@ -17,7 +17,7 @@ bfloat16.
 import functools
 import time
 import types
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, NamedTuple
 
 from absl import app
 from absl import flags
@@ -35,6 +35,22 @@ from experiments.training import task as task_lib
 
 MODES = ('train', 'forward')
 DTYPES = ('float32', 'bfloat16')
+
+
+class Runner(NamedTuple):
+  """A compiled workload.
+
+  Attributes:
+    run_once: runs it once and waits for the result.
+    num_params: the model's parameter count.
+    compile_s: seconds its compilation took.
+    compiled: the compiled XLA executable (e.g. for its HLO text).
+  """
+
+  run_once: Callable[[], Any]
+  num_params: int
+  compile_s: float
+  compiled: Any
 
 
 def with_batch_and_dtype(
@@ -63,8 +79,8 @@ def forward_batch(config: ml_collections.ConfigDict, batch_size: int) -> Dict[st
   return {k: v[0] for k, v in batch.items()}
 
 
-def build_forward(config: ml_collections.ConfigDict, batch_size: int):
-  """`(run_once, num_params, compile_s)` of the evaluation-mode forward pass."""
+def build_forward(config: ml_collections.ConfigDict, batch_size: int) -> Runner:
+  """The evaluation-mode forward pass of `config`'s model on `batch_size` examples."""
   model = task_lib.load_task(config.task).build_model(config)
   batch = jax.device_put(forward_batch(config, batch_size))
   rng = jax.random.PRNGKey(0)
@@ -79,11 +95,11 @@ def build_forward(config: ml_collections.ConfigDict, batch_size: int):
     return jax.block_until_ready(out)
 
   num_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
-  return run_once, num_params, compile_s
+  return Runner(run_once, num_params, compile_s, compiled)
 
 
-def build_train(config: ml_collections.ConfigDict):
-  """`(run_once, num_params, compile_s)` of the training loop's train step."""
+def build_train(config: ml_collections.ConfigDict) -> Runner:
+  """The training loop's train step of `config` (state updated at every run)."""
   setup = train_step.build_step(config, make_batch=fake_batches.train_batch)
   compiled, _, compile_s = train_step.compile_step(setup)
   state = [setup.p_state]
@@ -92,13 +108,13 @@ def build_train(config: ml_collections.ConfigDict):
     state[0], metrics = compiled(state[0], setup.device_batch, setup.p_rng)
     return jax.block_until_ready(metrics)
 
-  return run_once, setup.num_params, compile_s
+  return Runner(run_once, setup.num_params, compile_s, compiled)
 
 
 def build_runner(
   config: ml_collections.ConfigDict, *, mode: str, batch_size: int, dtype: str
-) -> Tuple[Callable[[], Any], int, float]:
-  """`(run_once, num_params, compile_s)` of the workload."""
+) -> Runner:
+  """The compiled workload: a train step or a forward pass of `config`."""
   if mode not in MODES:
     raise ValueError(f'mode={mode!r} is not one of {MODES}.')
   config = with_batch_and_dtype(config, batch_size=batch_size, dtype=dtype)
@@ -127,24 +143,24 @@ def main(argv, *, args: types.SimpleNamespace):
     raise app.UsageError('--config is required.')
   host_malloc = host_memory.configure(args.host_malloc.value)
   start = time.perf_counter()
-  run_once, num_params, compile_s = build_runner(
+  runner = build_runner(
     args.config.value,
     mode=args.mode.value,
     batch_size=args.batch_size.value,
     dtype=args.dtype.value,
   )
   build_s = time.perf_counter() - start
-  first_s = timing_worker.time_calls(run_once, 1)[0]
+  first_s = timing_worker.time_calls(runner.run_once, 1)[0]
   timing_worker.serve(
-    run_once,
+    runner.run_once,
     {
       'framework': 'jax+haiku (this project)',
       'jax_version': jax.__version__,
       'backend': jax.default_backend(),
       'host_malloc': host_malloc,
-      'num_params': num_params,
+      'num_params': runner.num_params,
       'build_s': round(build_s, 3),
-      'compile_s': round(compile_s, 3),
+      'compile_s': round(runner.compile_s, 3),
       'first_run_s': round(first_s, 3),
     },
   )
