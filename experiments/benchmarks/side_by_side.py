@@ -9,7 +9,8 @@ command runs `--rounds` rounds; each round times `--runs` runs of one side, then
 the other (the order alternates between rounds, so a drift in the machine's speed
 favours neither side), and only one side runs at a time. It prints one JSON object:
 per round each side's median run time and the ratio PyTorch / ours (above 1: ours is
-faster), and over the rounds the median of those ratios.
+faster), the same for process CPU seconds, the 1-minute load average after the round,
+and over the rounds the medians of those ratios.
 
   python -m experiments.benchmarks.side_by_side --workload=train_image64_b8 \
       --torch_python=/path/to/torch-venv/bin/python
@@ -155,10 +156,11 @@ class Worker:
     )
     self.ready = timing_worker.read_reply(self.process.stdout, name)
 
-  def run(self, count: int) -> List[float]:
+  def run(self, count: int) -> Dict[str, List[float]]:
+    """`{'times': wall seconds, 'cpu_times': process CPU seconds}` of `count` runs."""
     self.process.stdin.write(f'run {count}\n')
     self.process.stdin.flush()
-    return timing_worker.read_reply(self.process.stdout, self.name)['times']
+    return timing_worker.read_reply(self.process.stdout, self.name)
 
   def close(self):
     if self.process.poll() is None:
@@ -171,27 +173,46 @@ class Worker:
 
 
 def compare(ours: Worker, theirs: Worker, *, rounds: int, runs: int) -> Dict[str, Any]:
-  """Alternating rounds of `runs` runs each; per-round medians and ratios."""
+  """Alternating rounds of `runs` runs each; per-round medians and ratios.
+
+  Each round records both sides' median wall-clock seconds and their ratio (PyTorch /
+  ours), and the same for process CPU seconds: on a CPU shared with other processes,
+  the CPU time shows each side's own work, the wall time what a user waits for.
+  """
   records = []
   for index in range(rounds):
     order = (ours, theirs) if index % 2 == 0 else (theirs, ours)
-    medians = {}
+    wall, cpu = {}, {}
     for worker in order:
-      medians[worker.name] = statistics.median(worker.run(runs))
+      reply = worker.run(runs)
+      wall[worker.name] = statistics.median(reply['times'])
+      cpu[worker.name] = statistics.median(reply['cpu_times'])
     records.append(
       {
-        'ours_s': round(medians['ours'], 4),
-        'pytorch_s': round(medians['pytorch'], 4),
-        'ratio': round(medians['pytorch'] / medians['ours'], 3),
+        'ours_s': round(wall['ours'], 4),
+        'pytorch_s': round(wall['pytorch'], 4),
+        'ratio': round(wall['pytorch'] / wall['ours'], 3),
+        'ours_cpu_s': round(cpu['ours'], 4),
+        'pytorch_cpu_s': round(cpu['pytorch'], 4),
+        'cpu_ratio': round(cpu['pytorch'] / max(cpu['ours'], 1e-9), 3),
         'first': order[0].name,
         'load_average_1min': round(os.getloadavg()[0], 2),
       }
     )
+
+  def median(key):
+    return round(statistics.median(r[key] for r in records), 4)
+
   return {
     'rounds': records,
-    'ours_s_median': round(statistics.median(r['ours_s'] for r in records), 4),
-    'pytorch_s_median': round(statistics.median(r['pytorch_s'] for r in records), 4),
-    'ratio_median': round(statistics.median(r['ratio'] for r in records), 3),
+    'ours_s_median': median('ours_s'),
+    'pytorch_s_median': median('pytorch_s'),
+    'ratio_median': round(median('ratio'), 3),
+    'cpu_ratio_median': round(median('cpu_ratio'), 3),
+    'load_average_1min_range': [
+      min(r['load_average_1min'] for r in records),
+      max(r['load_average_1min'] for r in records),
+    ],
   }
 
 

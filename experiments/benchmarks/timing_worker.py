@@ -7,23 +7,28 @@ uses the standard library alone: the PyTorch worker imports it without JAX insta
 A worker builds its model and compiles or warms it up, then writes one JSON line
 (`{"ready": true, ...}` with its parameter count and setup figures) to stdout and
 waits. For each `run <n>` line on stdin it runs the workload `n` times and answers
-`{"times": [seconds, ...]}`; `quit` (or the end of stdin) ends it. Anything else a worker
+`{"times": [seconds, ...], "cpu_times": [...]}` (wall-clock and process CPU seconds); `quit` (or the end of stdin) ends it. Anything else a worker
 prints goes to stderr, so stdout carries only the protocol.
 """
 
 import json
 import sys
 import time
-from typing import Any, Callable, Dict, List, TextIO
+from typing import Any, Callable, Dict, List, TextIO, Tuple
 
 
 def time_calls(fn: Callable[[], Any], count: int) -> List[float]:
   """Wall-clock seconds of `count` calls of `fn` (which must wait for its result)."""
+  return [wall for wall, _ in time_and_cpu(fn, count)]
+
+
+def time_and_cpu(fn: Callable[[], Any], count: int) -> List[Tuple[float, float]]:
+  """`(wall seconds, process CPU seconds)` of each of `count` calls of `fn`."""
   times = []
   for _ in range(count):
-    start = time.perf_counter()
+    cpu_start, start = time.process_time(), time.perf_counter()
     fn()
-    times.append(time.perf_counter() - start)
+    times.append((time.perf_counter() - start, time.process_time() - cpu_start))
   return times
 
 
@@ -52,7 +57,8 @@ def serve(
       return
     if words[0] != 'run' or len(words) != 2 or not words[1].isdigit():
       raise ValueError(f'timing_worker: expected "run <n>" or "quit", got {line!r}.')
-    reply = {'times': time_calls(run_once, int(words[1]))}
+    times = time_and_cpu(run_once, int(words[1]))
+    reply = {'times': [w for w, _ in times], 'cpu_times': [c for _, c in times]}
     stdout.write(json.dumps(reply) + '\n')
     stdout.flush()
 

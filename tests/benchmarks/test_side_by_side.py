@@ -21,6 +21,7 @@ def test_worker_protocol_answers_runs_and_stops_at_quit():
   lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
   assert lines[0] == {'num_params': 7, 'ready': True}
   assert [len(line['times']) for line in lines[1:]] == [3, 1]
+  assert [len(line['cpu_times']) for line in lines[1:]] == [3, 1]
   assert len(calls) == 4  # Nothing after quit.
   assert all(t >= 0 for line in lines[1:] for t in line['times'])
   with pytest.raises(ValueError, match='run <n>'):
@@ -36,7 +37,8 @@ class _FakeWorker:
     self.order = []
 
   def run(self, count):
-    return [next(self._times) for _ in range(count)]
+    times = [next(self._times) for _ in range(count)]
+    return {'times': times, 'cpu_times': [2 * t for t in times]}
 
 
 def test_compare_alternates_and_takes_median_ratios():
@@ -49,7 +51,8 @@ def test_compare_alternates_and_takes_median_ratios():
   assert [r['ours_s'] for r in rounds] == [2.0, 2.0, 4.0]
   assert [r['pytorch_s'] for r in rounds] == [3.0, 2.0, 8.0]
   assert [r['ratio'] for r in rounds] == [1.5, 1.0, 2.0]
-  assert result['ratio_median'] == 1.5
+  assert result['ratio_median'] == 1.5 and result['cpu_ratio_median'] == 1.5
+  assert [r['ours_cpu_s'] for r in rounds] == [4.0, 4.0, 8.0]
   assert result['ours_s_median'] == 2.0 and result['pytorch_s_median'] == 3.0
 
 
