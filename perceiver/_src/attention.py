@@ -408,8 +408,10 @@ class Attention(hk.Module):
     )
 
     # Parameters are created in the order q, k, v, output on every path.
-    if inputs_q is inputs_kv and not fold_keys:
-      # Self-attention: one product with the three projections side by side.
+    # Self-attention: one product with the three projections side by side, where the
+    # weights it concatenates at every call are smaller than the activations.
+    joint = inputs_q is inputs_kv and not fold_keys
+    if joint and batch * q_time >= 2 * qk_channels + v_channels:
       q, k, v = _joint_projection((q_layer, k_layer, v_layer), inputs_q)
       if fold_values:
         v = Projection(*v_layer.parameters(kv_channels, inputs_kv.dtype))
