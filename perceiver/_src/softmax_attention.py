@@ -56,11 +56,6 @@ def scales_queries_exactly(scale, dtype):
   return math.frexp(scale)[0] == 0.5 or jnp.dtype(dtype).itemsize >= 4
 
 
-def _equation(heads_k):
-  """Einsum index string of keys/values with a head axis (`bhsd`) or shared (`bsd`)."""
-  return 'bhsd' if heads_k else 'bsd'
-
-
 def _check(q, k, v, mask):
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
     raise ValueError(
@@ -110,27 +105,36 @@ def softmax_attention(q, k, v, mask=None, *, scale):
   _check(q, k, v, mask)
   if mask is not None:
     mask = mask.astype(bool)
+  # Keys and values shared by the heads lose their head axis, and so do the queries
+  # of a single head: XLA copies products whose results keep a size-1 axis.
+  k = k[:, 0] if k.shape[1] == 1 else k
+  v = v[:, 0] if v.shape[1] == 1 else v
+  if q.shape[1] == 1:
+    return _attention(float(scale), q[:, 0], k, v, mask)[:, None]
   return _attention(float(scale), q, k, v, mask)
 
 
+def _indices(x, positions):
+  """Einsum indices of `x`: batch, head (if `x` has a head axis), `positions`, channels."""
+  return 'bh' + positions + 'd' if x.ndim == 4 else 'b' + positions + 'd'
+
+
 def _forward(scale, q, k, v, mask):
-  """`(output, weights, scaled queries)` of the forward pass."""
+  """`(output, weights, scaled queries)`; q `[B, (H,) T, D]`, k and v `[B, (H,) S, D]`."""
   on_queries = scales_queries_exactly(scale, q.dtype)
   if on_queries:
     q = q * jnp.asarray(scale, q.dtype)
-  k_heads = k.shape[1] > 1
-  logits = jnp.einsum(
-    f'bhtd,{_equation(k_heads)}->bhts', q, k[:, 0] if not k_heads else k
-  )
+  q_eq, k_eq, v_eq = _indices(q, 't'), _indices(k, 's'), _indices(v, 's')
+  w_eq = q_eq[:-1] + 's'  # The weights: [B, (H,) T, S].
+  logits = jnp.einsum(f'{q_eq},{k_eq}->{w_eq}', q, k)
   logits = logits.astype(softmax_dtype(logits.dtype))
   if not on_queries:
     logits = logits * scale
   if mask is not None:
     large = jnp.asarray(_large_logit(logits.dtype), logits.dtype)
-    logits = jnp.where(mask[:, None], logits, -large)
+    logits = jnp.where(mask[:, None] if q.ndim == 4 else mask, logits, -large)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  v_heads = v.shape[1] > 1
-  out = jnp.einsum(f'bhts,{_equation(v_heads)}->bhtd', weights, v if v_heads else v[:, 0])
+  out = jnp.einsum(f'{w_eq},{v_eq}->{q_eq}', weights, v)
   return out, weights, q
 
 
@@ -147,28 +151,22 @@ def _attention_fwd(scale, q, k, v, mask):
 def _attention_bwd(scale, residuals, g):
   q, k, v, mask, weights, out = residuals
   on_queries = scales_queries_exactly(scale, q.dtype)
-  k_heads, v_heads = k.shape[1] > 1, v.shape[1] > 1
-  k_eq, v_eq = _equation(k_heads), _equation(v_heads)
-  keys = k if k_heads else k[:, 0]
-  values = v if v_heads else v[:, 0]
+  q_eq, k_eq, v_eq = _indices(q, 't'), _indices(k, 's'), _indices(v, 's')
+  w_eq = q_eq[:-1] + 's'
   g = g.astype(v.dtype)
   stat_dtype = softmax_dtype(weights.dtype)
 
-  dv = jnp.einsum(f'bhts,bhtd->{v_eq}', weights, g)
-  dp = jnp.einsum(f'bhtd,{v_eq}->bhts', g, values).astype(stat_dtype)
+  dv = jnp.einsum(f'{w_eq},{q_eq}->{v_eq}', weights, g)
+  dp = jnp.einsum(f'{q_eq},{v_eq}->{w_eq}', g, v).astype(stat_dtype)
   row = jnp.sum(g.astype(stat_dtype) * out.astype(stat_dtype), axis=-1, keepdims=True)
   ds = weights.astype(stat_dtype) * (dp - row)
   if not on_queries:
     ds = ds * scale
   ds = ds.astype(q.dtype)
-  dq = jnp.einsum(f'bhts,{k_eq}->bhtd', ds, keys)
-  dk = jnp.einsum(f'bhts,bhtd->{k_eq}', ds, q)
+  dq = jnp.einsum(f'{w_eq},{k_eq}->{q_eq}', ds, k)
+  dk = jnp.einsum(f'{w_eq},{q_eq}->{k_eq}', ds, q)
   if on_queries:
     dq = dq * jnp.asarray(scale, dq.dtype)
-  if not k_heads:
-    dk = dk[:, None]
-  if not v_heads:
-    dv = dv[:, None]
   return dq, dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
