@@ -385,8 +385,9 @@ class Attention(hk.Module):
     sizes = dict(num_queries=q_time, num_keys=kv_time, num_heads=heads)
 
     def folds(head_channels):
-      """Whether folding a key/value projection into the attention is cheaper."""
-      return not chunked and factorization_saves_work(
+      """Whether folding a key/value projection into the attention is cheaper (in
+      blocks, `factorized_attend` takes one head)."""
+      return (not chunked or heads == 1) and factorization_saves_work(
         input_channels=kv_channels, head_channels=head_channels, **sizes
       )
 
@@ -455,7 +456,14 @@ class Attention(hk.Module):
       )
     if isinstance(k, Projection) or isinstance(v, Projection):
       result = factorized_attend(
-        q, inputs_kv, k, v, dropout_prob=self._dropout_prob, attention_mask=attention_mask
+        q,
+        inputs_kv,
+        k,
+        v,
+        dropout_prob=self._dropout_prob,
+        attention_mask=attention_mask,
+        query_chunk_size=self._query_chunk_size,
+        key_chunk_size=self._key_chunk_size,
       )
     else:
       result = attend(

@@ -376,6 +376,9 @@ def factorized_attend(
   values: Union[jax.Array, Projection],
   dropout_prob=0.0,
   attention_mask=None,
+  *,
+  query_chunk_size=None,
+  key_chunk_size=None,
 ):
   """`attend` to keys and values that may still be projections of `inputs_kv`.
 
@@ -395,6 +398,8 @@ def factorized_attend(
     values: `[B, S, H, Dv]` projected values, or the value `Projection` of `inputs_kv`.
     dropout_prob: dropout rate on the attention weights (needs an RNG key if > 0).
     attention_mask: as in `attend`.
+    query_chunk_size, key_chunk_size: as in `attend` (one head only): the folded
+      queries, keys and values are attended to in blocks.
 
   Returns:
     `[B, T, H * Dv]` attended values.
@@ -417,6 +422,22 @@ def factorized_attend(
   )
   _check_mask(attention_mask, batch, q_len, kv_len)
   scale = 1.0 / math.sqrt(qk_dim)
+  if query_chunk_size or key_chunk_size:
+    if heads != 1:
+      raise ValueError(
+        f'factorized_attend in chunks needs one head; got {heads} (q shape '
+        f'{tuple(q.shape)}).'
+      )
+    return _chunked_single_head(
+      q,
+      inputs_kv,
+      keys,
+      values,
+      dropout_prob,
+      attention_mask,
+      scale,
+      dict(query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size),
+    )
   if dropout_prob == 0:
     return _factorized_softmax_attention(
       q, inputs_kv, keys, values, attention_mask, scale
@@ -452,6 +473,35 @@ def factorized_attend(
       jnp.einsum('bhts,bhsd->bhtd', weights, _to_heads_first(values))
     )
   return _merge_heads(summed, attention_mask)
+
+
+def _chunked_single_head(q, inputs_kv, keys, values, dropout_prob, mask, scale, chunks):
+  """`factorized_attend` with one head, through `attend`'s blocks: `[B, T, Dv]`.
+
+  The folded keys and values are the raw inputs (one head of C channels); as in
+  `_factorized_softmax_attention`, a key bias is left out (the softmax cancels it).
+  """
+  if isinstance(keys, Projection):
+    queries = jnp.einsum('bthd,cd->bthc', q, keys.w)  # [B, T, 1, C]
+    keys = inputs_kv[:, :, None]
+  else:
+    queries = q
+  folded_values = isinstance(values, Projection)
+  out = attend(
+    queries,
+    keys,
+    inputs_kv[:, :, None] if folded_values else values,
+    dropout_prob=dropout_prob,
+    attention_mask=mask,
+    scale=scale,
+    **chunks,
+  )  # [B, T, C or Dv]
+  if not folded_values:
+    return out
+  out = jnp.dot(out, values.w)
+  if values.b is not None:
+    out += values.b  # The weights of a row sum to one.
+  return _merge_heads(out[:, :, None], mask)  # Rows that see no input stay zero.
 
 
 def _factorized_softmax_attention(q, inputs_kv, keys, values, attention_mask, scale):
