@@ -49,14 +49,14 @@ setuptools.setup(
     ]
   ),
   # The ImageNet class names of `experiments.classify`.
-  package_data={'experiments.inference': ['data/*.tsv']},
+  package_data={'experiments.tasks.imagenet': ['data/*.tsv']},
   python_requires='>=3.11',
   install_requires=_requirements(),
   extras_require={
     # JAX for NVIDIA GPUs (CUDA 12 wheels from PyPI) and for Cloud TPUs; the input
     # pipelines keep using the CPU build of TensorFlow, which never claims accelerators.
-    'cuda12': ['jax[cuda12]>=0.4.30'],
-    'tpu': ['jax[tpu]>=0.4.30'],
+    'cuda12': ['jax[cuda12]>=0.10.2'],
+    'tpu': ['jax[tpu]>=0.10.2'],
     # Decoding audio and video files (FFmpeg through PyAV).
     'media': _MEDIA,
     # Optical flow: frame files and the photographs textures are cut from.

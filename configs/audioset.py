@@ -171,7 +171,7 @@ def get_config(arg: str = 'audio_video') -> ml_collections.ConfigDict:
   config.task = 'experiments.tasks.audioset.task'
   config.seed = 0
   config.data = data = _data()
-  model = config.model = ml_collections.ConfigDict()
+  model = config.model = common.model_section()
   model.decoder_type = 'projection'
   model.input_preprocessor = common.module_kwargs(
     io_processors.MultimodalPreprocessor, exclude=('modalities',), min_padding_size=4
@@ -220,17 +220,18 @@ def get_config(arg: str = 'audio_video') -> ml_collections.ConfigDict:
     model.audio_preprocessor = _audio_preprocessor(32, 32, 8)  # One token per mel frame.
     model.video_preprocessor = _video_preprocessor(2, 4, (4, 4, 4), 4)
     model.encoder = _small_encoder(latents=32, channels=64, self_attends=2, heads=4)
-    config.optimizer.name = 'lamb'
-    config.optimizer.base_lr = 2e-3
-    config.optimizer.scale_by_batch = False
-    config.optimizer.weight_decay = 0.01
-    config.optimizer.schedule.type = 'constant_cosine'
-    config.training.batch_size = 64
-    config.training.num_steps = 3000
-    config.training.log_every_steps = 100
-    config.training.checkpoint_every_steps = 1000
-    config.training.eval_every_steps = 1000
-    config.evaluation.batch_size = 250
+    common.fixed_lr_optimizer(
+      config, name='lamb', base_lr=2e-3, weight_decay=0.01, schedule='constant_cosine'
+    )
+    common.run_length(
+      config,
+      batch_size=64,
+      num_steps=3000,
+      log_every=100,
+      checkpoint_every=1000,
+      eval_every=1000,
+      eval_batch_size=250,
+    )
     if arg == 'debug':
       data.use_video = True
       data.synthetic.num_train = 24

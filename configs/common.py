@@ -6,7 +6,14 @@ ignored. Field reference:
 
   task: import path of the task module (see `experiments/training/task.py`).
   seed: seeds parameter init, data order and dropout.
-  model: task-specific architecture fields.
+  model: task-specific architecture fields, plus:
+  model.init_checkpoint: start training from these weights instead of a random
+    initialisation: a parameter file (`.npz`, the release's `.pystate` / `.pickle`), a
+    training workdir (its `export/params.npz`) or a released model's name
+    (`experiments/training/weights.py`); '' initialises randomly. A run that resumes
+    from its own checkpoint never reads it again.
+  model.init_modules: the module paths taken from `init_checkpoint`, as prefixes
+    (e.g. `('perceiver_encoder',)`); empty takes every parameter and state entry.
   data.fake: run the real input pipeline on generated examples (no dataset needed).
   optimizer.name: 'lamb' (default, as in the release) or 'adamw'.
   optimizer.base_lr: peak learning rate, multiplied by `batch_size / 256` when
@@ -66,6 +73,9 @@ from ml_collections import config_dict
 
 from perceiver import perceiver
 from perceiver import position_encoding
+
+# Where DeepMind's release serves its checkpoints (config files name them in `RELEASES`).
+RELEASE_URL = 'https://storage.googleapis.com/perceiver_io/'
 
 # Keywords a wrapper decoder passes to its inner `BasicDecoder` itself.
 _SET_BY_WRAPPER = {
@@ -155,12 +165,11 @@ def module_kwargs(cls, *, exclude=(), **overrides) -> ml_collections.ConfigDict:
   return section
 
 
-def perceiver1_encoder(**overrides) -> ml_collections.ConfigDict:
-  """The encoder section of paper 1's architecture (its ImageNet model), with overrides.
+def imagenet_encoder(**overrides) -> ml_collections.ConfigDict:
+  """The encoder section of the release's ImageNet models, with overrides.
 
-  8 latent Transformers of 6 self-attends (8 heads) over 512 x 1024 latents, with a
-  single-head cross-attend before each (`cross_attend_placement='interleaved'`); all
-  cross-attends but the first share weights, and so do the latent Transformers.
+  8 blocks of 6 self-attends (8 heads) over 512 x 1024 latents sharing weights across
+  blocks, one single-head cross-attend, widening factor 1 everywhere.
   """
   kwargs = dict(
     num_self_attends_per_block=6,
@@ -171,13 +180,98 @@ def perceiver1_encoder(**overrides) -> ml_collections.ConfigDict:
     num_self_attend_heads=8,
     cross_attend_widening_factor=1,
     self_attend_widening_factor=1,
+  )
+  kwargs.update(overrides)
+  return module_kwargs(perceiver.PerceiverEncoder, **kwargs)
+
+
+def perceiver1_encoder(**overrides) -> ml_collections.ConfigDict:
+  """The encoder section of paper 1's architecture (its ImageNet model), with overrides.
+
+  `imagenet_encoder` with a single-head cross-attend before each of the 8 latent
+  Transformers (`cross_attend_placement='interleaved'`); all cross-attends but the
+  first share weights, and so do the latent Transformers.
+  """
+  kwargs = dict(
     num_cross_attends=8,
     cross_attend_placement='interleaved',
     share_cross_attend_weights=True,
     share_self_attend_weights=True,
   )
   kwargs.update(overrides)
-  return module_kwargs(perceiver.PerceiverEncoder, **kwargs)
+  return imagenet_encoder(**kwargs)
+
+
+def fixed_lr_optimizer(
+  config: ml_collections.ConfigDict,
+  *,
+  name: str,
+  base_lr: float,
+  weight_decay: float,
+  schedule: str,
+  warmup_steps: int = 0,
+  max_norm: float = None,
+) -> None:
+  """Sets an optimizer whose learning rate does not scale with the batch size.
+
+  The recipe of this project's small runs (the CPU demos, fine-tuning): `base_lr` is
+  the peak learning rate as it stands (`optimizer.scale_by_batch=False`).
+  """
+  optimizer = config.optimizer
+  optimizer.name = name
+  optimizer.base_lr = base_lr
+  optimizer.scale_by_batch = False
+  optimizer.weight_decay = weight_decay
+  optimizer.schedule.type = schedule
+  optimizer.schedule.warmup_steps = warmup_steps
+  if max_norm is not None:
+    optimizer.max_norm = max_norm
+
+
+def run_length(
+  config: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  num_steps: int,
+  log_every: int,
+  checkpoint_every: int,
+  eval_every: int = 0,
+  eval_batch_size: int,
+) -> None:
+  """Sets the batch sizes, the number of steps and how often to log, checkpoint and
+  evaluate (`eval_every=0`: only at the end)."""
+  training = config.training
+  training.batch_size = batch_size
+  training.num_steps = num_steps
+  training.log_every_steps = log_every
+  training.checkpoint_every_steps = checkpoint_every
+  training.eval_every_steps = eval_every
+  config.evaluation.batch_size = eval_batch_size
+
+
+def model_section() -> ml_collections.ConfigDict:
+  """The fields every model section has (see the module docstring), at their defaults;
+  a config adds its task's fields and the library modules' sections to it."""
+  section = ml_collections.ConfigDict()
+  section.init_checkpoint = ''
+  section.init_modules = ()
+  return section
+
+
+def debug_run(config: ml_collections.ConfigDict, *, eval_batch_size: int) -> None:
+  """The `debug` variants' seconds-long run: 6 steps of 8 examples at a fixed learning
+  rate of 2e-3, logged every 2 steps, checkpointed every 3, evaluated at the end."""
+  config.optimizer.base_lr = 2e-3
+  config.optimizer.scale_by_batch = False
+  config.training.num_epochs = None
+  run_length(
+    config,
+    batch_size=8,
+    num_steps=6,
+    log_every=2,
+    checkpoint_every=3,
+    eval_batch_size=eval_batch_size,
+  )
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -186,7 +280,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.task = ''
   config.seed = 42
 
-  config.model = ml_collections.ConfigDict()
+  config.model = model_section()
 
   config.data = ml_collections.ConfigDict()
   config.data.fake = False
@@ -249,6 +343,11 @@ def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not config.task:
     raise ValueError(
       'config.task must name a task module, e.g. "experiments.tasks.digits.task".'
+    )
+  missing = [name for name in model_section() if name not in config.model]
+  if missing:
+    raise ValueError(
+      f'config.model lacks {missing}: start model sections from common.model_section().'
     )
   config.lock()
   return config

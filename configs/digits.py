@@ -40,7 +40,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   config.task = 'experiments.tasks.digits.task'
   config.seed = 0
 
-  config.model = ml_collections.ConfigDict()
+  config.model = common.model_section()
   config.model.permute_pixels = arg == 'permuted'
   config.model.input_preprocessor = common.module_kwargs(
     io_processors.ImagePreprocessor,
@@ -96,10 +96,12 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     )
     config.model.decoder.num_z_channels = 8
     config.model.decoder.trainable_position_encoding_kwargs.num_channels = 8
-    config.training.batch_size = 32
-    config.training.num_steps = 5
-    config.training.log_every_steps = 1
-    config.training.checkpoint_every_steps = 5
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 64
+    common.run_length(
+      config,
+      batch_size=32,
+      num_steps=5,
+      log_every=1,
+      checkpoint_every=5,
+      eval_batch_size=64,
+    )
   return common.lock(config)

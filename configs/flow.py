@@ -38,8 +38,8 @@ multi-scale or iterative refinement outputs (FlowNet's single-scale case).
 Fields beside the model sections: `model.image_size` (the training / tile size),
 `model.flow_scale_factor` (20 in the release), `model.zero_init_output` (the release
 zero-initialises the decoder's output layer), `model.tile_min_overlap` (20),
-`model.init_checkpoint` (release `.pystate` or this project's `.npz`: every parameter
-is loaded; the shapes must fit).
+`model.init_checkpoint` (release `.pystate`, this project's `.npz`, a workdir or a released
+name: every parameter is loaded; the shapes must fit).
 
 On GPUs and TPUs use bfloat16 compute, keeping parameters, optimizer state, layer
 norms, the softmax normalisation and the losses in float32
@@ -56,6 +56,16 @@ from perceiver import io_processors
 from perceiver import perceiver
 
 VARIANTS = ('perceiver_io', 'synthetic', 'debug')
+# The released checkpoint this config builds (experiments/training/registry.py).
+RELEASES = {
+  'optical_flow': dict(
+    variant='perceiver_io',
+    smoke_variant='debug',
+    url=common.RELEASE_URL + 'optical_flow_checkpoint.pystate',
+    description='Optical flow between two frames (Perceiver IO, AutoFlow-trained)',
+    paper_result='Sintel clean 1.81 / final 2.42, KITTI 4.98 EPE (Perceiver IO paper)',
+  ),
+}
 RELEASE_SIZE = (368, 496)
 
 
@@ -76,12 +86,11 @@ def model_config(
   num_channels=64,
 ) -> ml_collections.ConfigDict:
   """The release's flow architecture with the given sizes."""
-  model = ml_collections.ConfigDict()
+  model = common.model_section()
   model.image_size = tuple(image_size)
   model.flow_scale_factor = 20.0
   model.zero_init_output = True
   model.tile_min_overlap = 20 if min(image_size) > 20 else 2
-  model.init_checkpoint = ''
   model.input_preprocessor = common.module_kwargs(
     io_processors.ImagePreprocessor,
     position_encoding_type='fourier',
@@ -200,20 +209,24 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   d.augment.horizontal_flip = 0.5
   d.augment.vertical_flip = 0.1
 
-  config.optimizer.name = 'adamw'
-  config.optimizer.base_lr = 1e-3
-  config.optimizer.scale_by_batch = False
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.max_norm = 1.0
-  config.optimizer.schedule.type = 'warmup_cosine'
-  config.optimizer.schedule.warmup_steps = 100
-
-  config.training.batch_size = 16
-  config.training.num_steps = 3000
-  config.training.log_every_steps = 100
-  config.training.checkpoint_every_steps = 1000
-  config.training.eval_every_steps = 1000
-  config.evaluation.batch_size = 16
+  common.fixed_lr_optimizer(
+    config,
+    name='adamw',
+    base_lr=1e-3,
+    weight_decay=1e-4,
+    schedule='warmup_cosine',
+    warmup_steps=100,
+    max_norm=1.0,
+  )
+  common.run_length(
+    config,
+    batch_size=16,
+    num_steps=3000,
+    log_every=100,
+    checkpoint_every=1000,
+    eval_every=1000,
+    eval_batch_size=16,
+  )
   config.evaluation.split = 'test'
 
   if variant == 'perceiver_io':
@@ -243,11 +256,13 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   elif variant == 'debug':
     d.num_train_examples = 32
     d.num_eval_examples = 7
-    config.training.batch_size = 4
-    config.training.num_steps = 3
-    config.training.log_every_steps = 1
-    config.training.checkpoint_every_steps = 3
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 4
+    common.run_length(
+      config,
+      batch_size=4,
+      num_steps=3,
+      log_every=1,
+      checkpoint_every=3,
+      eval_batch_size=4,
+    )
     config.optimizer.schedule.warmup_steps = 1
   return common.lock(config)

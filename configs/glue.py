@@ -69,7 +69,13 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   base = mlm_config.get_config('debug' if debug else 'bytes')
   config.model = copy.deepcopy(base.model)
   config.model.unlock()
-  config.model.init_checkpoint = ''
+  # The MLM's input side (byte embedding, positions, encoder) comes from
+  # `init_checkpoint`; the classification decoder starts fresh.
+  config.model.init_modules = (
+    'embed',
+    'trainable_position_encoding',
+    'perceiver_encoder',
+  )
   # One trainable class query attending to the latents (the MLM's encoder width).
   width = base.model.encoder.num_z_channels
   config.model.decoder = common.module_kwargs(
@@ -89,12 +95,14 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
   config.data.fake_examples = 256
   config.data.tfds_data_dir = ''
 
-  config.optimizer.name = 'adamw'
-  config.optimizer.base_lr = 3e-5
-  config.optimizer.scale_by_batch = False
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.max_norm = 1.0
-  config.optimizer.schedule.type = 'warmup_cosine'
+  common.fixed_lr_optimizer(
+    config,
+    name='adamw',
+    base_lr=3e-5,
+    weight_decay=0.01,
+    schedule='warmup_cosine',
+    max_norm=1.0,
+  )
 
   large = task in _LARGE_TASKS
   config.training.batch_size = 128 if large else 32
@@ -110,12 +118,14 @@ def get_config(arg: str = 'mrpc') -> ml_collections.ConfigDict:
     config.optimizer.base_lr = 1e-3
     config.optimizer.schedule.warmup_fraction = 0.0
     config.optimizer.schedule.warmup_steps = 5
-    config.training.batch_size = 16
     config.training.num_epochs = None
-    config.training.num_steps = 50
-    config.training.log_every_steps = 10
-    config.training.checkpoint_every_steps = 50
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 16
+    common.run_length(
+      config,
+      batch_size=16,
+      num_steps=50,
+      log_every=10,
+      checkpoint_every=50,
+      eval_batch_size=16,
+    )
     config.data.shuffle_buffer = 256
   return common.lock(config)

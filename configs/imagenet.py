@@ -19,6 +19,9 @@ Variants (`--config=configs/imagenet.py:<variant>`):
     the release's weight decay (0.1) and clipping (10), RandAugment 4 x 5 (as the
     Perceiver IO paper reports for paper 1), no MixUp / CutMix, no label smoothing.
   debug: a tiny pixels + Fourier model on 16 x 16 images that runs in seconds on a CPU.
+  io_fourier_tiny, io_learned_tiny, io_conv_tiny: the release variants shrunk to a few
+    thousand parameters on 32 x 32 images, keeping their input preprocessing: the
+    stand-ins of the released checkpoints in smoke runs of the notebooks and tests.
 
 Training recipe of the Perceiver IO variants (release / Perceiver IO paper A.1): LAMB
 (b1 0.9, b2 0.999, eps 1e-6), base lr 5e-4 x batch / 256 (2e-3 at batch 1024), weight
@@ -67,8 +70,45 @@ from configs import common
 from perceiver import io_processors
 from perceiver import perceiver
 
-VARIANTS = ('io_fourier', 'io_learned', 'io_conv', 'perceiver', 'debug')
+VARIANTS = (
+  'io_fourier',
+  'io_learned',
+  'io_conv',
+  'perceiver',
+  'debug',
+  'io_fourier_tiny',
+  'io_learned_tiny',
+  'io_conv_tiny',
+)
 NUM_TRAIN_EXAMPLES = 1_281_167
+# The released checkpoints these variants build (experiments/training/registry.py).
+RELEASES = {
+  'imagenet_fourier': dict(
+    variant='io_fourier',
+    smoke_variant='io_fourier_tiny',
+    url=common.RELEASE_URL + 'imagenet_fourier_position_encoding.pystate',
+    description=(
+      'ImageNet classifier, pixels + 2D Fourier features (Perceiver IO, 48.4M params)'
+    ),
+    paper_result='79.0% top-1 (Perceiver IO paper, ImageNet, 2D Fourier features)',
+  ),
+  'imagenet_learned': dict(
+    variant='io_learned',
+    smoke_variant='io_learned_tiny',
+    url=common.RELEASE_URL + 'imagenet_learned_position_encoding.pystate',
+    description='ImageNet classifier, 1x1 conv + learned position encoding (Perceiver IO)',
+    paper_result='72.7% top-1 (Perceiver IO paper, ImageNet, learned positions)',
+  ),
+  'imagenet_conv': dict(
+    variant='io_conv',
+    smoke_variant='io_conv_tiny',
+    url=common.RELEASE_URL + 'imagenet_conv_preprocessing.pystate',
+    description='ImageNet classifier, conv + max-pool preprocessing + 2D Fourier features',
+    paper_result=(
+      '82.1% top-1 (Perceiver IO paper, ImageNet, conv preprocessing, no pretraining)'
+    ),
+  ),
+}
 
 
 def fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
@@ -90,23 +130,14 @@ def fourier_pixels(num_bands: int = 64, max_resolution: int = 224):
 
 def encoder(**overrides):
   """`PerceiverEncoder` keywords of the release's ImageNet models, with `overrides`."""
-  encoder = dict(
-    num_self_attends_per_block=6,
-    num_blocks=8,
-    z_index_dim=512,
-    num_z_channels=1024,
-    num_cross_attend_heads=1,
-    num_self_attend_heads=8,
-    cross_attend_widening_factor=1,
-    self_attend_widening_factor=1,
+  return common.imagenet_encoder(
     dropout_prob=0.0,
     z_pos_enc_init_scale=0.02,
     cross_attention_shape_for_attn='kv',
     use_query_residual=True,
     scan_layers=False,
+    **overrides,
   )
-  encoder.update(overrides)
-  return common.module_kwargs(perceiver.PerceiverEncoder, **encoder)
 
 
 def classification_decoder(num_channels: int = 1024, use_query_residual: bool = True):
@@ -121,7 +152,7 @@ def classification_decoder(num_channels: int = 1024, use_query_residual: bool = 
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:
-  model = ml_collections.ConfigDict()
+  model = common.model_section()
   model.decoder_type = 'classification'
   model.permute_inputs = False
   model.permutation_seed = 0
@@ -202,6 +233,8 @@ def get_config(arg: str = 'io_fourier') -> ml_collections.ConfigDict:
     raise ValueError(
       f'Unknown configs/imagenet.py variant {arg!r}; expected one of {VARIANTS}.'
     )
+  tiny = arg.endswith('_tiny')
+  arg = arg[: -len('_tiny')] if tiny else arg
   config = common.get_base_config()
   config.task = 'experiments.tasks.imagenet.task'
   config.model = _model(arg)
@@ -246,12 +279,40 @@ def get_config(arg: str = 'io_fourier') -> ml_collections.ConfigDict:
     config.data.randaugment_layers = 2
     config.data.deterministic = True
     config.data.threadpool_size = 2
-    config.optimizer.base_lr = 2e-3
-    config.optimizer.scale_by_batch = False
-    config.training.batch_size = 8
-    config.training.num_steps = 6
-    config.training.log_every_steps = 2
-    config.training.checkpoint_every_steps = 3
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 10
+    common.debug_run(config, eval_batch_size=10)
+  if tiny:
+    _shrink(config)
   return common.lock(config)
+
+
+def _shrink(config: ml_collections.ConfigDict) -> None:
+  """A few thousand parameters, same preprocessing: the smoke models of the releases.
+
+  32 x 32 images, 8 latents of 16 channels, one self-attend; the input preprocessing
+  (Fourier pixels, learned positions or conv) keeps its kind.
+  """
+  config.data.image_size = 32
+  config.data.fake_num_examples = 24
+  config.model.encoder.update(
+    dict(
+      z_index_dim=8,
+      num_z_channels=16,
+      num_blocks=1,
+      num_self_attends_per_block=1,
+      num_self_attend_heads=2,
+    )
+  )
+  config.model.decoder.num_z_channels = 16
+  config.model.decoder.trainable_position_encoding_kwargs.num_channels = 16
+  prep = config.model.input_preprocessor
+  if prep.position_encoding_type == 'fourier':
+    side = 32 // prep.spatial_downsample
+    prep.fourier_position_encoding_kwargs.num_bands = 4
+    prep.fourier_position_encoding_kwargs.max_resolution = (side, side)
+  if prep.position_encoding_type == 'trainable':
+    prep.num_channels = 8
+    prep.project_pos_dim = 8
+    prep.trainable_position_encoding_kwargs.num_channels = 8
+  if prep.prep_type == 'conv':
+    prep.num_channels = 8
+  common.debug_run(config, eval_batch_size=10)

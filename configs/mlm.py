@@ -56,6 +56,17 @@ import ml_collections
 from configs import common
 from perceiver import perceiver
 
+# The released checkpoint this config builds (experiments/training/registry.py).
+RELEASES = {
+  'language_bytes': dict(
+    variant='bytes',
+    smoke_variant='debug',
+    url=common.RELEASE_URL + 'language_perceiver_io_bytes.pickle',
+    description='Byte-level masked language model (UTF-8 bytes, 2048 positions)',
+    paper_result='81.0 GLUE average after fine-tuning (Perceiver IO paper, GLUE)',
+  ),
+}
+
 
 def model_fields(
   *,
@@ -71,7 +82,7 @@ def model_fields(
   decoder_qk_channels: int,
 ) -> ml_collections.ConfigDict:
   """The language model: byte embedding, encoder and decoder sections."""
-  model = ml_collections.ConfigDict()
+  model = common.model_section()
   model.max_seq_len = max_seq_len
   model.d_model = d_model
   # Only affects training from scratch: the tied embedding starts small so that the
@@ -176,12 +187,14 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
   config.task = 'experiments.tasks.language.mlm'
   config.evaluation.split = 'validation'
 
-  config.optimizer.name = 'lamb'
-  config.optimizer.base_lr = 1.25e-3
-  config.optimizer.scale_by_batch = False
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.schedule.type = 'warmup_cosine'
-  config.optimizer.schedule.warmup_steps = 1000
+  common.fixed_lr_optimizer(
+    config,
+    name='lamb',
+    base_lr=1.25e-3,
+    weight_decay=0.01,
+    schedule='warmup_cosine',
+    warmup_steps=1000,
+  )
 
   if arg == 'bytes':
     config.model = _model_bytes()
@@ -199,10 +212,13 @@ def get_config(arg: str = 'bytes') -> ml_collections.ConfigDict:
     config.optimizer.name = 'adamw'
     config.optimizer.base_lr = 2e-3
     config.optimizer.schedule.warmup_steps = 50
-    config.training.batch_size = 32
-    config.training.num_steps = 4000
-    config.training.log_every_steps = 100
-    config.training.checkpoint_every_steps = 500
-    config.training.eval_every_steps = 1000
-    config.evaluation.batch_size = 64
+    common.run_length(
+      config,
+      batch_size=32,
+      num_steps=4000,
+      log_every=100,
+      checkpoint_every=500,
+      eval_every=1000,
+      eval_batch_size=64,
+    )
   return common.lock(config)

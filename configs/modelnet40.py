@@ -74,7 +74,7 @@ VARIANTS = ('perceiver', 'synthetic', 'debug')
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:
-  model = ml_collections.ConfigDict()
+  model = common.model_section()
   if variant == 'perceiver':
     model.input_preprocessor = common.module_kwargs(
       io_processors.PointCloudPreprocessor, num_bands=64, max_resolution=1120
@@ -189,25 +189,19 @@ def get_config(arg: str = 'perceiver') -> ml_collections.ConfigDict:
     config.evaluation.batch_size = 256
   elif arg == 'synthetic':
     # AdamW: LAMB at 4e-3 stalled near 20% on this small model (docs/point_clouds.md).
-    config.optimizer.name = 'adamw'
-    config.optimizer.base_lr = 1e-3
-    config.optimizer.scale_by_batch = False
-    config.optimizer.weight_decay = 0.01
-    config.optimizer.schedule.type = 'warmup_cosine'
+    common.fixed_lr_optimizer(
+      config, name='adamw', base_lr=1e-3, weight_decay=0.01, schedule='warmup_cosine'
+    )
     config.optimizer.schedule.warmup_fraction = 0.02
-    config.training.batch_size = 64
-    config.training.num_steps = 1500
-    config.training.log_every_steps = 100
-    config.training.checkpoint_every_steps = 500
-    config.training.eval_every_steps = 500
-    config.evaluation.batch_size = 200
+    common.run_length(
+      config,
+      batch_size=64,
+      num_steps=1500,
+      log_every=100,
+      checkpoint_every=500,
+      eval_every=500,
+      eval_batch_size=200,
+    )
   else:  # debug
-    config.optimizer.base_lr = 2e-3
-    config.optimizer.scale_by_batch = False
-    config.training.batch_size = 8
-    config.training.num_steps = 6
-    config.training.log_every_steps = 2
-    config.training.checkpoint_every_steps = 3
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 7
+    common.debug_run(config, eval_batch_size=7)
   return common.lock(config)

@@ -65,6 +65,16 @@ from perceiver import io_processors
 from perceiver import perceiver
 
 VARIANTS = ('kinetics', 'synthetic', 'debug')
+# The released checkpoint this config builds (experiments/training/registry.py).
+RELEASES = {
+  'video_autoencoding': dict(
+    variant='kinetics',
+    smoke_variant='debug',
+    url=common.RELEASE_URL + 'video_autoencoding_checkpoint.pystate',
+    description='Kinetics-700 multimodal autoencoder (video, audio, label)',
+    paper_result='Kinetics-700 autoencoding (Perceiver IO paper, Sec. 4.3)',
+  ),
+}
 
 
 def _sizes(arg):
@@ -135,7 +145,7 @@ def model_fields(s: dict, *, samples_per_patch: int = 16) -> ml_collections.Conf
     sine_only=False,
     concat_pos=True,
   )
-  model = ml_collections.ConfigDict()
+  model = common.model_section()
   model.input_preprocessor = common.module_kwargs(
     io_processors.MultimodalPreprocessor,
     exclude=('modalities',),
@@ -229,9 +239,6 @@ def model_fields(s: dict, *, samples_per_patch: int = 16) -> ml_collections.Conf
   model.train_audio_points = 0
   # Groups of output points decoded one after another in evaluation (encoder once).
   model.eval_num_chunks = 1
-  # '' or a checkpoint (the release's .pystate or this project's export) whose
-  # parameters initialise the whole model; every path and shape must match.
-  model.init_checkpoint = ''
   return model
 
 
@@ -294,28 +301,34 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     config.training.reconstruction_loss = 'l2'
     config.training.loss_weights.video = 10.0
     config.training.loss_weights.audio = 2.0
-    config.optimizer.name = 'adamw'
-    config.optimizer.base_lr = 1.5e-3
-    config.optimizer.scale_by_batch = False
-    config.optimizer.weight_decay = 0.01
-    config.optimizer.schedule.type = 'warmup_cosine'
-    config.optimizer.schedule.warmup_steps = 50
-    config.training.batch_size = 16
-    config.training.num_steps = 1500
-    config.training.log_every_steps = 50
-    config.training.checkpoint_every_steps = 400
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 64
+    common.fixed_lr_optimizer(
+      config,
+      name='adamw',
+      base_lr=1.5e-3,
+      weight_decay=0.01,
+      schedule='warmup_cosine',
+      warmup_steps=50,
+    )
+    common.run_length(
+      config,
+      batch_size=16,
+      num_steps=1500,
+      log_every=50,
+      checkpoint_every=400,
+      eval_batch_size=64,
+    )
   else:  # debug
     config.model.train_image_points = 64
     config.model.eval_num_chunks = 3
     config.data.moving_digits.num_train = 64
     config.data.moving_digits.num_eval = 12
     config.data.moving_digits.digit_scale = 1
-    config.training.batch_size = 8
-    config.training.num_steps = 4
-    config.training.log_every_steps = 1
-    config.training.checkpoint_every_steps = 4
-    config.training.eval_every_steps = 0
-    config.evaluation.batch_size = 8
+    common.run_length(
+      config,
+      batch_size=8,
+      num_steps=4,
+      log_every=1,
+      checkpoint_every=4,
+      eval_batch_size=8,
+    )
   return common.lock(config)

@@ -27,7 +27,6 @@ On a CPU shared with other processes, wall-clock figures drift with the load
 steadier.
 """
 
-import functools
 import json
 import types
 
@@ -37,6 +36,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments.benchmarks import train_step as benchmark_train_step
+from experiments.training import cli
 from experiments.training import host_memory
 
 
@@ -111,4 +111,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='benchmark')

@@ -3,74 +3,100 @@ r"""Classifies images with an ImageNet Perceiver: a released model or a trained 
   python -m experiments.classify --checkpoint=imagenet_fourier --image=dog.jpg
   python -m experiments.classify --checkpoint=imagenet_conv --image=a.jpg --image=b.png \
       --top_k=3 --json
-  python -m experiments.classify --checkpoint=/tmp/in_debug/export/params.npz \
+  python -m experiments.classify --checkpoint=/tmp/in_debug \
       --config=configs/imagenet.py:debug --image=dog.jpg
 
 `--checkpoint` is a released model's name (`imagenet_fourier`, `imagenet_learned`,
-`imagenet_conv`: downloaded once into $PERCEIVER_CACHE and verified, see
-experiments/inference/pretrained.py), a release `.pystate` file, or this project's `.npz`
-export. `--config` names the architecture: by default the release's config for a name,
-`configs/imagenet.py:io_fourier` for a file. Images (`--image`, repeatable, or positional
-arguments; JPEG, PNG, GIF or BMP) get the release's evaluation preprocessing (centre crop
-of 224/256 of the shorter side, bicubic resize, ImageNet normalisation; see
-experiments/inference/preprocessing.py for how it differs from the colab's OpenCV
-resize). The top-k classes (ImageNet names from timm's class list) and their
-probabilities go to stdout as text, or as one JSON line per image with `--json`. A
-missing or undecodable image, an unknown name or a file that does not fit the
-architecture ends with a one-line message and exit status 1.
+`imagenet_conv`: downloaded once into $PERCEIVER_CACHE and verified), a release
+`.pystate` file, this project's `.npz` export or a training workdir. `--config` names
+the architecture: by default the release's config for a name,
+`configs/imagenet.py:io_fourier` for a file. Images (`--image`, repeatable, or
+positional arguments; JPEG, PNG, GIF or BMP, at most `--max_image_pixels` pixels) get
+the release's evaluation preprocessing (experiments/tasks/imagenet/classify.py). The
+top-k classes and their probabilities go to stdout as text, or as one JSON line per
+image with `--json`. Bad input ends with one line and exit status 1.
 """
 
-import functools
-import sys
+import os
+import types
 
+# Before TensorFlow (image decoding) is first imported: keep its C++ log lines (e.g.
+# beside a corrupt JPEG's one-line error) off the terminal unless asked for.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments.inference import classify
-from experiments.inference import preprocessing
 from experiments.inference import pretrained
-from perceiver import checkpoint as checkpoint_lib
+from experiments.tasks.imagenet import classify
+from experiments.training import cli
+from experiments.training import registry
+from experiments.training import weights
+
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+DEFAULT_CONFIG = 'configs/imagenet.py:io_fourier'
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', None, 'ImageNet config of the architecture.', lock_config=True
+      'config',
+      None,
+      'ImageNet config of the architecture.',
+      lock_config=True,
+      flag_values=flag_values,
     ),
     checkpoint=flags.DEFINE_string(
-      'checkpoint', None, 'Released model name, .pystate or .npz parameter file.'
+      'checkpoint',
+      None,
+      'Released model name, .pystate or .npz file, or a training workdir.',
+      flag_values=flag_values,
     ),
-    image=flags.DEFINE_multi_string('image', [], 'Image file to classify (repeatable).'),
-    top_k=flags.DEFINE_integer('top_k', 5, 'Classes shown per image.'),
-    json=flags.DEFINE_bool('json', False, 'Print one JSON line per image.'),
+    image=flags.DEFINE_multi_string(
+      'image', [], 'Image file to classify (repeatable).', flag_values=flag_values
+    ),
+    top_k=flags.DEFINE_integer(
+      'top_k', 5, 'Classes shown per image.', flag_values=flag_values
+    ),
+    max_image_pixels=flags.DEFINE_integer(
+      'max_image_pixels',
+      classify.MAX_PIXELS,
+      'Largest image accepted (decoded pixels; checked from the file header).',
+      flag_values=flag_values,
+    ),
+    json=flags.DEFINE_bool(
+      'json', False, 'Print one JSON line per image.', flag_values=flag_values
+    ),
   )
 
 
-def main(argv, *, flag_values):
-  images = list(flag_values['image'].value) + list(argv[1:])
-  if not flag_values['checkpoint'].value:
+def main(argv, *, args: types.SimpleNamespace):
+  images = list(args.image.value) + list(argv[1:])
+  checkpoint = args.checkpoint.value
+  if not checkpoint:
     raise app.UsageError(
-      f'--checkpoint is required: one of {sorted(pretrained.RELEASES)[:3]}... or a file.'
+      f'--checkpoint is required: one of {sorted(registry.releases())} or a file.'
     )
   if not images:
     raise app.UsageError('Give at least one --image.')
-  checkpoint = flag_values['checkpoint'].value
-  try:
-    for path in images:  # Fail on a bad image before any download or model build.
-      preprocessing.decode_image(path)
-    config = classify.resolve_config(checkpoint, flag_values['config'].value)
-    model = pretrained.load(checkpoint, config=config)
-    results = classify.classify(model, images, top_k=flag_values['top_k'].value)
-  except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
-    sys.exit(f'classify: error: {e}')
+  for path in images:  # Fail on a bad image before any download or model build.
+    classify.decode_image(path, max_pixels=args.max_image_pixels.value)
+  config = args.config.value
+  if config is None and checkpoint not in registry.releases():
+    config = registry.load_config(DEFAULT_CONFIG)
+  config = pretrained.config_of(checkpoint, config)
+  classify.check_classifier(config, checkpoint)
+  model = weights.load_model(config, checkpoint)
+  results = classify.classify(
+    model, images, args.top_k.value, max_pixels=args.max_image_pixels.value
+  )
   print(
-    classify.format_json(results)
-    if flag_values['json'].value
-    else classify.format_text(results)
+    classify.format_json(results) if args.json.value else classify.format_text(results)
   )
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='classify')

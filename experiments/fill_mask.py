@@ -22,86 +22,75 @@ experiments/tasks/language/fill_mask.py); `--json` prints all of it as one JSON 
       --text='The capital of France is{{ Paris}}.'
 
 `--checkpoint` takes the released model's name `language_bytes` (downloaded once into
-$PERCEIVER_CACHE and verified, see experiments/inference/pretrained.py), the official
-`.pickle` (read by the safe loader, which
-refuses files holding code) or this project's `.npz` exports (e.g.
-`<workdir>/export/params.npz` of `configs/mlm.py:debug`); `--config` names the
-architecture (default `configs/mlm.py:bytes`, the official one). Bad input (no
+$PERCEIVER_CACHE and verified), the official `.pickle` (read by the safe loader, which
+refuses files holding code), this project's `.npz` exports or a training workdir (e.g.
+one of `configs/mlm.py:debug`); `--config` names the architecture (default
+`configs/mlm.py:bytes`, the official one). Bad input (no
 span, a text longer than the model, a file that is not a parameter file or
 does not fit the architecture) ends with a message and exit status 1.
 """
 
-import functools
 import json
-import os
-import sys
+import types
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments.inference import pretrained
 from experiments.tasks.language import fill_mask
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import cli
+from experiments.training import errors
+from experiments.training import registry
 
-_DEFAULT_CONFIG = (
-  os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mlm.py'
-  )
-  + ':bytes'
-)
+DEFAULT_CONFIG = 'configs/mlm.py:bytes'
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program, so that
-  importing this module never clashes with other programs' flags)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', _DEFAULT_CONFIG, 'MLM config naming the architecture.', lock_config=True
+      'config',
+      registry.config_file(DEFAULT_CONFIG),
+      'MLM config naming the architecture.',
+      lock_config=True,
+      flag_values=flag_values,
     ),
     checkpoint=flags.DEFINE_string(
-      'checkpoint', None, "Official .pickle or this project's .npz parameter file."
+      'checkpoint',
+      None,
+      "language_bytes, the official .pickle, this project's .npz or a training workdir.",
+      required=True,
+      flag_values=flag_values,
     ),
     text=flags.DEFINE_string(
-      'text', None, 'Text with {{span}} or [MASK:n] markers to fill.'
+      'text',
+      None,
+      'Text with {{span}} or [MASK:n] markers to fill.',
+      required=True,
+      flag_values=flag_values,
     ),
     top_k=flags.DEFINE_integer(
-      'top_k', 1, 'List the k most likely spans and bytes (1: greedy fill only).'
+      'top_k',
+      1,
+      'List the k most likely spans and bytes (1: greedy fill only).',
+      flag_values=flag_values,
     ),
-    beam=flags.DEFINE_integer('beam', 0, 'Beam width of the span search (min. top_k).'),
-    json=flags.DEFINE_bool('json', False, 'Print the result as one JSON line.'),
+    beam=flags.DEFINE_integer(
+      'beam', 0, 'Beam width of the span search (min. top_k).', flag_values=flag_values
+    ),
+    json=flags.DEFINE_bool(
+      'json', False, 'Print the result as one JSON line.', flag_values=flag_values
+    ),
   )
 
 
-def _optional(flag_values, name, default):
-  """The value of an optional flag (callers may pass only the original three)."""
-  return flag_values[name].value if name in flag_values else default
-
-
-def main(argv, *, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flag_values['checkpoint'].value:
-    raise app.UsageError('--checkpoint is required.')
-  if flag_values['text'].value is None:
-    raise app.UsageError('--text is required.')
-  top_k = _optional(flag_values, 'top_k', 1)
-  if top_k < 1:
-    raise app.UsageError(f'--top_k must be >= 1, got {top_k}.')
-  try:
-    checkpoint = flag_values['checkpoint'].value
-    if checkpoint in pretrained.RELEASES and not os.path.isfile(checkpoint):
-      checkpoint = pretrained.checkpoint_path(checkpoint)
-    result = fill_mask.fill_mask_top_k(
-      checkpoint,
-      flag_values['text'].value,
-      flag_values['config'].value,
-      top_k,
-      _optional(flag_values, 'beam', 0),
-    )
-  except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
-    sys.exit(f'fill_mask: error: {e}')
-  if _optional(flag_values, 'json', False):
+    raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  config = args.config.value
+  top_k = args.top_k.value
+  result = fill_mask.fill_mask_top_k(
+    args.checkpoint.value, args.text.value, config, top_k, args.beam.value
+  )
+  if args.json.value:
     print(json.dumps(fill_mask.top_k_as_dict(result), ensure_ascii=False))
     return
   print(result.completed)
@@ -112,4 +101,4 @@ def main(argv, *, flag_values):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='fill_mask')

@@ -6,9 +6,9 @@ r"""Computes the optical flow between two images with a Perceiver IO flow model.
       [--config=configs/flow.py[:variant]]
 
 `--checkpoint` takes the release's `.pystate` (read by the safe loader, which refuses
-files holding code), this project's `.npz` export (`<workdir>/export/params.npz`), or
-the registry name `optical_flow` (`experiments/inference/pretrained.py`: downloaded once
-into `$PERCEIVER_CACHE`, verified, then read as the `.pystate`);
+files holding code), this project's `.npz` export, a training workdir, or the registry
+name `optical_flow` (downloaded once into `$PERCEIVER_CACHE`, verified, then read as the
+`.pystate`);
 `--config` names the architecture (default `configs/flow.py`, the released one).
 Frames are 8-bit RGB images of equal size, any size: they are split into overlapping
 tiles of the model's size and the tiles' flows blended as the release's colab does
@@ -16,49 +16,52 @@ tiles of the model's size and the tiles' flows blended as the release's colab do
 Writes Middlebury `.flo`, optionally a PNG on the standard flow colour wheel, shows
 progress over the tiles on stderr and, given a ground truth (`.flo`, or a KITTI 16-bit
 PNG with its validity channel), prints one JSON line of metrics (EPE, 1/3/5-pixel
-accuracy, Fl-all, and the zero-flow baseline). Bad input ends with one line and exit
-status 1.
+accuracy, Fl-all, and the zero-flow baseline). Every output path is checked before the
+model loads, and the outputs are written all or nothing. Bad input ends with one line
+and exit status 1.
 """
 
-import functools
 import json
-import os
 import sys
+import types
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments.tasks.flow import compute
-from experiments.tasks.flow import formats
-from experiments.tasks.flow import metrics
-from perceiver import checkpoint as checkpoint_lib
+from experiments.tasks.flow import optical_flow
+from experiments.training import cli
+from experiments.training import errors
+from experiments.training import registry
 
-_DEFAULT_CONFIG = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'flow.py'
-)
+DEFAULT_CONFIG = 'configs/flow.py:perceiver_io'
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  def string(name, help_text, **kwargs):
+    return flags.DEFINE_string(name, None, help_text, flag_values=flag_values, **kwargs)
+
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', _DEFAULT_CONFIG, 'Flow config naming the architecture.', lock_config=True
+      'config',
+      registry.config_file(DEFAULT_CONFIG),
+      'Flow config naming the architecture.',
+      lock_config=True,
+      flag_values=flag_values,
     ),
-    checkpoint=flags.DEFINE_string(
+    checkpoint=string(
       'checkpoint',
-      None,
-      "Release .pystate, this project's .npz parameter file, or the registry name "
+      "Release .pystate, this project's .npz, a training workdir, or the registry name "
       'optical_flow (downloaded once into $PERCEIVER_CACHE).',
+      required=True,
     ),
-    frame1=flags.DEFINE_string('frame1', None, 'First frame (8-bit RGB image).'),
-    frame2=flags.DEFINE_string('frame2', None, 'Second frame (8-bit RGB image).'),
-    output=flags.DEFINE_string('output', None, 'Where to write the flow (.flo).'),
-    visualization=flags.DEFINE_string(
-      'visualization', None, 'Optional PNG of the flow on the colour wheel.'
+    frame1=string('frame1', 'First frame (8-bit RGB image).', required=True),
+    frame2=string('frame2', 'Second frame (8-bit RGB image).', required=True),
+    output=string('output', 'Where to write the flow (.flo).', required=True),
+    visualization=string(
+      'visualization', 'Optional PNG of the flow on the colour wheel.'
     ),
-    ground_truth=flags.DEFINE_string(
-      'ground_truth', None, 'Optional ground truth (.flo or KITTI .png) to score against.'
+    ground_truth=string(
+      'ground_truth', 'Optional ground truth (.flo or KITTI .png) to score against.'
     ),
   )
 
@@ -72,50 +75,22 @@ def _progress(done, total):
   )
 
 
-def run(flag_values):
-  """Computes, writes and scores the flow; returns the metrics (or None)."""
-  config = flag_values['config'].value
-  frame1 = formats.read_image(flag_values['frame1'].value)
-  frame2 = formats.read_image(flag_values['frame2'].value)
-  if frame1.shape != frame2.shape:
-    raise ValueError(
-      f'--frame1={flag_values["frame1"].value!r} is {frame1.shape[1]}x{frame1.shape[0]} '
-      f'but --frame2={flag_values["frame2"].value!r} is {frame2.shape[1]}x{frame2.shape[0]}.'
-    )
-  truth = None
-  if flag_values['ground_truth'].value:
-    truth, valid = formats.read_flow(flag_values['ground_truth'].value)
-    if truth.shape[:2] != frame1.shape[:2]:
-      raise ValueError(
-        f'--ground_truth={flag_values["ground_truth"].value!r} is {truth.shape[:2]}, '
-        f'the frames are {frame1.shape[:2]}.'
-      )
-  output = flag_values['output'].value
-  if not output.endswith('.flo'):
-    raise ValueError(f'--output={output!r} must end in .flo.')
-  model = compute.FlowModel.from_checkpoint(config, flag_values['checkpoint'].value)
-  flow = model(frame1, frame2, progress=_progress)
-  formats.write_flo(output, flow)
-  if flag_values['visualization'].value:
-    formats.write_image(flag_values['visualization'].value, compute.flow_to_colour(flow))
-  if truth is None:
-    return None
-  return metrics.flow_metrics(flow, truth, valid)
-
-
-def main(argv, *, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  for name in ('checkpoint', 'frame1', 'frame2', 'output'):
-    if not flag_values[name].value:
-      raise app.UsageError(f'--{name} is required.')
-  try:
-    result = run(flag_values)
-  except (ValueError, OSError, checkpoint_lib.UnsafeCheckpointError) as e:
-    sys.exit(f'optical_flow: error: {e}')
+    raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  result = optical_flow.compute(
+    args.config.value,
+    args.checkpoint.value,
+    args.frame1.value,
+    args.frame2.value,
+    args.output.value,
+    visualization_path=args.visualization.value,
+    ground_truth=args.ground_truth.value,
+    progress=_progress,
+  )
   if result is not None:
     print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='optical_flow')

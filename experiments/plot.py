@@ -11,45 +11,42 @@ goes to `--output` (default: `<first workdir>/curves.png`). Needs matplotlib, th
 a one-line message naming it and exit status 1.
 """
 
-import functools
 import os
-import sys
+import types
 
 from absl import app
 from absl import flags
 
 from experiments.inference import plotting
+from experiments.training import cli
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program)."""
-  return dict(
-    workdir=flags.DEFINE_multi_string('workdir', [], 'Run folder (repeatable).'),
-    output=flags.DEFINE_string('output', None, 'PNG to write.'),
-    metrics=flags.DEFINE_list('metrics', [], 'Metrics to draw (default: all).'),
-    log_y=flags.DEFINE_list('log_y', [], 'Metrics drawn on a log axis.'),
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
+    workdir=flags.DEFINE_multi_string(
+      'workdir', [], 'Run folder (repeatable).', flag_values=flag_values
+    ),
+    output=flags.DEFINE_string('output', None, 'PNG to write.', flag_values=flag_values),
+    metrics=flags.DEFINE_list(
+      'metrics', [], 'Metrics to draw (default: all).', flag_values=flag_values
+    ),
+    log_y=flags.DEFINE_list(
+      'log_y', [], 'Metrics drawn on a log axis.', flag_values=flag_values
+    ),
   )
 
 
-def main(argv, *, flag_values):
-  workdirs = list(flag_values['workdir'].value) + list(argv[1:])
+def main(argv, *, args: types.SimpleNamespace):
+  workdirs = list(args.workdir.value) + list(argv[1:])
   if not workdirs:
     raise app.UsageError('Give at least one --workdir.')
-  output = flag_values['output'].value or os.path.join(
+  output = args.output.value or os.path.join(
     workdirs[0] if os.path.isdir(workdirs[0]) else os.path.dirname(workdirs[0]),
     'curves.png',
   )
-  try:
-    plotting.plot_runs(
-      workdirs,
-      output,
-      metrics=flag_values['metrics'].value,
-      log_y=flag_values['log_y'].value,
-    )
-  except (ValueError, OSError, ImportError) as e:
-    sys.exit(f'plot: error: {e}')
+  plotting.plot_runs(workdirs, output, metrics=args.metrics.value, log_y=args.log_y.value)
   print(output)
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='plot')

@@ -17,14 +17,20 @@ class BytesTokenizer:
     self._num_reserved_tokens = NUM_RESERVED_TOKENS
 
   def to_string(self, inputs) -> str:
-    """Decodes ids to text, dropping reserved ids; invalid UTF-8 becomes U+FFFD."""
+    """Decodes ids to text, dropping reserved ids; invalid UTF-8 becomes U+FFFD.
+
+    Raises:
+      ValueError: an id outside `[0, vocab_size)` (named), or ids that are not integers.
+    """
     inputs = np.asarray(inputs)
     if inputs.size and not np.issubdtype(inputs.dtype, np.integer):
       raise ValueError(f'inputs must be integer ids, got dtype {inputs.dtype}.')
     inputs = inputs.reshape(-1)
-    if inputs.size and inputs.max() >= self.vocab_size:
+    bad = (inputs < 0) | (inputs >= self.vocab_size)
+    if bad.any():
       raise ValueError(
-        f'inputs contain id {int(inputs.max())} >= vocab_size {self.vocab_size}.'
+        f'inputs contain id {int(inputs[bad][0])} outside [0, {self.vocab_size}) '
+        f'({int(bad.sum())} such id(s)).'
       )
     inputs_no_special = inputs[inputs >= self._num_reserved_tokens]
     decoded = (inputs_no_special - self._num_reserved_tokens).astype(np.uint8).tobytes()

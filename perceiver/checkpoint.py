@@ -296,7 +296,13 @@ def _load_npz(path: str) -> Tuple[Params, Params]:
         )
       collection, rest = key.split('/', 1)
       module, name = rest.rsplit('/', 1)
-      value = archive[key]
+      try:
+        value = archive[key]
+      except ValueError as e:  # E.g. an object array, which would need a pickle.
+        raise ValueError(
+          f'{path!r}: entry {key!r} cannot be read without unpickling ({e}); '
+          'parameter files hold numeric arrays only.'
+        ) from None
       dtype = _npz_dtype(path, key, dtypes.get(key, value.dtype.name), value.dtype)
       if dtype != value.dtype:
         value = value.view(dtype)

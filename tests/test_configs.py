@@ -23,9 +23,10 @@ from ml_collections import config_flags
 import pytest
 
 from configs import common
+from experiments.training import experiment
 from experiments.training import parallel
+from experiments.training import steps
 from experiments.training import task as task_lib
-from experiments.training import train_state
 from perceiver import io_processors
 from perceiver import perceiver
 from tests import helpers
@@ -95,6 +96,11 @@ def test_config_loads_and_builds_model(path, variant, monkeypatch):
     task_lib.train_iterator(task, config, batch_dims=BATCH_DIMS, start_step=0)
   )
   parallel.check_batch_dims(train_batch, BATCH_DIMS)
+  # The task declares its batches (`batch_spec`): what code outside it builds on.
+  spec = task.batch_spec(config)
+  assert {k: (v.shape[2:], v.dtype) for k, v in train_batch.items()} == {
+    k: (tuple(s.shape), s.dtype) for k, s in spec.items()
+  }, f'{path}:{variant}: batch_spec differs from the training batches'
   eval_batch = next(
     iter(
       task.load(
@@ -105,21 +111,17 @@ def test_config_loads_and_builds_model(path, variant, monkeypatch):
   parallel.check_batch_dims(eval_batch, BATCH_DIMS)
   assert eval_batch['mask'].dtype.name == 'float32'
 
-  from experiments.training import trainer  # pylint: disable=g-import-not-at-top
-
   sections = _set_scale_options(config)
   keywords = {cls: common._keywords(cls) for cls in _module_classes()}  # pylint: disable=protected-access
   calls = _record_constructors(monkeypatch)
-  steps = trainer.build_steps(config, task)
+  exp = experiment.build(config, task)
   example = {k: v[0] for k, v in train_batch.items()}
-  state = train_state.abstract_train_state(steps.model, steps.optimizer, example)
+  state = steps.abstract_train_state(exp.model, exp.optimizer, example)
   _check_sections_reached_modules(f'{path}:{variant}', sections, calls, keywords)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   assert num_params > 0
   outputs = jax.eval_shape(
-    lambda p, s, b: steps.model.apply(p, s, jax.random.PRNGKey(0), b, is_training=False)[
-      0
-    ],
+    lambda p, s, b: exp.model.apply(p, s, jax.random.PRNGKey(0), b, is_training=False)[0],
     state.params,
     state.state,
     example,

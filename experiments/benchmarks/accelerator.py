@@ -26,7 +26,6 @@ MFU = model FLOPs per second per device / the device's dense peak for the dtype 
 `achieved_over_matmul` (model FLOP/s over a measured dense float32 matmul's) remains.
 """
 
-import functools
 import gc
 import importlib
 import importlib.util
@@ -45,6 +44,7 @@ import ml_collections
 from experiments.benchmarks import fake_batches
 from experiments.benchmarks import peak_flops
 from experiments.benchmarks import train_step
+from experiments.training import cli
 from experiments.training import precision
 
 # name: (config module in configs/, variant, default batch sizes).
@@ -344,4 +344,4 @@ def main(argv, *, args: types.SimpleNamespace):
 if __name__ == '__main__':
   # Let XLA use most of the GPU's memory (the default pool is 75%), before JAX starts.
   os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.95')
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='accelerator')

@@ -17,7 +17,6 @@ does not depend on other jobs sharing the machine.
   python -m experiments.benchmarks.audioset_input --variant=synthetic --source=synthetic
 """
 
-import functools
 import json
 import os
 import resource
@@ -33,6 +32,7 @@ from configs import audioset as audioset_config
 from experiments.tasks.audioset import events
 from experiments.tasks.audioset import local_clips
 from experiments.tasks.audioset import pipeline
+from experiments.training import cli
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -182,4 +182,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='audioset_input')

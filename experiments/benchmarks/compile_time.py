@@ -11,7 +11,6 @@ train step costs about the same for 1 or 8 blocks; with
       --num_blocks=1,8 --config.model.encoder.unroll_shared_layers=True
 """
 
-import functools
 import json
 import os
 import time
@@ -23,6 +22,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from experiments.benchmarks import train_step
+from experiments.training import cli
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -106,4 +106,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='compile_time')

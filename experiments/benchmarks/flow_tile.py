@@ -27,6 +27,7 @@ import numpy as np
 
 from experiments.benchmarks import train_step
 from experiments.tasks.flow import task
+from experiments.training import cli
 
 _DEFAULT_CONFIG = os.path.join(
   os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -91,4 +92,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='flow_tile')

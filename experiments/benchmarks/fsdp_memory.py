@@ -11,22 +11,19 @@ count). Nothing is allocated, so a 201M-parameter model is measured on a laptop:
       python -m experiments.benchmarks.fsdp_memory --config=configs/mlm.py
 """
 
-import functools
 import json
 import types
 
-from absl import app
 import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from experiments.benchmarks import train_step as benchmark_train_step
+from experiments.training import cli
 from experiments.training import optimizers
-from experiments.training import parallel
+from experiments.training import steps as steps_lib
 from experiments.training import strategies
 from experiments.training import task as task_lib
-from experiments.training import train_state as train_state_lib
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -39,35 +36,20 @@ def define_flags() -> types.SimpleNamespace:
   )
 
 
-def abstract_state(config: ml_collections.ConfigDict) -> train_state_lib.TrainState:
-  """`jax.ShapeDtypeStruct`s of the train state of `config` (fake data shapes it)."""
-  config = benchmark_train_step.fake_data_config(config)
+def abstract_state(config: ml_collections.ConfigDict) -> steps_lib.TrainState:
+  """Zeros shaped like the train state of `config` (nothing is initialised)."""
   task = task_lib.load_task(config.task)
-  model = task.build_model(config)
   optimizer, _ = optimizers.make_optimizer(
     config.optimizer,
     num_steps=max(int(config.training.num_steps or 0), 10**6),
     batch_size=config.training.batch_size,
   )
-  batch_dims = parallel.local_batch_dims(
-    config.training.batch_size, name='training.batch_size'
+  return steps_lib.abstract_train_state(
+    task.build_model(config), optimizer, task_lib.example_batch(task, config)
   )
-  batch = next(task_lib.train_iterator(task, config, batch_dims=batch_dims, start_step=0))
-  example = {k: v[0] for k, v in batch.items()}
-
-  def init(rng, example):
-    params, state = model.init(rng, example, is_training=True)
-    return train_state_lib.TrainState(
-      step=np.zeros((), np.int32),
-      params=params,
-      state=state,
-      opt_state=optimizer.init(params),
-    )
-
-  return jax.eval_shape(init, jax.random.PRNGKey(0), example)
 
 
-def memory_report(state: train_state_lib.TrainState) -> dict:
+def memory_report(state: steps_lib.TrainState) -> dict:
   """Bytes per device of each part of `state`, replicated and with FSDP."""
   mesh = strategies.data_mesh()
   report = {
@@ -101,4 +83,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='fsdp_memory')

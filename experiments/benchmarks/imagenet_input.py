@@ -18,19 +18,18 @@ Flags select the config variant whose `config.data` is used (`io_fourier`: RandA
 4 layers at magnitude 5, MixUp 0.2 and CutMix, 224 x 224 outputs).
 """
 
-import functools
 import os
 import time
 import types
 from typing import Dict, Tuple
 
-from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
 from configs import imagenet as imagenet_config
 from experiments.tasks.imagenet import input_pipeline as imagenet_input
+from experiments.training import cli
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -148,4 +147,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='imagenet_input')

@@ -21,7 +21,6 @@ import tempfile
 import time
 import types
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -29,6 +28,7 @@ from configs import modelnet40 as modelnet40_config
 from experiments.tasks.point_clouds import modelnet40
 from experiments.tasks.point_clouds import shapes
 from experiments.tasks.point_clouds import task
+from experiments.training import cli
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -106,15 +106,15 @@ def benchmark(variant: str, clouds: int, batch_size: int, mesh_faces: int) -> di
   return report
 
 
-def main(argv, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   del argv
   print(
     json.dumps(
       benchmark(
-        flag_values.variant.value,
-        flag_values.clouds.value,
-        flag_values.batch_size.value,
-        flag_values.mesh_faces.value,
+        args.variant.value,
+        args.clouds.value,
+        args.batch_size.value,
+        args.mesh_faces.value,
       ),
       indent=1,
     )
@@ -122,5 +122,4 @@ def main(argv, flag_values):
 
 
 if __name__ == '__main__':
-  _FLAGS = define_flags()
-  app.run(lambda argv: main(argv, _FLAGS))
+  cli.run(main, define_flags, name='point_cloud_input')

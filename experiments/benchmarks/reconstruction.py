@@ -27,7 +27,6 @@ general train-step benchmark:
       --config.training.batch_size=1 --steps=2
 """
 
-import functools
 import json
 import os
 import platform
@@ -46,6 +45,7 @@ import numpy as np
 from experiments.benchmarks import train_step
 from experiments.tasks.multimodal import decoding
 from experiments.tasks.multimodal import model as model_lib
+from experiments.training import cli
 
 _DEFAULT_CONFIG = (
   os.path.join(
@@ -221,4 +221,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='reconstruction')

@@ -19,7 +19,6 @@ optical-flow model's attention at 368 x 496 (182,528 inputs and queries), dense 
 chunked.
 """
 
-import functools
 import json
 import os
 import statistics
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarks import flops as benchmark_flops
+from experiments.training import cli
 from experiments.training import host_memory
 from perceiver import perceiver
 
@@ -448,4 +448,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='scaling_study')

@@ -2,7 +2,7 @@
 `python -m experiments.benchmark`).
 
 The step is the training loop's own: the task module's model and loss, the config's
-optimizer, `train_state.init_train_state`, `train_state.train_step` and
+optimizer, `steps.init_train_state`, `steps.train_step` and
 `parallel.pmap_step` (with the state donated), composed exactly as `trainer.train`
 composes them. Usable from a notebook:
 
@@ -38,9 +38,9 @@ from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import optimizers
 from experiments.training import parallel
 from experiments.training import prefetch
+from experiments.training import steps as steps_lib
 from experiments.training import strategies
 from experiments.training import task as task_lib
-from experiments.training import train_state as train_state_lib
 
 INPUT_MODES = ('fixed', 'pipeline', 'prefetch')
 
@@ -141,14 +141,14 @@ class StepSetup(NamedTuple):
 
   Attributes:
     config: the config (with `data.fake=True` where the config has it).
-    p_train_step: `parallel.pmap_step(train_state.train_step, ...)`, state donated.
+    p_train_step: `parallel.pmap_step(steps.train_step, ...)`, state donated.
     p_state: the replicated initial train state (host arrays).
     device_batch: one training batch from the task's iterator, on the devices.
     p_rng: the replicated training key.
     iterator: the task's training iterator (positioned after `device_batch`), or None
       when not kept (its background threads would compete with the step for the CPU).
     num_params: number of model parameters.
-    init_s: seconds `train_state.init_train_state` took (its compilation included).
+    init_s: seconds `steps.init_train_state` took (its compilation included).
   """
 
   config: ml_collections.ConfigDict
@@ -217,14 +217,14 @@ def build_step(
     gc.collect()  # Frees a tf.data iterator (and stops its threads) now.
 
   start = time.perf_counter()
-  host_state = train_state_lib.init_train_state(
+  host_state = steps_lib.init_train_state(
     model, optimizer, {k: v[0] for k, v in host_batch.items()}, init_rng
   )
   init_s = time.perf_counter() - start
 
   loss_fn = functools.partial(_task_train_loss, task=task, config=config)
   step_fn = functools.partial(
-    train_state_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
+    steps_lib.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn
   )
   return StepSetup(
     config=config,
@@ -308,7 +308,7 @@ def benchmark(
   input_times, input_cpu_times = [], []  # 'pipeline': reading and placing a batch.
   if input_mode == 'prefetch':
     device_iter = prefetch.prefetch_to_device(
-      setup.iterator, config.training.get('prefetch_to_device', 2), to_devices
+      setup.iterator, config.training.prefetch_to_device, to_devices
     )
     previous = None
   for _ in range(num_steps):

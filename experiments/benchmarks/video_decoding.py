@@ -11,7 +11,6 @@ processes (read from /proc; the latter does not depend on other jobs sharing the
   python -m experiments.benchmarks.video_decoding --workers=1,2,4 --num_clips=16
 """
 
-import functools
 import json
 import os
 import tempfile
@@ -19,12 +18,12 @@ import time
 import types
 import warnings
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from configs import multimodal as multimodal_config
 from experiments.tasks.multimodal import video_folder
+from experiments.training import cli
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -116,4 +115,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='video_decoding')

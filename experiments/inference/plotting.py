@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from experiments.training import errors
+
 METRICS_FILE = 'metrics.jsonl'
 _NOT_METRICS = ('step', 'split', 'eval_split')
 
@@ -31,13 +33,12 @@ def read_curves(workdir: str) -> Curves:
   splits). Non-numeric and non-finite values are skipped.
 
   Raises:
-    FileNotFoundError: no metrics file.
-    ValueError: a line that is not a JSON object with an integer `step` (the message
-      names the file and the line).
+    errors.DataError: no metrics file, or a line that is not a JSON object with an
+      integer `step` (the message names the file and the line).
   """
   path = metrics_path(workdir)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'No {METRICS_FILE} in {workdir!r} (looked for {path!r}).')
+    raise errors.DataError(f'No {METRICS_FILE} in {workdir!r} (looked for {path!r}).')
   records = []
   with open(path) as f:
     for number, line in enumerate(f, start=1):
@@ -46,9 +47,9 @@ def read_curves(workdir: str) -> Curves:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f'{path}, line {number}: not JSON ({e.msg}).') from e
+        raise errors.DataError(f'{path}, line {number}: not JSON ({e.msg}).') from e
       if not isinstance(record, dict) or not isinstance(record.get('step'), int):
-        raise ValueError(
+        raise errors.DataError(
           f'{path}, line {number}: expected an object with an integer "step".'
         )
       records.append(record)
@@ -79,7 +80,7 @@ def require_matplotlib():
       matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ImportError(
+    raise errors.MissingDependencyError(
       'Plots need matplotlib: install the plot extra, `pip install -e ".[plot]"` '
       '(or `pip install matplotlib`).'
     ) from e
@@ -112,17 +113,19 @@ def plot_runs(
     ValueError: no runs, no metric to draw, or an unknown metric in `metrics`.
   """
   if not workdirs:
-    raise ValueError('Give at least one --workdir.')
+    raise errors.ConfigError('Give at least one --workdir.')
   plt = require_matplotlib()
   runs = [read_curves(w) for w in workdirs]
   names = sorted({name for curves in runs for _, name in curves})
   if metrics:
     unknown = sorted(set(metrics) - set(names))
     if unknown:
-      raise ValueError(f'--metrics {unknown} are in none of the runs; they hold {names}.')
+      raise errors.ConfigError(
+        f'--metrics {unknown} are in none of the runs; they hold {names}.'
+      )
     names = list(metrics)
   if not names:
-    raise ValueError(f'No numeric metric in {list(workdirs)}.')
+    raise errors.DataError(f'No numeric metric in {list(workdirs)}.')
   labels = (
     list(labels)
     if labels

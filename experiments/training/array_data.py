@@ -17,7 +17,7 @@ Shape glossary:
 """
 
 import itertools
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -133,3 +133,27 @@ def eval_batches(
       value.reshape((host_batch,) + value.shape[len(batch_dims) :])[~real] = 0
     batch['mask'] = real.astype(np.float32).reshape(tuple(batch_dims))
     yield batch
+
+
+def example_rngs(
+  seed: int,
+  stream: int,
+  step: int,
+  host_batch: int,
+  *,
+  process_index: Optional[int] = None,
+  process_count: Optional[int] = None,
+) -> List[np.random.Generator]:
+  """A generator per example of this host's batch at `step`, for augmentation.
+
+  Example `i` of the host batch draws from `default_rng([seed, stream, step, g])`,
+  where `g` is its slot in the global batch: the draws are a pure function of the
+  config's seed, the family's stream number, the step and the slot, so a resumed run
+  and a run on any number of hosts augment every example alike.
+  """
+  host, _ = _host(process_index, process_count)
+  first = host * host_batch
+  return [
+    np.random.default_rng([seed, stream, step, first + slot])
+    for slot in range(host_batch)
+  ]

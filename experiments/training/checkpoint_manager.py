@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from typing import Any, Dict, List, Optional
 import zlib
@@ -40,6 +41,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments.training import errors
 from experiments.training import parallel
 
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -50,7 +52,7 @@ _STEP_METADATA = '_CHECKPOINT_METADATA'
 _PATH_IN_MESSAGE = re.compile(r'"(/[^"]+)"')
 
 
-class DamagedCheckpointError(ValueError):
+class DamagedCheckpointError(errors.DataError):
   """A checkpoint's files cannot be read back into the state they were saved from.
 
   Attributes:
@@ -64,11 +66,11 @@ class DamagedCheckpointError(ValueError):
     self.path = path
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint is intact but was saved for another model or optimizer."""
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(errors.UserError, RuntimeError):
   """Writing a checkpoint failed (e.g. the disk is full); earlier ones are intact."""
 
 
@@ -159,6 +161,34 @@ def _target_shapes(target: Any) -> List[tuple]:
   return [(np.shape(x), np.asarray(x).dtype.name) for x in jax.tree.leaves(target)]
 
 
+def _is_closed_loop_callback(unraisable) -> bool:
+  return isinstance(unraisable.exc_value, RuntimeError) and (
+    str(unraisable.exc_value) == 'Event loop is closed'
+  )
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """Stops the 'Event loop is closed' tracebacks a failed orbax read leaves behind.
+
+  When reading a damaged checkpoint fails, tensorstore still completes the other reads
+  and hands their results to the asyncio loop orbax already closed; each one reaches
+  `sys.unraisablehook` as a RuntimeError, hundreds of tracebacks around the one-line
+  report of the damage, some of them before the failed read returns. From the first
+  restore on, those (and only those) are dropped; every other unraisable exception is
+  reported as before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, '_drops_closed_loop_callbacks', False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_callback(unraisable):
+      previous(unraisable)
+
+  hook._drops_closed_loop_callbacks = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
 def _damaged_file(error: BaseException, fallback: str) -> str:
   match = _PATH_IN_MESSAGE.search(str(error))
   return match.group(1) if match else fallback
@@ -200,10 +230,18 @@ def restore_step(directory: str, step: int, target: Any) -> Any:
       f'built from this config: {detail}'
     )
 
+  _quiet_closed_loop_callbacks()
   try:
     with ocp.StandardCheckpointer() as reader:
       restored = reader.restore(item_dir, target)
   except Exception as e:  # pylint: disable=broad-except  # Classified below.
+    if 'tree structures do not match' in str(e):
+      # Another tree of the same arrays (e.g. the optimizer's clipping turned off):
+      # a changed config, not damage.
+      raise mismatch(
+        'the stored tree has another structure than the train state of this config '
+        f'({str(e).splitlines()[0][:200]})'
+      ) from e
     stored = _stored_shapes(item_dir)
     # Orbax stores named tuples as mappings (another order): compare as multisets.
     if stored is not None and sorted(stored) != sorted(want):
@@ -288,7 +326,7 @@ class Checkpointer:
       keep: how many of the most recent checkpoints to keep (>= 1).
     """
     if keep < 1:
-      raise ValueError(f'training.keep_checkpoints={keep} must be >= 1.')
+      raise errors.ConfigError(f'training.keep_checkpoints={keep} must be >= 1.')
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_SUBDIR)
     self._keep = keep
@@ -444,13 +482,8 @@ class Checkpointer:
         return step, self.restore(target, step)
       except DamagedCheckpointError as e:
         destination = self.set_aside(step, 'damaged')
-        logging.warning(
-          'Checkpoint %d is damaged (%s): %s. Moved it to %s; trying the previous one.',
-          step,
-          e.path,
-          e,
-          destination,
-        )
+        # The message names the step, the damaged file and the reason.
+        logging.warning('%s. Moved it to %s; trying the previous one.', e, destination)
     return None, None
 
   def wait(self) -> None:

@@ -31,6 +31,8 @@ import time
 
 import jax
 
+from experiments.training import errors
+
 MODES = ('auto', 'off', 'explicit')
 
 FLAG_HELP = (
@@ -40,7 +42,7 @@ FLAG_HELP = (
 )
 
 
-class DistributedError(Exception):
+class DistributedError(errors.UserError):
   """A multi-host run could not start: the message says which setting to change."""
 
 

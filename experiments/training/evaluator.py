@@ -34,12 +34,11 @@ import jax
 import ml_collections
 
 from experiments.training import checkpoint_manager
+from experiments.training import errors
+from experiments.training import evaluation
+from experiments.training import experiment as experiment_lib
 from experiments.training import metrics_writer
 from experiments.training import parallel
-from experiments.training import task as task_lib
-from experiments.training import train_state as train_state_lib
-from experiments.training import trainer
-from experiments.training import validation
 
 BEST_SUBDIR = 'best'
 BEST_RECORD = 'best.json'
@@ -51,35 +50,16 @@ def output_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 class _Job:
-  """The model, restore target and evaluator of one config."""
+  """The restore target, evaluator and checkpoint reader of one experiment."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    self.config = config
-    self.task = task_lib.load_task(config.task)
-    validation.check_evaluation(config, self.task)
-    steps = trainer.build_steps(config, self.task)
-    self.num_steps = steps.num_steps
-    batch_dims = parallel.local_batch_dims(
-      config.evaluation.batch_size, name='config.evaluation.batch_size'
-    )
-    batch = next(
-      iter(
-        self.task.load(
-          config.evaluation.split,
-          is_training=False,
-          batch_dims=batch_dims,
-          config=config,
-        )
-      )
-    )
-    batch = {k: v[0] for k, v in batch.items() if k != 'mask'}
-    self.target = train_state_lib.abstract_train_state(
-      steps.model, steps.optimizer, batch
-    )
-    _, _, eval_rng = trainer._rngs(config)  # pylint: disable=protected-access
-    self.evaluate = trainer.Evaluator(self.task, config, eval_rng)
+  def __init__(self, exp: experiment_lib.Experiment, workdir: str):
+    self.config = exp.config
+    self.num_steps = exp.num_steps
+    self.target = exp.abstract_state()
+    _, _, eval_rng = experiment_lib.rngs(exp.config)
+    self.evaluate = evaluation.SplitEvaluator(exp, eval_rng)
     self.reader = checkpoint_manager.CheckpointReader(workdir)
-    self.out_dir = output_dir(config, workdir)
+    self.out_dir = output_dir(exp.config, workdir)
 
   def restore(self, step: int) -> Optional[Any]:
     """Checkpoint `step`'s state, or None if it vanished or is damaged (logged)."""
@@ -135,20 +115,26 @@ def _write(job: _Job, writer, step: int, metrics: Dict[str, float]) -> None:
 
 
 def evaluate_checkpoint(
-  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
+  exp: experiment_lib.Experiment, workdir: str, step: Optional[int] = None
 ) -> Dict[str, float]:
   """Evaluates checkpoint `step` (default: the newest intact one) of `workdir`.
+
+  Args:
+    exp: the experiment (its config checked by the caller, `trainer.run`).
+    workdir: the training run's workdir.
+    step: which checkpoint.
 
   Returns:
     The summary metrics, with `num_examples` and `step`.
 
   Raises:
-    FileNotFoundError: no (intact) checkpoint to evaluate.
+    errors.DataError: no (intact) checkpoint to evaluate.
   """
-  job = _Job(config, workdir)
+  config = exp.config
+  job = _Job(exp, workdir)
   steps = job.reader.all_steps() if step is None else [step]
   if not steps:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'no checkpoint in {job.reader.directory}; train first (--mode=train).'
     )
   if step is not None:
@@ -156,7 +142,7 @@ def evaluate_checkpoint(
   else:
     state = next(filter(None, (job.restore(s) for s in reversed(steps))), None)
     if state is None:
-      raise FileNotFoundError(f'no intact checkpoint in {job.reader.directory}.')
+      raise errors.DataError(f'no intact checkpoint in {job.reader.directory}.')
   step = int(state.step)
   metrics = job.evaluate(job.evaluate.put_state(state))
   _log(step, config.evaluation.split, metrics)
@@ -243,22 +229,34 @@ def _keep_best(job: _Job, step: int, state: Any, value: float) -> Dict[str, Any]
 
 
 def evaluate_continuously(
-  config: ml_collections.ConfigDict, workdir: str
+  exp: experiment_lib.Experiment, workdir: str
 ) -> Optional[Dict[str, Any]]:
   """Evaluates each new checkpoint of a (running) training job until its final step.
+
+  Args:
+    exp: the experiment (its config checked by the caller, `trainer.run`).
+    workdir: the training run's workdir.
 
   Returns:
     The best record (`step`, `metric`, `value`) when `evaluation.best_metric` is set,
     else None.
 
   Raises:
-    ValueError: `evaluation.best_metric` is not one of the task's metrics.
+    errors.ConfigError: `evaluation.best_metric` is not one of the task's metrics.
   """
-  evaluation = config.evaluation
-  job = _Job(config, workdir)
+  config = exp.config
+  settings = config.evaluation
+  job = _Job(exp, workdir)
   newest, best = _read_progress(job)
   if newest >= job.num_steps:
-    logging.info('Step %d is already evaluated; nothing to do.', newest)
+    logging.warning(
+      'Nothing to evaluate: %s already holds step %d, and this config trains to '
+      'training.num_steps=%d. To follow a longer run, give the evaluator the '
+      "trainer's --config.training.num_steps.",
+      job.out_dir,
+      newest,
+      job.num_steps,
+    )
     return best
   writer = job.open_writer(job.num_steps)
   idle_since = time.monotonic()
@@ -271,34 +269,42 @@ def evaluate_continuously(
     while newest < job.num_steps:
       new_steps = [s for s in job.reader.all_steps() if s > newest]
       if not new_steps:
-        if time.monotonic() - idle_since > evaluation.idle_timeout_s:
+        if time.monotonic() - idle_since > settings.idle_timeout_s:
           logging.warning(
             'No new checkpoint in %s for %.0f s (evaluation.idle_timeout_s); '
             'stopping before the final step %d.',
             job.reader.directory,
-            evaluation.idle_timeout_s,
+            settings.idle_timeout_s,
             job.num_steps,
           )
           break
-        time.sleep(evaluation.poll_every_s)
+        time.sleep(settings.poll_every_s)
         continue
       idle_since = time.monotonic()
       for step in new_steps:
+        if step > job.num_steps:
+          logging.warning(
+            "Checkpoint %d is past this config's training.num_steps=%d: evaluating "
+            "it, then stopping (give the evaluator the trainer's "
+            '--config.training.num_steps to follow a longer run).',
+            step,
+            job.num_steps,
+          )
         state = job.restore(step)
         newest = step
         if state is None:
           continue
         metrics = job.evaluate(job.evaluate.put_state(state))
-        _log(step, evaluation.split, metrics)
+        _log(step, settings.split, metrics)
         _write(job, writer, step, metrics)
-        if evaluation.best_metric:
-          if evaluation.best_metric not in metrics:
-            raise ValueError(
-              f'config.evaluation.best_metric={evaluation.best_metric!r} is not one '
+        if settings.best_metric:
+          if settings.best_metric not in metrics:
+            raise errors.ConfigError(
+              f'config.evaluation.best_metric={settings.best_metric!r} is not one '
               f'of the metrics of task {config.task}: {sorted(metrics)}.'
             )
-          value = float(metrics[evaluation.best_metric])
-          if _is_better(value, best, evaluation.best_metric_higher_is_better):
+          value = float(metrics[settings.best_metric])
+          if _is_better(value, best, settings.best_metric_higher_is_better):
             best = _keep_best(job, step, state, value)
   finally:
     if writer is not None:

@@ -43,6 +43,8 @@ from typing import List, Optional
 from absl import logging
 import jax
 
+from experiments.training import errors
+
 # glibc's mallopt parameter numbers (<malloc.h>).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -176,7 +178,7 @@ def configure(mode: str) -> str:
     ValueError: `mode` is not one of `MODES`.
   """
   if mode not in MODES:
-    raise ValueError(f'mode={mode!r} must be one of {MODES}.')
+    raise errors.ConfigError(f'mode={mode!r} must be one of {MODES}.')
   if mode == 'auto':
     mode = 'retain_per_thread' if will_use_cpu_backend() else 'system'
   if mode == 'system':

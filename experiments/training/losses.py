@@ -14,6 +14,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from experiments.training import errors
+
 
 def smoothed_targets(
   labels: jax.Array, num_classes: int, label_smoothing: float = 0.0
@@ -29,7 +31,7 @@ def smoothed_targets(
     `[B, K]` float32 targets, each row summing to the row sum of `p`.
   """
   if not 0.0 <= label_smoothing < 1.0:
-    raise ValueError(f'label_smoothing={label_smoothing} must be in [0, 1).')
+    raise errors.ConfigError(f'label_smoothing={label_smoothing} must be in [0, 1).')
   if jnp.issubdtype(labels.dtype, jnp.integer):
     targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   else:

@@ -4,7 +4,11 @@ Host 0 writes, to `workdir`:
   * a console line per logged step (step, loss, learning rate, steps/s, examples/s, ETA)
     and per evaluation;
   * `metrics.jsonl`: one JSON object per logged step and per evaluation, with `step`,
-    `split` (`train` or `eval`) and the metric names (`loss`, `top_1_acc`, ...);
+    `split` (`train` or `eval`) and the metric names (`loss`, `top_1_acc`, ...). It
+    describes the run as it stands: when training goes back to an earlier step
+    (resuming from a checkpoint, rolling back, restarting from scratch), the rows of
+    later steps move to `metrics_superseded.jsonl` (appended, each with the step
+    training went back to as `superseded_at`), so no step appears twice;
   * TensorBoard event files (`tensorboard --logdir=<workdir>`), written with
     `tf.summary`; train scalars under `train/`, evaluation scalars under `eval/`.
 Other hosts write nothing.
@@ -23,6 +27,8 @@ import jax
 from experiments.training import host_tensorflow
 
 METRICS_FILE = 'metrics.jsonl'
+# Rows of steps a run went back before (a resume, a rollback, a restart from scratch).
+SUPERSEDED_FILE = 'metrics_superseded.jsonl'
 
 
 def _format_duration(seconds: float) -> str:
@@ -78,6 +84,41 @@ class MetricsWriter:
     """Marks `step` as the point speeds are measured from (call before training)."""
     self._last_time = time.perf_counter()
     self._last_step = step
+
+  def supersede_after(self, step: int) -> int:
+    """Moves the rows of steps after `step` to `metrics_superseded.jsonl` (host 0).
+
+    Returns:
+      How many rows moved.
+    """
+    if not self._active or not os.path.exists(self.jsonl_path):
+      return 0
+    with open(self.jsonl_path) as f:
+      lines = [line for line in f if line.strip()]
+    keep, moved = [], []
+    for line in lines:
+      try:
+        later = int(json.loads(line).get('step', -1)) > step
+      except (ValueError, AttributeError, TypeError):
+        later = False  # A line cut short by a crash stays where it is.
+      (moved if later else keep).append(line)
+    if not moved:
+      return 0
+    superseded = os.path.join(os.path.dirname(self.jsonl_path), SUPERSEDED_FILE)
+    with open(superseded, 'a') as f:
+      for line in moved:
+        f.write(json.dumps(dict(json.loads(line), superseded_at=step)) + '\n')
+    temporary = self.jsonl_path + '.tmp'
+    with open(temporary, 'w') as f:
+      f.writelines(line if line.endswith('\n') else line + '\n' for line in keep)
+    os.replace(temporary, self.jsonl_path)
+    logging.info(
+      'Training continues from step %d: moved %d metric rows of later steps to %s.',
+      step,
+      len(moved),
+      superseded,
+    )
+    return len(moved)
 
   def _append_json(self, record: Mapping[str, Any]) -> None:
     with open(self.jsonl_path, 'a') as f:

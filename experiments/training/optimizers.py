@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import optax
 
+from experiments.training import errors
 from experiments.training import fused_updates
 
 # A parameter is excluded from weight decay when one of its module path components
@@ -90,23 +91,23 @@ def learning_rate_schedule(
   peak = scale(config.base_lr)
   end_value = scale(sched.end_value)
   if sched.type not in SCHEDULE_TYPES:
-    raise ValueError(
+    raise errors.ConfigError(
       f'optimizer.schedule.type={sched.type!r} is not one of {SCHEDULE_TYPES}.'
     )
   warmup_fraction = sched.get('warmup_fraction', 0.0) or 0.0
   if sched.type != 'warmup_cosine' and (sched.warmup_steps or warmup_fraction):
-    raise ValueError(
+    raise errors.ConfigError(
       f'optimizer.schedule.warmup_steps={sched.warmup_steps} / warmup_fraction='
       f"{warmup_fraction} are only used by the 'warmup_cosine' schedule, not "
       f'{sched.type!r}; set them to 0.'
     )
   if sched.warmup_steps and warmup_fraction:
-    raise ValueError(
+    raise errors.ConfigError(
       f'Set only one of optimizer.schedule.warmup_steps={sched.warmup_steps} and '
       f'optimizer.schedule.warmup_fraction={warmup_fraction}.'
     )
   if not 0.0 <= warmup_fraction < 1.0:
-    raise ValueError(
+    raise errors.ConfigError(
       f'optimizer.schedule.warmup_fraction={warmup_fraction} must be in [0, 1).'
     )
   warmup_steps = sched.warmup_steps or int(warmup_fraction * num_steps)
@@ -116,7 +117,7 @@ def learning_rate_schedule(
 
   if sched.type == 'constant_cosine':
     if not 0.0 <= sched.constant_fraction <= 1.0:
-      raise ValueError(
+      raise errors.ConfigError(
         f'optimizer.schedule.constant_fraction='
         f'{sched.constant_fraction} must be in [0, 1].'
       )
@@ -133,7 +134,7 @@ def learning_rate_schedule(
 
   if sched.type == 'warmup_cosine':
     if not 0 <= warmup_steps < num_steps:
-      raise ValueError(
+      raise errors.ConfigError(
         f'optimizer.schedule.warmup_steps={warmup_steps} must be '
         f'in [0, num_steps={num_steps}).'
       )
@@ -148,7 +149,7 @@ def learning_rate_schedule(
   # 'step': multiply by decay_rate at each boundary (fractions of training).
   boundaries = tuple(sched.decay_boundaries)
   if list(boundaries) != sorted(boundaries) or any(not 0.0 < b < 1.0 for b in boundaries):
-    raise ValueError(
+    raise errors.ConfigError(
       f'optimizer.schedule.decay_boundaries={boundaries} must be '
       'increasing fractions of training in (0, 1).'
     )
@@ -176,7 +177,9 @@ def make_optimizer(
     `(optimizer, schedule)`; `schedule(step)` is the learning rate used at `step`.
   """
   if config.name not in OPTIMIZER_NAMES:
-    raise ValueError(f'optimizer.name={config.name!r} is not one of {OPTIMIZER_NAMES}.')
+    raise errors.ConfigError(
+      f'optimizer.name={config.name!r} is not one of {OPTIMIZER_NAMES}.'
+    )
   schedule = learning_rate_schedule(config, num_steps=num_steps, batch_size=batch_size)
   mask: Callable[[Any], Any] = lambda params: weight_decay_mask(
     params, decay_pos_embs=config.decay_pos_embs

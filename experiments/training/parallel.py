@@ -1,9 +1,10 @@
-"""Data parallelism over devices and hosts: the one place that knows about `jax.pmap`.
+"""Data parallelism over devices and hosts: batch dimensions, collectives, replicas.
 
-Every local device holds a replica of the train state; a host feeds its devices a batch
-shaped `[local_devices, per_device_batch, ...]`. Inside a pmapped function,
-`cross_device_mean` averages over every device of every host and `device_rng` gives
-each device (and each step) its own key.
+A host feeds its devices a batch shaped `[local_devices, per_device_batch, ...]`. Inside
+a step (`steps.py`), where a strategy binds the device axis `AXIS_NAME` (`jax.pmap`, or
+`jax.vmap` over a sharded global batch), `cross_device_mean` averages over every device
+of every host and `device_rng` gives each device (and each step) its own key. The
+`pmap` strategy keeps a replica of the state on every local device (`replicate`).
 
 Shape glossary:
   D: local device count (`jax.local_device_count()`).
@@ -16,6 +17,8 @@ from typing import Any, Callable, Sequence, Tuple
 
 import jax
 import numpy as np
+
+from experiments.training import errors
 
 AXIS_NAME = 'devices'
 
@@ -33,19 +36,19 @@ def per_device_batch_size(global_batch_size: int, *, name: str = 'batch_size') -
     `global_batch_size // jax.device_count()`.
 
   Raises:
-    ValueError: the batch does not divide evenly over hosts and devices.
+    errors.ConfigError: the batch does not divide evenly over hosts and devices.
   """
   num_processes = jax.process_count()
   num_devices = jax.device_count()
   if global_batch_size <= 0:
-    raise ValueError(f'{name}={global_batch_size} must be positive.')
+    raise errors.ConfigError(f'{name}={global_batch_size} must be positive.')
   if global_batch_size % num_processes:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{name}={global_batch_size} is not divisible by the number of hosts '
       f'({num_processes}).'
     )
   if global_batch_size % num_devices:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{name}={global_batch_size} is not divisible by the number of devices '
       f'({num_devices} = {num_processes} host(s) x {jax.local_device_count()} local).'
     )
@@ -60,19 +63,25 @@ def local_batch_dims(
 
 
 def cross_device_mean(tree: PyTree) -> PyTree:
-  """Mean of `tree` over all devices of all hosts; call inside a `pmap_step` function."""
+  """Mean of `tree` over all devices of all hosts; call inside a step."""
   return jax.lax.pmean(tree, axis_name=AXIS_NAME)
 
 
+def cross_device_max(tree: PyTree) -> PyTree:
+  """Maximum of `tree` over all devices of all hosts (e.g. integer state that already
+  agrees everywhere, so that a strategy sees it as one value)."""
+  return jax.lax.pmax(tree, axis_name=AXIS_NAME)
+
+
 def cross_device_sum(tree: PyTree) -> PyTree:
-  """Sum of `tree` over all devices of all hosts; call inside a `pmap_step` function."""
+  """Sum of `tree` over all devices of all hosts; call inside a step."""
   return jax.lax.psum(tree, axis_name=AXIS_NAME)
 
 
 def device_rng(rng: jax.Array, step: jax.Array) -> jax.Array:
   """A key unique to this step and this device (global index over all hosts).
 
-  Call inside a `pmap_step` function with the same `rng` on every device.
+  Call inside a step with the same `rng` on every device.
   """
   rng = jax.random.fold_in(rng, step)
   return jax.random.fold_in(rng, jax.lax.axis_index(AXIS_NAME))

@@ -1,15 +1,18 @@
 """Where the train state and the batches live: `jax.pmap` replicas or a `jax.jit` mesh.
 
-`config.parallel.strategy` picks one of two strategies with the same interface, so
-the training loop, the evaluator and the benchmarks never touch device placement:
+`config.parallel.strategy` picks one of two implementations of `Strategy`, so the
+training loop, the evaluator and the benchmarks never touch device placement. Both run
+the same step functions (`steps.train_step`, `steps.eval_step`) on one device's share
+of the batch, binding their device axis `parallel.AXIS_NAME` in their own way:
 
-* 'pmap': every local device holds a replica of the state and runs
-  `train_state.train_step` on its share; collectives are `pmean`s (see `parallel.py`).
+* 'pmap': every local device holds a replica of the state and runs the step on its
+  share under `jax.pmap`; collectives are `pmean`s over the devices.
 * 'sharded': `jax.jit` over a one-axis `Mesh` ('data') spanning every device of every
   host. A batch is one global array `[G, b, ...]` sharded along its first axis, built
-  from each host's `[D, b, ...]` share; `train_state.sharded_train_step` vmaps the
-  per-device computation over `G` (same keys and per-share statistics as 'pmap') and
-  the compiler inserts the collectives. The state is replicated, or with
+  from each host's `[D, b, ...]` share; the step runs under `jax.vmap` over `G` (share
+  `g` gets the key device `g` gets under 'pmap', and its own batch statistics), its
+  cross-device means become means over `G`, and the compiler turns them into
+  all-reduces. The state is replicated, or with
   `config.parallel.fsdp` each array of parameters and optimizer state is split along
   its largest dimension divisible by `G` (arrays without one stay replicated); the
   compiler gathers parameters where the step needs them whole and reduce-scatters
@@ -24,6 +27,7 @@ Shape glossary:
   b: per-device batch.
 """
 
+import abc
 import functools
 from typing import Any, Callable, Dict, Optional
 
@@ -34,8 +38,9 @@ from jax.sharding import PartitionSpec
 import ml_collections
 import numpy as np
 
+from experiments.training import errors
 from experiments.training import parallel
-from experiments.training import train_state as train_state_lib
+from experiments.training import steps as steps_lib
 
 STRATEGIES = ('pmap', 'sharded')
 MESH_AXIS = 'data'
@@ -104,7 +109,54 @@ def put_local_batch(batch: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), batch)
 
 
-class PmapStrategy:
+class Strategy(abc.ABC):
+  """Device placement and the compiled steps of one config.
+
+  States go in and out as host NumPy trees (what checkpoints hold), so a checkpoint
+  written under one strategy resumes under the other.
+
+  Attributes:
+    name: the `config.parallel.strategy` value.
+    fsdp: whether parameters and optimizer state are split over the devices.
+  """
+
+  name: str
+  fsdp: bool = False
+
+  @abc.abstractmethod
+  def put_state(self, host_state: PyTree) -> PyTree:
+    """A host state, placed on the devices as the steps expect it."""
+
+  @abc.abstractmethod
+  def get_state(self, state: PyTree) -> PyTree:
+    """The host NumPy copy of a device state."""
+
+  @abc.abstractmethod
+  def put_rng(self, rng: jax.Array) -> jax.Array:
+    """A key, placed on the devices as the steps expect it."""
+
+  @abc.abstractmethod
+  def put_batch(self, batch: PyTree) -> PyTree:
+    """Starts copying this host's batch `[D, b, ...]` to the devices (asynchronous)."""
+
+  @abc.abstractmethod
+  def train_step(self, state: PyTree, batch: PyTree, rng: jax.Array):
+    """`(new_state, metrics)` of one update; `state` is donated."""
+
+  @abc.abstractmethod
+  def eval_step(self, state: PyTree, batch: PyTree, rng: jax.Array) -> PyTree:
+    """Per-example evaluation outputs (with `mask`) of a placed batch."""
+
+  @abc.abstractmethod
+  def get_metrics(self, metrics: PyTree) -> Dict[str, float]:
+    """Host values of a train step's metrics."""
+
+  def local_outputs(self, outputs: PyTree) -> PyTree:
+    """Host `[D, b, ...]` values of an evaluation step's outputs on this host."""
+    return parallel.local_values(outputs)
+
+
+class PmapStrategy(Strategy):
   """A replica of the state on every local device; steps are `jax.pmap`ped."""
 
   name = 'pmap'
@@ -113,11 +165,11 @@ class PmapStrategy:
     """Wraps the per-device steps.
 
     Args:
-      train_fn: `train_state.train_step` with its keywords bound.
-      eval_fn: `train_state.eval_step` with its keywords bound.
+      train_fn: `steps.train_step` with its keywords bound.
+      eval_fn: `steps.eval_step` with its keywords bound.
     """
-    self.train_step = parallel.pmap_step(train_fn, donate_state=True)
-    self.eval_step = parallel.pmap_step(eval_fn, donate_state=False)
+    self._train = parallel.pmap_step(train_fn, donate_state=True)
+    self._eval = parallel.pmap_step(eval_fn, donate_state=False)
 
   def put_state(self, host_state: PyTree) -> PyTree:
     return parallel.replicate(host_state)
@@ -131,15 +183,17 @@ class PmapStrategy:
   def put_batch(self, batch: PyTree) -> PyTree:
     return put_local_batch(batch)
 
+  def train_step(self, state: PyTree, batch: PyTree, rng: jax.Array):
+    return self._train(state, batch, rng)
+
+  def eval_step(self, state: PyTree, batch: PyTree, rng: jax.Array) -> PyTree:
+    return self._eval(state, batch, rng)
+
   def get_metrics(self, metrics: PyTree) -> Dict[str, float]:
     return parallel.unreplicate(metrics)
 
-  def local_outputs(self, outputs: PyTree) -> PyTree:
-    """Host `[D, b, ...]` values of this host's devices."""
-    return parallel.local_values(outputs)
 
-
-class ShardedStrategy:
+class ShardedStrategy(Strategy):
   """`jax.jit` over `data_mesh()`; batches are global arrays sharded over its axis."""
 
   name = 'sharded'
@@ -151,12 +205,11 @@ class ShardedStrategy:
     *,
     fsdp: bool = False,
   ):
-    """Wraps the global steps.
+    """Wraps the per-device steps, mapped over the global device axis.
 
     Args:
-      train_fn: `train_state.sharded_train_step` with its keywords bound except
-        `constrain`.
-      eval_fn: `train_state.sharded_eval_step` with its keywords bound.
+      train_fn: `steps.train_step` with its keywords bound except `constrain`.
+      eval_fn: `steps.eval_step` with its keywords bound.
       fsdp: shard parameters and optimizer state along the mesh axis.
     """
     self.mesh = data_mesh()
@@ -165,7 +218,10 @@ class ShardedStrategy:
     self._batch_sharding = NamedSharding(self.mesh, PartitionSpec(MESH_AXIS))
     self._replicated = NamedSharding(self.mesh, PartitionSpec())
     self._jitted_train: Dict[Any, Callable[..., Any]] = {}
-    self.eval_step = jax.jit(eval_fn, out_shardings=self._batch_sharding)
+    self._eval = jax.jit(
+      jax.vmap(eval_fn, in_axes=(None, 0, None), axis_name=parallel.AXIS_NAME),
+      out_shardings=self._batch_sharding,
+    )
 
   def shardings(self, state: PyTree) -> PyTree:
     """The sharding of each leaf of a (host or abstract) train state."""
@@ -205,10 +261,14 @@ class ShardedStrategy:
       def constrain(grads):
         return jax.lax.with_sharding_constraint(grads, param_shardings)
 
-      self._jitted_train[key] = jax.jit(
+      step = jax.vmap(
         functools.partial(self._train_fn, constrain=constrain),
-        out_shardings=(shardings, self._replicated),
-        donate_argnums=(0,),
+        in_axes=(None, 0, None),
+        out_axes=None,
+        axis_name=parallel.AXIS_NAME,
+      )
+      self._jitted_train[key] = jax.jit(
+        step, out_shardings=(shardings, self._replicated), donate_argnums=(0,)
       )
     return self._jitted_train[key]
 
@@ -216,12 +276,31 @@ class ShardedStrategy:
     """`(new_state, metrics)`; the new state keeps the shardings of `state`."""
     return self._train_jit(state)(state, batch, rng)
 
+  def eval_step(self, state: PyTree, batch: PyTree, rng: jax.Array) -> PyTree:
+    return self._eval(state, batch, rng)
+
   def get_metrics(self, metrics: PyTree) -> Dict[str, float]:
     return jax.tree.map(to_host, metrics)
 
-  def local_outputs(self, outputs: PyTree) -> PyTree:
-    """Host `[D, b, ...]` values of this host's devices."""
-    return parallel.local_values(outputs)
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Checks `config.parallel` (the only place that does).
+
+  Raises:
+    errors.ConfigError: an unknown strategy, or `fsdp` without 'sharded'.
+  """
+  strategy, fsdp = config.parallel.strategy, config.parallel.fsdp
+  if strategy not in STRATEGIES:
+    raise errors.ConfigError(
+      f'config.parallel.strategy={strategy!r} is not one of {STRATEGIES}.'
+    )
+  if not isinstance(fsdp, bool):
+    raise errors.ConfigError(f'config.parallel.fsdp={fsdp!r} must be True or False.')
+  if fsdp and strategy != 'sharded':
+    raise errors.ConfigError(
+      'config.parallel.fsdp=True needs config.parallel.strategy=sharded '
+      f'(got {strategy!r}).'
+    )
 
 
 def make_strategy(
@@ -231,41 +310,26 @@ def make_strategy(
   optimizer,
   loss_fn: Callable[..., Any],
   outputs_fn: Optional[Callable[..., Any]] = None,
-):
-  """The strategy `config.parallel.strategy` names, with its steps bound.
+) -> Strategy:
+  """The strategy `config.parallel.strategy` names, with the steps bound.
 
   Args:
-    config: the experiment config (`parallel.*`, `training.grad_accum_steps`).
+    config: a checked experiment config (`parallel.*`, `training.grad_accum_steps`).
     model: the task's transformed model.
     optimizer: the optax transformation.
     loss_fn: `(outputs, batch) -> (loss, metrics)`.
     outputs_fn: `(outputs, batch) -> per-example outputs` (evaluation), if any.
-
-  Raises:
-    ValueError: an unknown strategy, or `fsdp` with 'pmap'.
   """
-  parallel_config = config.get('parallel', ml_collections.ConfigDict())
-  strategy = parallel_config.get('strategy', 'pmap')
-  fsdp = bool(parallel_config.get('fsdp', False))
-  accum = int(config.training.get('grad_accum_steps', 1))
-  if strategy not in STRATEGIES:
-    raise ValueError(f'config.parallel.strategy={strategy!r} is not one of {STRATEGIES}.')
-  if fsdp and strategy != 'sharded':
-    raise ValueError(
-      'config.parallel.fsdp=True needs config.parallel.strategy=sharded '
-      f'(got {strategy!r}).'
-    )
-  train_kwargs = dict(
-    model=model, optimizer=optimizer, loss_fn=loss_fn, grad_accum_steps=accum
+  train_fn = functools.partial(
+    steps_lib.train_step,
+    model=model,
+    optimizer=optimizer,
+    loss_fn=loss_fn,
+    grad_accum_steps=config.training.grad_accum_steps,
   )
-  eval_kwargs = dict(model=model, outputs_fn=outputs_fn or (lambda o, b: {}))
-  if strategy == 'pmap':
-    return PmapStrategy(
-      functools.partial(train_state_lib.train_step, **train_kwargs),
-      functools.partial(train_state_lib.eval_step, **eval_kwargs),
-    )
-  return ShardedStrategy(
-    functools.partial(train_state_lib.sharded_train_step, **train_kwargs),
-    functools.partial(train_state_lib.sharded_eval_step, **eval_kwargs),
-    fsdp=fsdp,
+  eval_fn = functools.partial(
+    steps_lib.eval_step, model=model, outputs_fn=outputs_fn or (lambda o, b: {})
   )
+  if config.parallel.strategy == 'pmap':
+    return PmapStrategy(train_fn, eval_fn)
+  return ShardedStrategy(train_fn, eval_fn, fsdp=config.parallel.fsdp)

@@ -5,6 +5,11 @@
 
   build_model(config) -> hk.TransformedWithState
       forward `f(batch, *, is_training)` returning logits or a dict of outputs.
+  batch_spec(config) -> {name: jax.ShapeDtypeStruct}
+      the shape (without the batch dims) and dtype of every entry of a training batch
+      (what `load('train', is_training=True, ...)` yields); code outside the family
+      (checkpoint restore targets, weight loading, benchmarks) builds example batches
+      from it instead of reading data (`example_batch`).
   load(split, *, is_training, batch_dims, config, start_step=0) -> iterator of batches
       dicts of NumPy arrays, each leaf shaped `[*batch_dims, ...]` (`batch_dims` is
       `[local_devices, per_device_batch]`). Data is sharded by host
@@ -39,24 +44,21 @@ from typing import (
 )
 
 import haiku as hk
+import jax
 import ml_collections
 import numpy as np
 
+from experiments.training import errors
+
 REQUIRED_FUNCTIONS = (
   'build_model',
+  'batch_spec',
   'load',
   'num_examples',
   'train_loss',
   'eval_outputs',
   'summarize_eval',
 )
-# Old task names (before the layout of experiments/tasks/), still accepted.
-_RENAMED = {
-  'experiments.digits': 'experiments.tasks.digits.task',
-  'experiments.imagenet': 'experiments.tasks.imagenet.task',
-  'experiments.mlm': 'experiments.tasks.language.mlm',
-  'experiments.glue': 'experiments.tasks.language.glue',
-}
 
 
 @runtime_checkable
@@ -64,6 +66,10 @@ class Task(Protocol):
   """What a task module defines (see the module docstring for the semantics)."""
 
   def build_model(self, config: ml_collections.ConfigDict) -> hk.TransformedWithState: ...
+
+  def batch_spec(
+    self, config: ml_collections.ConfigDict
+  ) -> Dict[str, jax.ShapeDtypeStruct]: ...
 
   def load(
     self,
@@ -96,14 +102,14 @@ def check_task(module: types.ModuleType) -> None:
   name = getattr(module, '__name__', repr(module))
   missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
   if missing or not isinstance(module, Task):
-    raise ValueError(f'task module {name!r} does not define {missing}.')
+    raise errors.ConfigError(f'task module {name!r} does not define {missing}.')
   params = inspect.signature(module.load).parameters
   for keyword in ('is_training', 'batch_dims', 'config', 'start_step'):
     if keyword not in params or params[keyword].kind not in (
       inspect.Parameter.KEYWORD_ONLY,
       inspect.Parameter.POSITIONAL_OR_KEYWORD,
     ):
-      raise ValueError(
+      raise errors.ConfigError(
         f'task module {name!r}: load() must take the keyword argument {keyword!r} '
         '(see experiments/training/task.py).'
       )
@@ -112,15 +118,14 @@ def check_task(module: types.ModuleType) -> None:
 def load_task(name: str) -> types.ModuleType:
   """Imports the task module `name` and checks it against the `Task` protocol."""
   if not name:
-    raise ValueError(
+    raise errors.ConfigError(
       'config.task is empty; set it to a task module such as '
       '"experiments.tasks.digits.task".'
     )
-  name = _RENAMED.get(name, name)
   try:
     module = importlib.import_module(name)
   except ModuleNotFoundError as e:
-    raise ValueError(f'config.task={name!r} cannot be imported: {e}') from e
+    raise errors.ConfigError(f'config.task={name!r} cannot be imported: {e}') from e
   check_task(module)
   return module
 
@@ -132,7 +137,7 @@ def num_train_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -
     num_examples = task.num_examples('train', config)
     return max(1, math.ceil(training.num_epochs * num_examples / training.batch_size))
   if training.num_steps is None or training.num_steps <= 0:
-    raise ValueError(
+    raise errors.ConfigError(
       f'training.num_steps={training.num_steps} and training.num_epochs='
       f'{training.num_epochs}: set one of them to a positive value.'
     )
@@ -150,6 +155,22 @@ def train_iterator(
   return task.load(
     'train', is_training=True, batch_dims=batch_dims, config=config, start_step=start_step
   )
+
+
+def example_batch(
+  task: types.ModuleType,
+  config: ml_collections.ConfigDict,
+  batch_size: int = 1,
+) -> Dict[str, np.ndarray]:
+  """Zeros shaped like a training batch of `batch_size` examples (`task.batch_spec`).
+
+  Enough to initialise the model, shape a restore target or time a step; no data is
+  read.
+  """
+  return {
+    name: np.zeros((batch_size,) + tuple(spec.shape), spec.dtype)
+    for name, spec in task.batch_spec(config).items()
+  }
 
 
 def padding_batch(batch: dict) -> dict:

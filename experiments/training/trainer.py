@@ -4,133 +4,50 @@ Usable from a notebook:
 
     from configs import digits
     from experiments.training import trainer
-    final_state = trainer.train(digits.get_config(), '/tmp/digits', evaluate=True)
+    final_state = trainer.run(digits.get_config(), '/tmp/digits', 'train_and_eval')
 
 Modes: `train` (train, checkpoint, export), `train_and_eval` (train, evaluating every
 `training.eval_every_steps` and at the end), `eval` (evaluate the newest intact
 checkpoint) and `eval_continuous` (follow a running trainer, evaluating each new
 checkpoint; see `evaluator.py`). The evaluation modes only read the checkpoints and
 can run beside a trainer; a trainer holds the workdir's lock (`workdir_lock.py`).
-A restarted run resumes from its latest checkpoint with the same data order, so it
-ends with the same parameters as an uninterrupted one.
+A restarted run resumes from its latest intact checkpoint with the same data order, so
+it ends with the same parameters as an uninterrupted one. `run` checks the config once
+(`validation.py`) before anything is compiled.
 """
 
-import functools
-import itertools
-import json
-import math
 import os
-import types
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, Optional
 
 from absl import logging
-import haiku as hk
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
-import numpy as np
-import optax
 
 from experiments.training import checkpoint_manager
+from experiments.training import errors
+from experiments.training import evaluation
+from experiments.training import evaluator
+from experiments.training import experiment as experiment_lib
 from experiments.training import metrics_writer
-from experiments.training import optimizers
 from experiments.training import parallel
 from experiments.training import preemption
 from experiments.training import prefetch
-from experiments.training import strategies
+from experiments.training import steps
 from experiments.training import task as task_lib
-from experiments.training import train_state as train_state_lib
 from experiments.training import validation
+from experiments.training import weights
 from experiments.training import workdir_lock
 
 MODES = ('train', 'eval', 'train_and_eval', 'eval_continuous')
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(errors.UserError):
   """A training step produced a non-finite loss or gradient."""
 
 
-def _with_config(outputs, batch, *, fn, config):
-  return fn(outputs, batch, config)
-
-
-class Steps(NamedTuple):
-  """The model, optimizer and compiled step functions of one config.
-
-  Attributes:
-    num_steps: total training steps.
-    model: the task's transformed model.
-    optimizer: the optax transformation.
-    schedule: the learning rate per step.
-    strategy: where state and batches live and the compiled train and evaluation
-      steps (`strategies.PmapStrategy` or `strategies.ShardedStrategy`, after
-      `config.parallel.strategy`).
-  """
-
-  num_steps: int
-  model: hk.TransformedWithState
-  optimizer: optax.GradientTransformation
-  schedule: optax.Schedule
-  strategy: Any
-
-
-# Steps per config, so that training the same config again in this process (a
-# notebook, a test) reuses the compiled functions instead of recompiling.
-_STEPS_CACHE: Dict[Any, Steps] = {}
-# Fields that do not change any compiled function.
-_HOST_ONLY_FIELDS = (
-  'log_every_steps',
-  'checkpoint_every_steps',
-  'eval_every_steps',
-  'keep_checkpoints',
-  'prefetch_to_device',
-  'rollback_on_nonfinite',
-  'compilation_cache',
-)
-
-
-def _steps_cache_key(config: ml_collections.ConfigDict, task: types.ModuleType):
-  fields = config.to_dict()
-  fields.pop('task', None)
-  for name in _HOST_ONLY_FIELDS:
-    fields.get('training', {}).pop(name, None)
-  epochs_based = config.training.num_epochs is not None and config.training.num_epochs > 0
-  return (
-    json.dumps(fields, sort_keys=True, default=repr),
-    task.build_model,
-    task.train_loss,
-    task.eval_outputs,
-    task.num_examples if epochs_based else None,
-    jax.local_device_count(),
-    jax.process_count(),
-  )
-
-
-def build_steps(config: ml_collections.ConfigDict, task: types.ModuleType) -> Steps:
-  """The model, optimizer and compiled steps for `config` (cached per process)."""
-  key = _steps_cache_key(config, task)
-  if key not in _STEPS_CACHE:
-    num_steps = task_lib.num_train_steps(config, task)
-    model = task.build_model(config)
-    optimizer, schedule = optimizers.make_optimizer(
-      config.optimizer, num_steps=num_steps, batch_size=config.training.batch_size
-    )
-    loss_fn = functools.partial(_with_config, fn=task.train_loss, config=config)
-    outputs_fn = functools.partial(_with_config, fn=task.eval_outputs, config=config)
-    _STEPS_CACHE[key] = Steps(
-      num_steps=num_steps,
-      model=model,
-      optimizer=optimizer,
-      schedule=schedule,
-      strategy=strategies.make_strategy(
-        config,
-        model=model,
-        optimizer=optimizer,
-        loss_fn=loss_fn,
-        outputs_fn=outputs_fn,
-      ),
-    )
-  return _STEPS_CACHE[key]
+class NoIntactCheckpointError(errors.UserError):
+  """The workdir has checkpoints, but none of them can be restored."""
 
 
 class _MeanAccumulator:
@@ -149,108 +66,6 @@ class _MeanAccumulator:
     means = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
     self._sums, self._count = {}, 0
     return means
-
-
-class Evaluator:
-  """Evaluates a device-resident train state on every example of a split exactly once."""
-
-  def __init__(
-    self, task: types.ModuleType, config: ml_collections.ConfigDict, rng: jax.Array
-  ):
-    """Prepares evaluation.
-
-    Args:
-      task: the task module.
-      config: the experiment config (`evaluation.*` fields).
-      rng: the key passed to the model (dropout is off in evaluation).
-    """
-    self._task = task
-    self._config = config
-    self._strategy = build_steps(config, task).strategy
-    self._rng = self._strategy.put_rng(rng)
-
-  def __call__(
-    self, p_state: train_state_lib.TrainState, split: Optional[str] = None
-  ) -> Dict[str, float]:
-    """Summarised metrics of `p_state` (see `put_state`) on `split` (default: config's).
-
-    Raises:
-      ValueError: the task's evaluation batches do not cover the split exactly once.
-    """
-    config, task = self._config, self._task
-    split = split or config.evaluation.split
-    global_batch = config.evaluation.batch_size
-    batch_dims = parallel.local_batch_dims(global_batch, name='evaluation.batch_size')
-    num_examples = task.num_examples(split, config)
-    num_batches = math.ceil(num_examples / global_batch)
-
-    outputs = []
-    template = None
-    for index, batch in enumerate(
-      task.load(split, is_training=False, batch_dims=batch_dims, config=config)
-    ):
-      if index >= num_batches:
-        raise ValueError(
-          f'task {config.task} yields more than ceil({num_examples} / '
-          f'{global_batch}) = {num_batches} evaluation batches for split {split!r}.'
-        )
-      if 'mask' not in batch:
-        raise ValueError(
-          f'evaluation batches of task {config.task} have no "mask" '
-          f'entry (keys: {sorted(batch)}).'
-        )
-      parallel.check_batch_dims(batch, batch_dims)
-      template = batch
-      outputs.append(self._eval(p_state, batch))
-    if template is None:
-      raise ValueError(
-        f'task {config.task} yielded no evaluation batch for split '
-        f'{split!r} on host {jax.process_index()}.'
-      )
-    # Hosts with fewer batches run all-padding ones so that every host runs the
-    # same number of steps.
-    while len(outputs) < num_batches:
-      outputs.append(self._eval(p_state, task_lib.padding_batch(template)))
-
-    local = jax.tree.map(
-      lambda *xs: np.concatenate(xs),
-      *[self._strategy.local_outputs(o) for o in outputs],
-    )
-    # [num_batches * D, b, ...] -> [num_batches * D * b, ...]
-    local = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), local)
-    gathered = parallel.gather_from_hosts(local)  # [P, N_local, ...]
-    gathered = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gathered)
-    real = gathered.pop('mask') > 0.5
-    if int(real.sum()) != num_examples:
-      raise ValueError(
-        f'evaluation of split {split!r} covered {int(real.sum())} examples; '
-        f'task {config.task} reports num_examples={num_examples}.'
-      )
-    per_example = {k: v[real] for k, v in gathered.items()}
-    summary = dict(task.summarize_eval(per_example, config))
-    summary['num_examples'] = num_examples
-    return summary
-
-  def _eval(self, p_state, batch):
-    strategy = self._strategy
-    return strategy.eval_step(p_state, strategy.put_batch(batch), self._rng)
-
-  def put_state(self, host_state: train_state_lib.TrainState):
-    """A host state placed on the devices as this evaluator's steps expect it."""
-    return self._strategy.put_state(host_state)
-
-
-def _rngs(config: ml_collections.ConfigDict):
-  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  return init_rng, train_rng, eval_rng
-
-
-def _first_device(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  return {k: v[0] for k, v in batch.items()}
-
-
-def _count_params(params: Any) -> int:
-  return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
 class _Diverged(Exception):
@@ -285,175 +100,202 @@ def good_step(
   return None
 
 
-def _restore(checkpointer, target, step=None):
-  """`(step, state, data_offset)` of checkpoint `step`, or of the newest intact one."""
-  if step is None:
-    step, state = checkpointer.restore_latest_intact(target)
-    if step is None:
-      return 0, None, 0
-  else:
-    state = checkpointer.restore(target, step)
-  return step, state, int(checkpointer.metadata(step).get('data_offset', 0))
+def _data_offset(checkpointer, step: int) -> int:
+  return int(checkpointer.metadata(step).get('data_offset', 0))
 
 
-def train(
-  config: ml_collections.ConfigDict, workdir: str, *, evaluate: bool = False
-) -> train_state_lib.TrainState:
-  """Trains (resuming from the latest checkpoint in `workdir`) and exports the result.
-
-  Holds the workdir's lock (`workdir_lock`) while it runs. A damaged latest checkpoint
-  is moved aside and training resumes from the newest intact one.
-
-  Args:
-    config: a locked experiment config.
-    workdir: where checkpoints, `metrics.jsonl`, TensorBoard events and the export go.
-    evaluate: also evaluate every `training.eval_every_steps` and at the end.
-
-  Returns:
-    The final train state (host NumPy).
+def _restore_or_init(exp, checkpointer, *, allow_restart_from_scratch: bool):
+  """`(step, host_state, data_offset)`: the newest intact checkpoint, else step 0.
 
   Raises:
-    NonFiniteError: a step had a non-finite loss or gradient (after
-      `training.rollback_on_nonfinite` rollbacks); the message names the latest good
-      checkpoint.
-    preemption.Preempted: SIGTERM arrived; the step it arrived during was checkpointed.
-    workdir_lock.WorkdirBusyError: another trainer runs in `workdir`.
-    checkpoint_manager.CheckpointWriteError: the disk filled while checkpointing.
-    ValueError: a bad config field (checked before anything is compiled).
+    NoIntactCheckpointError: checkpoints exist but none is intact, and
+      `allow_restart_from_scratch` is False.
   """
-  task = task_lib.load_task(config.task)
-  validation.check_config(config, task, mode='train_and_eval' if evaluate else 'train')
-  lock = workdir_lock.WorkdirLock(workdir)
-  if jax.process_index() == 0:
-    lock.acquire()
-  try:
-    return _train(config, workdir, task, evaluate=evaluate)
-  finally:
-    lock.release()
+  config = exp.config
+  target = exp.abstract_state()
+  found = checkpointer.all_steps()
+  step, host_state = checkpointer.restore_latest_intact(target)
+  if host_state is not None:
+    logging.info('Resumed from checkpoint %d in %s.', step, checkpointer.directory)
+    if int(host_state.step) != step:
+      raise checkpoint_manager.CheckpointMismatchError(
+        f'checkpoint {step} holds a state at step {int(host_state.step)}.'
+      )
+    return step, host_state, _data_offset(checkpointer, step)
+  if found:
+    set_aside = os.path.join(checkpointer.workdir, checkpoint_manager.SET_ASIDE_SUBDIR)
+    if not allow_restart_from_scratch:
+      raise NoIntactCheckpointError(
+        f'none of the checkpoints {found} in {checkpointer.directory} can be restored '
+        f'(each was damaged and is now in {set_aside}); nothing was trained. Repair or '
+        'put back one of them, or pass --allow_restart_from_scratch to start again '
+        'from step 0 (the old metrics are then moved aside).'
+      )
+    logging.warning(
+      'None of the checkpoints %s could be restored (moved to %s); starting from '
+      'step 0 as --allow_restart_from_scratch asks.',
+      found,
+      set_aside,
+    )
+  initial = None
+  if config.model.init_checkpoint:
+    initial = weights.load(
+      exp.model,
+      task_lib.example_batch(exp.task, config),
+      config.model.init_checkpoint,
+      arg_name='config.model.init_checkpoint',
+      select=weights.select_modules(config.model.init_modules),
+      config=config,
+    )
+  init_rng, _, _ = experiment_lib.rngs(config)
+  host_state = steps.init_train_state(
+    exp.model,
+    exp.optimizer,
+    task_lib.example_batch(exp.task, config),
+    init_rng,
+    initial=initial,
+  )
+  return 0, host_state, 0
 
 
-def _train(config, workdir, task, *, evaluate):
-  steps = build_steps(config, task)
+def _divergence_message(bad, good, metrics, checkpointer, rollbacks_left) -> str:
+  loss, grad_norm = metrics.get('loss'), metrics.get('grad_norm')
+  head = (
+    f'Non-finite loss or gradient at step {bad} (loss={loss}, grad_norm={grad_norm}); '
+    'training stopped.'
+  )
+  if good is None:
+    return (
+      f'{head} No finite checkpoint older than step {bad - 1} exists in '
+      f'{checkpointer.directory} to go back to: lower config.optimizer.base_lr (or '
+      'raise config.optimizer.max_norm clipping), or save checkpoints more often '
+      '(config.training.checkpoint_every_steps) so that a rollback has one.'
+    )
+  message = (
+    f'{head} The latest good checkpoint (finite parameters and loss, older than the '
+    f'step {bad - 1} whose parameters gave the bad step) is step {good} in '
+    f'{checkpointer.directory}'
+  )
+  if rollbacks_left <= 0:
+    message += (
+      '; set config.training.rollback_on_nonfinite to go back to it and skip the '
+      'batches after it.'
+    )
+  return message
+
+
+def _train(exp, workdir: str, *, evaluate: bool, allow_restart_from_scratch: bool):
+  """The training loop (the config is checked and the lock held by the caller)."""
+  config, strategy = exp.config, exp.strategy
   training = config.training
+  num_steps = exp.num_steps
   batch_dims = parallel.local_batch_dims(training.batch_size, name='training.batch_size')
-
   checkpointer = checkpoint_manager.Checkpointer(workdir, keep=training.keep_checkpoints)
   try:
-    return _train_loop(
-      config, workdir, task, steps, checkpointer, batch_dims, evaluate=evaluate
+    start_step, host_state, data_offset = _restore_or_init(
+      exp, checkpointer, allow_restart_from_scratch=allow_restart_from_scratch
+    )
+    if start_step > num_steps:
+      logging.warning(
+        'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to '
+        'train.',
+        start_step,
+        num_steps,
+      )
+    logging.info(
+      'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
+      'device(s) (per-device batch %d); strategy %s%s, %d micro-batch(es) per step, '
+      '%d batch(es) prefetched.',
+      config.task,
+      experiment_lib.count_params(host_state.params),
+      num_steps,
+      training.batch_size,
+      jax.process_count(),
+      jax.local_device_count(),
+      batch_dims[1],
+      strategy.name,
+      ' + FSDP' if strategy.fsdp else '',
+      training.grad_accum_steps,
+      training.prefetch_to_device,
+    )
+    return _loop(
+      exp,
+      workdir,
+      checkpointer,
+      batch_dims,
+      start_step=start_step,
+      host_state=host_state,
+      data_offset=data_offset,
+      evaluate=evaluate,
     )
   finally:
     # Finishes saves already started (all of them hold finite states).
     checkpointer.close()
 
 
-def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evaluate):
-  num_steps, schedule = steps.num_steps, steps.schedule
+def _checked(batches, batch_dims):
+  for batch in batches:
+    parallel.check_batch_dims(batch, batch_dims)
+    yield batch
+
+
+def _loop(
+  exp, workdir, checkpointer, batch_dims, *, start_step, host_state, data_offset, evaluate
+):
+  config, strategy = exp.config, exp.strategy
   training = config.training
-  init_rng, train_rng, eval_rng = _rngs(config)
-  prefetch_size = training.get('prefetch_to_device', 0)
+  num_steps, schedule = exp.num_steps, exp.schedule
+  _, train_rng, eval_rng = experiment_lib.rngs(config)
 
-  def iterator_at(step, data_offset):
-    return task_lib.train_iterator(
-      task, config, batch_dims=batch_dims, start_step=min(step, num_steps) + data_offset
+  def device_batches(step, offset):
+    host_iter = task_lib.train_iterator(
+      exp.task,
+      config,
+      batch_dims=batch_dims,
+      start_step=min(step, num_steps) + offset,
     )
-
-  # The data position of the latest checkpoint; its first batch shapes the restore
-  # target (and is trained on unless an earlier checkpoint is restored instead).
-  guess_step = checkpointer.latest_step() or 0
-  try:
-    guess_offset = int(checkpointer.metadata(guess_step).get('data_offset', 0))
-  except checkpoint_manager.DamagedCheckpointError:
-    guess_offset = 0
-  train_iter = iterator_at(guess_step, guess_offset)
-  batch = next(train_iter)
-  parallel.check_batch_dims(batch, batch_dims)
-  target = train_state_lib.abstract_train_state(
-    steps.model, steps.optimizer, _first_device(batch)
-  )
-  start_step, host_state, data_offset = _restore(checkpointer, target)
-  if host_state is not None:
-    logging.info('Resumed from checkpoint %d in %s.', start_step, checkpointer.directory)
-  else:
-    host_state = train_state_lib.init_train_state(
-      steps.model, steps.optimizer, _first_device(batch), init_rng
+    return prefetch.prefetch_to_device(
+      _checked(host_iter, batch_dims), training.prefetch_to_device, strategy.put_batch
     )
-  if int(host_state.step) != start_step:
-    raise ValueError(
-      f'checkpoint {start_step} holds a state at step {int(host_state.step)}.'
-    )
-  if (start_step, data_offset) != (guess_step, guess_offset):
-    train_iter = iterator_at(start_step, data_offset)
-    batch = None
-  if start_step > num_steps:
-    logging.warning(
-      'The latest checkpoint (step %d) is past training.num_steps=%d; nothing to train.',
-      start_step,
-      num_steps,
-    )
-  logging.info(
-    'Task %s: %d parameters, %d steps of global batch %d over %d host(s) x %d '
-    'device(s) (per-device batch %d); strategy %s%s, %d micro-batch(es) per step, '
-    '%d batch(es) prefetched.',
-    config.task,
-    _count_params(host_state.params),
-    num_steps,
-    training.batch_size,
-    jax.process_count(),
-    jax.local_device_count(),
-    batch_dims[1],
-    steps.strategy.name,
-    ' + FSDP' if getattr(steps.strategy, 'fsdp', False) else '',
-    training.get('grad_accum_steps', 1),
-    prefetch_size,
-  )
 
   writer = metrics_writer.MetricsWriter(
     workdir, total_steps=num_steps, batch_size=training.batch_size
   )
-  evaluator = Evaluator(task, config, eval_rng) if evaluate else None
-  strategy = steps.strategy
-  p_state = strategy.put_state(host_state)
-  p_rng = strategy.put_rng(train_rng)
-
-  def device_batches(first_batch, host_iter):
-    # The first batch (read to shape the restore target) is trained on first.
-    head = [] if first_batch is None else [first_batch]
-    return prefetch.prefetch_to_device(
-      itertools.chain(head, host_iter), prefetch_size, strategy.put_batch
-    )
-
-  device_iter = device_batches(batch, train_iter)
+  evaluate_split = evaluation.SplitEvaluator(exp, eval_rng) if evaluate else None
+  state = strategy.put_state(host_state)
+  rng = strategy.put_rng(train_rng)
+  device_iter = device_batches(start_step, data_offset)
 
   accumulator = _MeanAccumulator()
   pending = None  # (step, metrics) of the last dispatched step, not yet checked.
   last_loss = [None]  # Training loss of the newest checked step.
-  rollbacks_left = training.get('rollback_on_nonfinite', 0)
+  rollbacks_left = training.rollback_on_nonfinite
 
   def check(pending):
-    step, p_metrics = pending
-    metrics = strategy.get_metrics(p_metrics)
+    step, device_metrics = pending
+    metrics = strategy.get_metrics(device_metrics)
     if metrics.pop('finite') < 1.0:
       raise _Diverged(step, metrics)
     last_loss[0] = metrics.get('loss')
     accumulator.add(metrics)
 
-  def save(step, state):
-    checkpointer.save(step, state, loss=last_loss[0], data_offset=data_offset)
+  def save(step, host_state):
+    checkpointer.save(step, host_state, loss=last_loss[0], data_offset=data_offset)
 
   step = start_step
+  writer.supersede_after(step)
   writer.start(step)
   watch = preemption.PreemptionWatch()
   try:
     watch.start()
     while step < num_steps:
       try:
-        p_state, p_metrics = strategy.train_step(p_state, next(device_iter), p_rng)
+        state, device_metrics = strategy.train_step(state, next(device_iter), rng)
         step += 1
         # Checking the previous step while this one runs keeps the device busy.
         if pending is not None:
           check(pending)
-        pending = (step, p_metrics)
+        pending = (step, device_metrics)
 
         if step == start_step + 1:
           # Speeds and the ETA leave out the first step, which includes compilation.
@@ -478,44 +320,37 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
         checkpointer.wait()
         bad = diverged.step
         good = good_step(checkpointer, bad - 1)
-        loss = diverged.metrics.get('loss')
-        grad_norm = diverged.metrics.get('grad_norm')
         if rollbacks_left <= 0 or good is None:
           raise NonFiniteError(
-            f'Non-finite loss or gradient at step {bad} (loss={loss}, '
-            f'grad_norm={grad_norm}); training stopped. The latest good checkpoint '
-            f'(finite parameters and loss, older than the step {bad - 1} whose '
-            f'parameters gave the bad step) is step {good} in '
-            f'{checkpointer.directory}'
-            + (
-              '; set training.rollback_on_nonfinite to go back to it and skip the '
-              'batches after it.'
-              if good is not None
-              else '.'
-            )
+            _divergence_message(bad, good, diverged.metrics, checkpointer, rollbacks_left)
           ) from None
         rollbacks_left -= 1
         for later in [s for s in checkpointer.all_steps() if s > good]:
           checkpointer.set_aside(later, 'rolled_back')
-        _, host_state, old_offset = _restore(checkpointer, target, good)
-        # Skip the batches of steps good+1 .. bad: the next step reads the batch that
-        # followed the bad one.
-        data_offset = old_offset + (bad - good)
+        host_state = checkpointer.restore(exp.abstract_state(), good)
+        # This attempt read the batches at positions good + data_offset .. bad - 1 +
+        # data_offset (earlier attempts read fewer): the next step reads the one after
+        # the bad batch, so every batch tried since the good checkpoint is skipped.
+        skipped = bad - good
+        data_offset += skipped
         logging.warning(
           'Non-finite loss or gradient at step %d (loss=%s, grad_norm=%s): rolled back '
-          'to checkpoint %d and skipping %d batches (%d rollback(s) left).',
+          'to checkpoint %d and skipping %d more batches (%d skipped in all; %d '
+          'rollback(s) left).',
           bad,
-          loss,
-          grad_norm,
+          diverged.metrics.get('loss'),
+          diverged.metrics.get('grad_norm'),
           good,
-          bad - good,
+          skipped,
+          data_offset,
           rollbacks_left,
         )
-        p_state = strategy.put_state(host_state)
+        state = strategy.put_state(host_state)
         step = start_step = good
-        device_iter = device_batches(None, iterator_at(good, data_offset))
+        device_iter = device_batches(good, data_offset)
         pending = None
         accumulator.means_and_reset()
+        writer.supersede_after(step)
         writer.start(step)
         continue
 
@@ -524,26 +359,26 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
         metrics['learning_rate'] = float(schedule(step - 1))
         writer.write_train(step, metrics)
       if save_now:
-        save(step, strategy.get_state(p_state))
+        save(step, strategy.get_state(state))
       if eval_now:
         writer.pause()
-        writer.write_eval(step, evaluator(p_state), split_name=config.evaluation.split)
+        writer.write_eval(step, evaluate_split(state), split_name=config.evaluation.split)
         writer.resume()
       if stop_now:
-        save(step, strategy.get_state(p_state))  # No-op if saved.
+        save(step, strategy.get_state(state))  # No-op if saved.
         checkpointer.wait()
         raise preemption.Preempted(step, checkpointer.directory)
 
     if pending is not None:
       check(pending)
-    host_state = strategy.get_state(p_state)
+    host_state = strategy.get_state(state)
     if int(host_state.step) not in checkpointer.all_steps():
       save(int(host_state.step), host_state)
     checkpointer.wait()
     checkpoint_manager.export_npz(workdir, host_state.params, host_state.state)
     if evaluate:
       writer.write_eval(
-        int(host_state.step), evaluator(p_state), split_name=config.evaluation.split
+        int(host_state.step), evaluate_split(state), split_name=config.evaluation.split
       )
   finally:
     watch.stop()
@@ -551,16 +386,8 @@ def _train_loop(config, workdir, task, steps, checkpointer, batch_dims, *, evalu
   return host_state
 
 
-def evaluate_checkpoint(
-  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
-) -> Dict[str, float]:
-  """Evaluates checkpoint `step` (default: newest intact) of `workdir`, read-only.
-
-  See `evaluator.evaluate_checkpoint`.
-  """
-  from experiments.training import evaluator  # pylint: disable=g-import-not-at-top
-
-  return evaluator.evaluate_checkpoint(config, workdir, step)
+# The compilation cache this module turned on for a run's workdir (None: none yet).
+_RUN_CACHE_DIR: Optional[str] = None
 
 
 def use_compilation_cache(directory: str, *, min_compile_time_s: float = 1.0) -> None:
@@ -569,29 +396,97 @@ def use_compilation_cache(directory: str, *, min_compile_time_s: float = 1.0) ->
   Executables that took at least `min_compile_time_s` to compile are kept, so a
   resumed run starts without recompiling its train and evaluation steps.
   """
+  global _RUN_CACHE_DIR
   jax.config.update('jax_compilation_cache_dir', directory)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_time_s)
   # JAX decides whether the cache is on at the first compilation; start it afresh in
   # case something compiled before (e.g. in a notebook).
   compilation_cache.reset_cache()
+  _RUN_CACHE_DIR = directory
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> Any:
-  """Runs `mode` (one of MODES) for `config` in `workdir`."""
+def _maybe_use_run_cache(workdir: str) -> None:
+  """The workdir's compilation cache, unless the user set a cache directory of their
+  own (`JAX_COMPILATION_CACHE_DIR`, `jax.config`), which is then kept."""
+  configured = jax.config.jax_compilation_cache_dir
+  if configured and configured != _RUN_CACHE_DIR:
+    logging.info('Using the compilation cache in %s (set outside this run).', configured)
+    return
+  if os.access(workdir, os.W_OK):
+    use_compilation_cache(os.path.join(workdir, 'compilation_cache'))
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  mode: str,
+  *,
+  allow_restart_from_scratch: bool = False,
+) -> Any:
+  """Runs `mode` (one of MODES) for `config` in `workdir`.
+
+  Args:
+    config: a locked experiment config; checked here, once, before anything compiles.
+    workdir: where checkpoints, `metrics.jsonl`, TensorBoard events and the export go.
+    mode: one of MODES.
+    allow_restart_from_scratch: when the workdir has checkpoints and none can be
+      restored, train from step 0 (moving the old metrics aside) instead of stopping.
+
+  Returns:
+    The final train state (host NumPy) of the training modes; the metrics of `eval`;
+    the best record (or None) of `eval_continuous`.
+
+  Raises:
+    errors.ConfigError: a bad config field or mode (before anything is compiled).
+    NoIntactCheckpointError: see `allow_restart_from_scratch`.
+    NonFiniteError: a step had a non-finite loss or gradient (after
+      `training.rollback_on_nonfinite` rollbacks); the message names the latest good
+      checkpoint.
+    preemption.Preempted: SIGTERM arrived; the step it arrived during was checkpointed.
+    workdir_lock.WorkdirBusyError: another trainer runs in `workdir`.
+    checkpoint_manager.CheckpointWriteError: the disk filled while checkpointing.
+  """
   if mode not in MODES:
-    raise ValueError(f'mode={mode!r} is not one of {MODES}.')
+    raise errors.ConfigError(f'--mode={mode!r} is not one of {MODES}.')
   task = task_lib.load_task(config.task)
   validation.check_config(config, task, mode=mode)
-  evaluating = mode in ('eval', 'eval_continuous')
-  if evaluating and not os.path.isdir(workdir):
-    raise FileNotFoundError(f'--workdir={workdir!r} does not exist; train first.')
-  os.makedirs(workdir, exist_ok=True)
-  if config.training.get('compilation_cache', False) and os.access(workdir, os.W_OK):
-    use_compilation_cache(os.path.join(workdir, 'compilation_cache'))
-  if evaluating:
-    from experiments.training import evaluator  # pylint: disable=g-import-not-at-top
+  validation.check_workdir(workdir, mode=mode)
+  if config.training.compilation_cache:
+    _maybe_use_run_cache(workdir)
+  exp = experiment_lib.build(config, task)
+  if mode == 'eval':
+    return evaluator.evaluate_checkpoint(exp, workdir)
+  if mode == 'eval_continuous':
+    return evaluator.evaluate_continuously(exp, workdir)
+  lock = workdir_lock.WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    return _train(
+      exp,
+      workdir,
+      evaluate=mode == 'train_and_eval',
+      allow_restart_from_scratch=allow_restart_from_scratch,
+    )
+  finally:
+    lock.release()
 
-    if mode == 'eval':
-      return evaluator.evaluate_checkpoint(config, workdir)
-    return evaluator.evaluate_continuously(config, workdir)
-  return train(config, workdir, evaluate=(mode == 'train_and_eval'))
+
+def train(
+  config: ml_collections.ConfigDict, workdir: str, *, evaluate: bool = False
+) -> steps.TrainState:
+  """`run(config, workdir, 'train_and_eval' if evaluate else 'train')`."""
+  return run(config, workdir, 'train_and_eval' if evaluate else 'train')
+
+
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None
+) -> Dict[str, float]:
+  """Evaluates checkpoint `step` (default: newest intact) of `workdir`, read-only.
+
+  See `evaluator.evaluate_checkpoint`; the config is checked first.
+  """
+  task = task_lib.load_task(config.task)
+  validation.check_config(config, task, mode='eval')
+  validation.check_workdir(workdir, mode='eval')
+  return evaluator.evaluate_checkpoint(experiment_lib.build(config, task), workdir, step)

@@ -22,10 +22,12 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
+from experiments.training import errors
+
 LOCK_FILE = 'lock'
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(errors.UserError, RuntimeError):
   """Another live trainer holds the workdir's lock."""
 
 

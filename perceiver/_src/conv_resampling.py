@@ -25,12 +25,20 @@ def _check_rank(inputs, rank, layout, module):
     )
 
 
+DOWNSAMPLE_PADDINGS = ('same', 'transformers')
+
+
 class Conv2DDownsample(hk.Module):
   """Downsamples images by 4 per layer with a strided convolution and max pooling.
 
-  Each layer is: 7x7 stride-2 'SAME' convolution without bias (`conv`), optional
-  BatchNorm (`batchnorm`), ReLU, 3x3 stride-2 'SAME' max pooling. `[B, H, W, C]`
-  becomes `[B, ceil(H / 4**L), ceil(W / 4**L), num_channels]` after L layers.
+  Each layer is: 7x7 stride-2 convolution without bias (`conv`), optional BatchNorm
+  (`batchnorm`), ReLU, 3x3 stride-2 max pooling. With `padding='same'` (the release)
+  both pad as TensorFlow's 'SAME': `[B, H, W, C]` becomes
+  `[B, ceil(H / 4**L), ceil(W / 4**L), num_channels]` after L layers. With
+  `padding='transformers'` they pad as transformers' Perceiver does: the convolution
+  pads 3 zeros on every side and the pooling none ('VALID'), so an `H`-pixel side
+  becomes `floor((ceil(H / 2) - 3) / 2) + 1` (224 -> 55 where 'same' gives 56); same
+  parameters, a different function.
 
   Args:
     num_layers: L, the number of conv -> max-pool layers (0 is the identity).
@@ -39,6 +47,7 @@ class Conv2DDownsample(hk.Module):
     bn_config: keyword arguments of `hk.BatchNorm`; defaults are
       `decay_rate=0.9`, `eps=1e-5`, `create_scale=True`, `create_offset=True`.
     name: module name.
+    padding: 'same' or 'transformers' (see above).
   """
 
   def __init__(
@@ -48,10 +57,17 @@ class Conv2DDownsample(hk.Module):
     use_batchnorm: bool = True,
     bn_config: Optional[Mapping[str, float]] = None,
     name: Optional[str] = None,
+    *,
+    padding: str = 'same',
   ):
     super().__init__(name=name)
     if int(num_layers) < 0:
       raise ValueError(f'num_layers must be >= 0, got {num_layers!r}.')
+    if padding not in DOWNSAMPLE_PADDINGS:
+      raise ValueError(
+        f'Unknown padding {padding!r}; expected one of {DOWNSAMPLE_PADDINGS}.'
+      )
+    self._pool_padding = 'SAME' if padding == 'same' else 'VALID'
     self._num_layers = int(num_layers)
     self._use_batchnorm = use_batchnorm
     bn_config = dict(bn_config or {})
@@ -67,7 +83,7 @@ class Conv2DDownsample(hk.Module):
         kernel_shape=7,
         stride=2,
         with_bias=False,
-        padding='SAME',
+        padding='SAME' if padding == 'same' else [(3, 3), (3, 3)],
         name='conv',
       )
       batchnorm = hk.BatchNorm(name='batchnorm', **bn_config) if use_batchnorm else None
@@ -85,7 +101,10 @@ class Conv2DDownsample(hk.Module):
         out = layer['batchnorm'](out, is_training, test_local_stats)
       out = jax.nn.relu(out)
       out = hk.max_pool(
-        out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME'
+        out,
+        window_shape=(1, 3, 3, 1),
+        strides=(1, 2, 2, 1),
+        padding=self._pool_padding,
       )
     return out
 

@@ -128,9 +128,12 @@ class PerceiverEncoder(hk.Module):
     share_self_attend_weights: share latent Transformer weights across blocks.
     name: module name.
     unroll_shared_layers: trace every application of weight-shared layers separately.
-      By default (False) repeated applications of the same layers (e.g. the
-      `num_blocks` applications of a shared latent Transformer) run in a `hk.scan`,
-      so compilation time does not grow with `num_blocks`; the results are the same.
+      By default (False) a run of repeated applications of the same layers, in
+      units of one or two consecutive layers (e.g. the `num_blocks` applications of a
+      shared latent Transformer, or a shared cross-attend alternating with a shared
+      latent Transformer), runs in a `hk.scan`, so compilation time does not grow with
+      the length of the run; the results are the same. Sequences whose repeats have a
+      longer period (`group_repeats`) are traced layer by layer.
     compute_dtype: None / '' (off: compute in the parameters' float32) or 'bfloat16':
       run the layers in bfloat16 with float32 parameters (see
       `attention.compute_dtype_scope`); the latents are returned in float32.
@@ -148,7 +151,7 @@ class PerceiverEncoder(hk.Module):
       block is traced and compiled once instead of once per layer. Parameter names,
       values and dropout draws are unchanged; outputs agree to float32 rounding. Off
       by default: it about halves the compile time of the 26-layer language model but
-      costs some step time and memory (see the README's Speed section).
+      costs some step time and memory (docs/performance.md).
       Ignored with `unroll_shared_layers=True`.
   """
 

@@ -72,6 +72,9 @@ class ImagePreprocessor(positional_inputs.PositionalPreprocessor):
     conv2d_use_batchnorm: whether 'conv' uses BatchNorm.
     concat_or_add_pos: 'concat' or 'add'.
     name: module name.
+    conv2d_padding: 'conv' padding, 'same' (the release) or 'transformers' (as
+      transformers' `PerceiverImagePreprocessor`: a different grid, see
+      `Conv2DDownsample`).
     **position_encoding_kwargs: passed to `build_position_encoding`.
   """
 
@@ -87,6 +90,8 @@ class ImagePreprocessor(positional_inputs.PositionalPreprocessor):
     conv2d_use_batchnorm: bool = True,
     concat_or_add_pos: str = 'concat',
     name: Optional[str] = None,
+    *,
+    conv2d_padding: str = 'same',
     **position_encoding_kwargs,
   ):
     super().__init__(
@@ -97,6 +102,9 @@ class ImagePreprocessor(positional_inputs.PositionalPreprocessor):
       **position_encoding_kwargs,
     )
     positional_inputs.check_choice(prep_type, 'prep_type', PREP_TYPES)
+    positional_inputs.check_choice(
+      conv2d_padding, 'conv2d_padding', conv_resampling.DOWNSAMPLE_PADDINGS
+    )
     self._prep_type = prep_type
     self._spatial_downsample = positional_inputs.check_positive_int(
       spatial_downsample, 'spatial_downsample'
@@ -123,6 +131,7 @@ class ImagePreprocessor(positional_inputs.PositionalPreprocessor):
         num_layers=num_layers,
         num_channels=num_channels,
         use_batchnorm=conv2d_use_batchnorm,
+        padding=conv2d_padding,
       )
     elif prep_type == 'conv1x1':
       if self._temporal_downsample != 1:

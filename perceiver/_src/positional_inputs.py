@@ -132,8 +132,14 @@ class PositionalPreprocessor(hk.Module):
 
 
 def check_rank(inputs, arg_name: str, ranks: Sequence[int], layout: str):
-  """Raises if `inputs` does not have one of the `ranks`."""
+  """Raises if `inputs` does not have one of the `ranks`, or has an empty axis (a batch
+  of 0, an image of 0 x 0 pixels)."""
   if inputs.ndim not in ranks:
     raise ValueError(
       f'{arg_name} must have shape {layout}, got shape {tuple(inputs.shape)}.'
+    )
+  if 0 in inputs.shape:
+    raise ValueError(
+      f'{arg_name} of shape {tuple(inputs.shape)} ({layout}) is empty: every axis '
+      'needs at least one element.'
     )

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from experiments.inference import plotting
+from experiments.training import errors
 from tests import helpers
 
 
@@ -44,7 +45,7 @@ def test_read_curves(tmp_path):
 
 
 def test_bad_files_are_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match='No metrics.jsonl'):
+  with pytest.raises(errors.DataError, match='No metrics.jsonl'):
     plotting.read_curves(str(tmp_path))
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss"\n')

@@ -212,8 +212,20 @@ def test_cross_attention_unknown_shape_for_attn():
     hk.transform(lambda: perceiver.CrossAttention(shape_for_attn='k')).init(None)
 
 
-def test_grad_through_masked_attention_is_finite():
+def test_a_fully_masked_row_outputs_zeros_with_exactly_zero_gradients():
   q, k, v = _qkv(seed=3)
   mask = jnp.zeros((3, 5, 7), bool).at[:, :, :2].set(True).at[0, 1].set(False)
+  out = perceiver.attend(q, k, v, attention_mask=mask)
+  np.testing.assert_array_equal(out[0, 1], 0.0)
+  # Nothing flows back from the fully masked row: not to its query, nor to the keys
+  # and values it would have read.
+  row_grads = jax.grad(
+    lambda q, k, v: perceiver.attend(q, k, v, attention_mask=mask)[0, 1].sum(),
+    argnums=(0, 1, 2),
+  )(q, k, v)
+  for g in row_grads:
+    np.testing.assert_array_equal(g, 0.0)
+  # The other rows' gradients are finite and not all zero.
   g = jax.grad(lambda q: perceiver.attend(q, k, v, attention_mask=mask).sum())(q)
-  assert np.isfinite(np.asarray(g)).all()
+  np.testing.assert_array_equal(g[0, 1], 0.0)
+  assert np.isfinite(np.asarray(g)).all() and np.abs(g[0, 0]).max() > 0

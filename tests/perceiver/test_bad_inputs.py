@@ -7,6 +7,7 @@ an empty batch, masks of the wrong shape) are a ValueError naming the argument.
 
 import io
 import json
+import re
 import zipfile
 
 import haiku as hk
@@ -17,6 +18,7 @@ import pytest
 
 from perceiver import checkpoint
 from perceiver import perceiver
+from tests.perceiver import test_perceiver
 
 
 def _saved(tmp_path):
@@ -142,3 +144,23 @@ def test_empty_batch_is_a_clear_error():
 def test_mask_of_the_wrong_shape_is_a_clear_error():
   with pytest.raises(ValueError, match=r'input_mask must have shape \(2, 5\)'):
     _encode(jnp.zeros([2, 5, 7]), jnp.ones([2, 3]), num_self_attend_heads=2)
+
+
+@pytest.mark.parametrize('shape', [(0, 8, 8, 3), (2, 0, 0, 3), (2, 5, 0, 3)])
+def test_an_empty_image_batch_names_its_shape(shape):
+  """The README's example with a batch of 0 images, or 0 x 0 images."""
+  model = test_perceiver._classifier(preprocessor=True)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=rf'of shape {re.escape(str(shape))} .*is empty'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros(shape))
+
+
+def test_npz_with_an_object_array_names_the_file(tmp_path):
+  path = str(tmp_path / 'objects.npz')
+  meta = json.dumps({'version': 1, 'dtypes': {}}).encode()
+  np.savez(
+    path,
+    __perceiver_npz__=np.frombuffer(meta, np.uint8),
+    **{'params/linear/w': np.array([{'a': 1}], dtype=object)},
+  )
+  with pytest.raises(ValueError, match=r"objects.npz'.*params/linear/w.*unpickling"):
+    checkpoint.load_npz(path)

@@ -38,5 +38,8 @@ def test_errors():
   tok = bytes_tokenizer.BytesTokenizer()
   with pytest.raises(ValueError, match='str or bytes'):
     tok.to_int(123)
-  with pytest.raises(ValueError, match='vocab_size'):
+  with pytest.raises(ValueError, match=r'id 300 outside \[0, 262\)'):
     tok.to_string(np.array([300]))
+  # Negative ids are never read as bytes (NumPy would wrap -3 to the byte 0xFF).
+  with pytest.raises(ValueError, match=r'id -3 outside \[0, 262\) \(1 such id'):
+    tok.to_string([70, -3, 71])

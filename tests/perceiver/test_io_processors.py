@@ -1023,3 +1023,65 @@ def test_jit_and_grad_through_processors():
   assert np.any(grads['multimodal_preprocessor/label_mask_token']['pos_embs'] != 0)
   assert np.all(grads['multimodal_preprocessor/label_padding']['pos_embs'] == 0)
   assert np.any(grads['image_preprocessor_1/~/conv2_d_downsample/~/conv']['w'] != 0)
+
+
+def test_conv2d_downsample_transformers_padding():
+  """'transformers' pads the 7x7 convolution by 3 on every side and max-pools without
+  padding (transformers' Perceiver), checked against a NumPy loop; 'same' is the release's
+  grid (224 -> 56 where 'transformers' gives 55)."""
+  rs = np.random.RandomState(3)
+  images = rs.randn(2, 9, 12, 2).astype(np.float32)
+
+  def fn(x, padding):
+    return iop.Conv2DDownsample(num_channels=3, use_batchnorm=False, padding=padding)(
+      x, is_training=False
+    )
+
+  t = hk.transform(lambda x: fn(x, 'transformers'))
+  params = t.init(RNG, images)
+  got = np.asarray(t.apply(params, None, images))
+  w = params['conv2_d_downsample/~/conv']['w']
+  padded = np.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)))
+  h, wd = (9 + 6 - 7) // 2 + 1, (12 + 6 - 7) // 2 + 1
+  conv = np.zeros((2, h, wd, 3), np.float32)
+  for i in range(h):
+    for j in range(wd):
+      window = padded[:, 2 * i : 2 * i + 7, 2 * j : 2 * j + 7, :]
+      conv[:, i, j] = np.einsum('bhwc,hwco->bo', window, w)
+  relu = np.maximum(conv, 0)
+  ph, pw = (h - 3) // 2 + 1, (wd - 3) // 2 + 1
+  want = np.stack(
+    [
+      np.stack(
+        [relu[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max((1, 2)) for j in range(pw)], 1
+      )
+      for i in range(ph)
+    ],
+    1,
+  )
+  assert got.shape == want.shape == (2, 2, 2, 3)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  shapes = {
+    padding: jax.eval_shape(
+      lambda x, p=padding: hk.transform(lambda y: fn(y, p)).init(RNG, x),
+      jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32),
+    )
+    for padding in ('same', 'transformers')
+  }
+  assert jax.tree.map(lambda a: a.shape, shapes['same']) == jax.tree.map(
+    lambda a: a.shape, shapes['transformers']
+  )
+  for padding, side in (('same', 56), ('transformers', 55)):
+    out = jax.eval_shape(
+      lambda x, p=padding: hk.transform(lambda y: fn(y, p)).apply(
+        shapes['same'], None, x
+      ),
+      jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32),
+    )
+    assert out.shape == (1, side, side, 3)
+  with pytest.raises(ValueError, match="Unknown conv2d_padding 'valid'"):
+    hk.transform(
+      lambda x: iop.ImagePreprocessor('pixels', conv2d_padding='valid')(
+        x, is_training=False
+      )
+    ).init(RNG, images)

@@ -91,15 +91,13 @@ def _strategy(name: str, accum: int, with_bn: bool):
 
 def _run(name: str, *, accum: int, with_bn: bool, then: str = ''):
   from experiments.training import prefetch  # pylint: disable=g-import-not-at-top
-  from experiments.training import train_state  # pylint: disable=g-import-not-at-top
+  from experiments.training import steps  # pylint: disable=g-import-not-at-top
 
   model, optimizer = _model_and_optimizer(with_bn)
   make = lambda name: _strategy(name, accum, with_bn)
   strategy = make(name)
   example = {'x': np.zeros((2, IN_DIM), np.float32), 'y': np.zeros((2,), np.int32)}
-  host_state = train_state.init_train_state(
-    model, optimizer, example, jax.random.PRNGKey(1)
-  )
+  host_state = steps.init_train_state(model, optimizer, example, jax.random.PRNGKey(1))
   state = strategy.put_state(host_state)
   host_rng = jax.random.PRNGKey(2)
   rng = strategy.put_rng(host_rng)

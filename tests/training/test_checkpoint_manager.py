@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.training import checkpoint_manager as checkpointing
-from experiments.training import train_state
+from experiments.training import steps
 from tests import helpers
 
 REPO_ROOT = helpers.REPO_ROOT
@@ -22,7 +22,7 @@ def _state(step, value=1.0, size=5):
       'b': np.full((size,), -value, np.float32),
     }
   }
-  return train_state.TrainState(
+  return steps.TrainState(
     step=np.array(step, np.int32),
     params=params,
     state={'norm': {'counter': np.array(step, np.int32)}},

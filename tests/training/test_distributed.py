@@ -1,7 +1,7 @@
 """Multi-host start-up: the plan for each flag and cluster environment, and real joins.
 
 The subprocess tests start two local processes (one CPU device each) through
-`experiments/train.py`'s flag parsing and `_maybe_initialize_distributed`, then run a
+`experiments/train.py`'s flag parsing and `_initialize_distributed`, then run a
 cross-process `psum`: once joined by a Slurm environment the test sets (no multi-host
 flag given), and once to check that a frozen process ends the other within the
 configured heartbeat timeout instead of leaving it hanging.
@@ -124,8 +124,9 @@ _HOST = textwrap.dedent("""
     import jax, jax.numpy as jnp
     from absl import flags
     from experiments import train
+    args = train.define_flags()
     flags.FLAGS(sys.argv)
-    train._maybe_initialize_distributed()
+    train._initialize_distributed(args)
     total = jax.pmap(lambda x: jax.lax.psum(x, 'i'), 'i')
     x = jnp.full((1,), jax.process_index() + 1.0)
     print('joined', jax.process_index(), jax.process_count(), float(total(x)[0]), flush=True)

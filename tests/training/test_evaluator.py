@@ -15,7 +15,6 @@ import pytest
 
 from configs import digits as digits_config
 from experiments.training import checkpoint_manager as checkpointing
-from experiments.training import evaluator
 from experiments.training import metrics_writer
 from experiments.training import trainer
 from perceiver import checkpoint as npz_format
@@ -151,7 +150,7 @@ def test_eval_mode_leaves_the_checkpoints_untouched(trained):
   unfinished.mkdir(exist_ok=True)
   (unfinished / 'partial').write_text('half a checkpoint')
   before = _listing(checkpoints)
-  metrics = evaluator.evaluate_checkpoint(config, str(workdir))
+  metrics = trainer.evaluate_checkpoint(config, str(workdir))
   assert metrics['step'] == 4 and metrics['num_examples'] == 360
   assert _listing(checkpoints) == before
   records = _records(workdir / 'eval_test' / 'metrics.jsonl')
@@ -167,7 +166,7 @@ def test_eval_of_a_read_only_workdir_still_reports(trained, monkeypatch, caplog)
 
   monkeypatch.setattr(metrics_writer, 'MetricsWriter', read_only)
   with caplog.at_level('INFO'):
-    metrics = evaluator.evaluate_checkpoint(config, str(workdir), step=2)
+    metrics = trainer.evaluate_checkpoint(config, str(workdir), step=2)
   assert metrics['step'] == 2
   assert '[eval test] step 2: ' in caplog.text  # Logged before the write failed.
   assert f'top_1_acc {metrics["top_1_acc"]:.6g}' in caplog.text
@@ -187,18 +186,36 @@ def test_continuous_evaluator_resumes_and_stops_when_idle(trained, tmp_path):
 
   shutil.copytree(workdir / 'checkpoints', out / 'checkpoints')
   start = time.monotonic()
-  best = evaluator.evaluate_continuously(config, str(out))
+  best = trainer.run(config, str(out), 'eval_continuous')
   assert time.monotonic() - start < 120
   records = _records(out / 'eval_test' / 'metrics.jsonl')
   assert [r['step'] for r in records] == [2, 4]
   losses = {r['step']: r['loss'] for r in records}
   assert best['value'] == min(losses.values())
   # A restarted evaluator does not evaluate them again.
-  again = evaluator.evaluate_continuously(config, str(out))
+  again = trainer.run(config, str(out), 'eval_continuous')
   assert again == best
   assert len(_records(out / 'eval_test' / 'metrics.jsonl')) == 2
 
   config.evaluation.best_metric = 'top_3_acc'
   shutil.rmtree(out / 'eval_test')
   with pytest.raises(ValueError, match="best_metric='top_3_acc' .*top_1_acc"):
-    evaluator.evaluate_continuously(config, str(out))
+    trainer.run(config, str(out), 'eval_continuous')
+
+
+def test_continuous_evaluator_past_its_own_num_steps_says_so(trained, tmp_path, caplog):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.training.num_steps = 3  # The trainer went to 4.
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  out = tmp_path / 'copy'
+  shutil.copytree(workdir / 'checkpoints', out / 'checkpoints')
+  with caplog.at_level('WARNING'):
+    trainer.run(config, str(out), 'eval_continuous')
+  assert "Checkpoint 4 is past this config's training.num_steps=3" in caplog.text
+  assert [r['step'] for r in _records(out / 'eval_test' / 'metrics.jsonl')] == [2, 4]
+  caplog.clear()
+  with caplog.at_level('WARNING'):
+    trainer.run(config, str(out), 'eval_continuous')
+  assert 'Nothing to evaluate' in caplog.text and 'holds step 4' in caplog.text

@@ -8,9 +8,11 @@ the same global batch.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -30,10 +32,11 @@ _HOST = textwrap.dedent("""
     from experiments import train
     from experiments.training import trainer
     output = sys.argv.pop()
+    args = train.define_flags()
     flags.FLAGS(sys.argv)
-    train._maybe_initialize_distributed()
+    train._initialize_distributed(args)
     assert jax.process_count() == 2 and jax.device_count() == 2
-    state = trainer.run(train._CONFIG.value, flags.FLAGS.workdir, flags.FLAGS.mode)
+    state = trainer.run(args.config.value, args.workdir.value, args.mode.value)
     flat = {jax.tree_util.keystr(path): np.asarray(value) for path, value in
             jax.tree_util.tree_flatten_with_path(state.params)[0]}
     np.savez(output, **flat)
@@ -141,3 +144,69 @@ def test_multihost_flags_are_checked(tmp_path):
     result.stderr
   )
   assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_host_stops_both_at_the_same_step(tmp_path):
+  """docs/training.md: a preemption notice reaching one host makes every host save the
+  same step and exit with status 143; a rerun of both resumes from it."""
+  workdir = tmp_path / 'shared'
+  port = helpers.free_port()
+  env = helpers.subprocess_env(PYTHONPATH=REPO_ROOT)
+
+  def start(process_id, num_steps):
+    command = [
+      sys.executable,
+      '-m',
+      'experiments.train',
+      '--config=configs/digits.py:tiny',
+      f'--workdir={workdir}',
+      '--mode=train',
+      f'--coordinator_address=localhost:{port}',
+      '--num_processes=2',
+      f'--process_id={process_id}',
+      '--config.training.batch_size=20',
+      '--config.training.log_every_steps=1',
+      '--config.training.checkpoint_every_steps=100000',
+      f'--config.training.num_steps={num_steps}',
+    ]
+    return subprocess.Popen(
+      command,
+      cwd=REPO_ROOT,
+      env=env,
+      text=True,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+    )
+
+  procs = [start(i, 100_000) for i in range(2)]
+  try:
+    deadline = time.time() + 300
+    metrics = workdir / 'metrics.jsonl'
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+      if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+        break
+      time.sleep(0.2)
+    assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+    procs[1].send_signal(signal.SIGTERM)  # Only host 1 gets the notice.
+    outputs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  stops = []
+  for p, (_, stderr) in zip(procs, outputs):
+    assert p.returncode == 143, stderr[-3000:]
+    [line] = [
+      x for x in stderr.splitlines() if 'Preempted (SIGTERM): saved checkpoint' in x
+    ]
+    stops.append(int(line.split('saved checkpoint ')[1].split()[0]))
+  assert stops[0] == stops[1]
+  saved = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+  assert saved == [stops[0]]
+  # Both resume from it and finish a few steps later.
+  procs = [start(i, stops[0] + 2) for i in range(2)]
+  outputs = [p.communicate(timeout=400) for p in procs]
+  for p, (_, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stderr[-3000:]
+    assert f'Resumed from checkpoint {stops[0]}' in stderr

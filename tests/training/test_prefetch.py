@@ -70,7 +70,7 @@ def test_negative_size_is_refused():
       r'per-device batch 20 \(config.training.batch_size=20 over 1 device\(s\)\) '
       r'is not divisible by config.training.grad_accum_steps=3',
     ),
-    ('training.grad_accum_steps', 0, 'grad_accum_steps=0 must be an integer >= 1'),
+    ('training.grad_accum_steps', 0, 'grad_accum_steps=0 must be a positive integer'),
     ('training.prefetch_to_device', -2, 'prefetch_to_device=-2 must be an integer >= 0'),
     ('parallel.strategy', 'mesh', "strategy='mesh' is not one of"),
     ('parallel.fsdp', True, 'fsdp=True needs config.parallel.strategy=sharded'),

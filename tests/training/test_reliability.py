@@ -136,6 +136,13 @@ def test_checkpoint_of_another_model_keeps_its_clear_error(finished, tmp_path):
     trainer.train(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / checkpointing.SET_ASIDE_SUBDIR).exists()
   assert not (tmp_path / 'run' / workdir_lock.LOCK_FILE).exists()  # Released.
+  # The same arrays in another tree (no gradient clipping, so no clipping state) is a
+  # changed config too, never damage: no checkpoint is set aside.
+  config = _config()
+  config.optimizer.max_norm = 0.0
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='another structure'):
+    trainer.train(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / checkpointing.SET_ASIDE_SUBDIR).exists()
 
 
 def test_checkpoint_metadata_records_loss_and_checksum(finished):
@@ -198,36 +205,10 @@ def test_lock_naming_a_live_process_counts_as_held_without_flock(tmp_path):
     workdir_lock.WorkdirLock(str(tmp_path)).acquire()
 
 
-def _poisoned_task(bad_positions):
-  """The digits task whose training batches at `bad_positions` (1-based) hold a NaN."""
-  digits = test_train.digits
-
-  def load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(
-      split,
-      is_training=is_training,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-    if not is_training:
-      return batches
-
-    def poisoned():
-      for position, batch in enumerate(batches, start=start_step + 1):
-        if position in bad_positions:
-          batch['images'][0, 0, 0, 0, 0] = np.nan
-        yield batch
-
-    return poisoned()
-
-  return test_train.register_task(f'poisoned_{min(bad_positions)}', load=load)
-
-
 @pytest.mark.slow
 def test_rollback_skips_the_batches_after_the_good_checkpoint(tmp_path):
   config = _config(num_steps=6, checkpoint_every_steps=2, log_every_steps=1)
-  config.task = _poisoned_task({4})
+  config.task = test_train.poisoned_task({4})
   # Without rollback: stops, naming the good step and the option.
   with pytest.raises(trainer.NonFiniteError, match='at step 4 .*step 2 .*rollback'):
     trainer.train(config, str(tmp_path / 'stop'))
@@ -244,7 +225,7 @@ def test_rollback_skips_the_batches_after_the_good_checkpoint(tmp_path):
   # A clean run resumed from the same step-2 state with batches 3 and 4 skipped by
   # hand (data_offset=2) ends with the same parameters.
   clean = _config(num_steps=6, checkpoint_every_steps=2, log_every_steps=1)
-  clean.task = _poisoned_task({10**9})
+  clean.task = test_train.poisoned_task({10**9})
   reference_dir = str(tmp_path / 'reference')
   step_2 = reader.restore(jax.tree.map(np.asarray, final), 2)  # Only the structure.
   ckpt = checkpointing.Checkpointer(reference_dir, keep=3)

@@ -25,8 +25,9 @@ from configs import digits as digits_config
 from experiments.tasks.digits import task as digits
 from experiments.training import array_data
 from experiments.training import checkpoint_manager as checkpointing
+from experiments.training import evaluation
+from experiments.training import experiment
 from experiments.training import host_memory
-from experiments.training import parallel
 from experiments.training import task as task_lib
 from experiments.training import trainer
 from tests import helpers
@@ -63,6 +64,40 @@ def register_task(name, **functions):
   return name
 
 
+def training_batches_task(name, transform):
+  """The digits task whose training iterator is `transform(batches, start_step)`,
+  registered as `name`; returns the name."""
+
+  def load(split, *, is_training, batch_dims, config, start_step=0):
+    batches = digits.load(
+      split,
+      is_training=is_training,
+      batch_dims=batch_dims,
+      config=config,
+      start_step=start_step,
+    )
+    return transform(batches, start_step) if is_training else batches
+
+  return register_task(name, load=load)
+
+
+def poisoned_task(bad_positions, seen=None):
+  """The digits task whose training batches at `bad_positions` (1-based data positions)
+  hold a NaN, registered under a new name; returns the name. With a list `seen`, the
+  position of every training batch read is appended to it."""
+
+  def poisoned(batches, start_step):
+    for position, batch in enumerate(batches, start=start_step + 1):
+      if seen is not None:
+        seen.append(position)
+      if position in bad_positions:
+        batch['images'][0, 0, 0, 0, 0] = np.nan
+      yield batch
+
+  name = 'poisoned_' + '_'.join(str(p) for p in sorted(bad_positions))
+  return training_batches_task(name + ('_recorded' if seen is not None else ''), poisoned)
+
+
 def read_metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
@@ -82,7 +117,7 @@ def trained(tmp_path_factory):
   return config, workdir, final
 
 
-def test_short_run_outputs(trained):
+def test_short_run_outputs(trained, test_split_logits):
   config, workdir, final = trained
   assert int(final.step) == 6
   records = read_metrics(workdir)
@@ -94,7 +129,11 @@ def test_short_run_outputs(trained):
     assert np.isfinite(r['loss']) and r['learning_rate'] > 0
     assert {'steps_per_sec', 'examples_per_sec', 'top_1_acc', 'grad_norm'} <= set(r)
   for r in evals:
-    assert r['num_examples'] == 360 and 0.0 <= r['top_1_acc'] <= 1.0
+    assert r['num_examples'] == 360
+  # The final evaluation is the final model's accuracy on every test image, computed
+  # here in one batch without the evaluator.
+  logits, labels = test_split_logits
+  assert evals[-1]['top_1_acc'] == pytest.approx(np.mean(logits.argmax(-1) == labels))
   # Checkpoints every 3 steps; the export holds the final parameters.
   assert checkpointing.Checkpointer(workdir, keep=3).all_steps() == [3, 6]
   from perceiver import checkpoint as npz_format  # pylint: disable=g-import-not-at-top
@@ -170,25 +209,15 @@ def test_resume_after_preemption_is_identical(trained, tmp_path):
   uninterrupted = trained[2]
   config = tiny_config()  # The fixture's config, with another task module below.
 
-  def preempted_load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(
-      split,
-      is_training=is_training,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-    if not is_training or start_step:
-      return batches
+  def stop_after_three(batches, start_step):
+    if start_step:  # The resumed run reads on.
+      yield from batches
+      return
+    for _ in range(3):
+      yield next(batches)
+    raise Preempted()
 
-    def stop_after_three():
-      for _ in range(3):
-        yield next(batches)
-      raise Preempted()
-
-    return stop_after_three()
-
-  config.task = register_task('preempted_digits', load=preempted_load)
+  config.task = training_batches_task('preempted_digits', stop_after_three)
   workdir = str(tmp_path / 'b')
   with pytest.raises(Preempted):
     trainer.train(config, workdir)
@@ -201,28 +230,8 @@ def test_resume_after_preemption_is_identical(trained, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   bad_step = 3
-
-  def poisoned_load(split, *, is_training, batch_dims, config, start_step=0):
-    batches = digits.load(
-      split,
-      is_training=is_training,
-      batch_dims=batch_dims,
-      config=config,
-      start_step=start_step,
-    )
-    if not is_training:
-      return batches
-
-    def poisoned():
-      for step, batch in enumerate(batches, start=start_step + 1):
-        if step == bad_step:
-          batch['images'][0, 0, 0, 0, 0] = np.nan
-        yield batch
-
-    return poisoned()
-
   config = tiny_config(checkpoint_every_steps=1)
-  config.task = register_task('poisoned_digits', load=poisoned_load)
+  config.task = poisoned_task({bad_step})
   # Step 2's parameters gave the bad step: the good checkpoint is step 1.
   with pytest.raises(trainer.NonFiniteError, match=f'at step {bad_step} .*is step 1 '):
     trainer.train(config, str(tmp_path))
@@ -287,10 +296,8 @@ def test_evaluation_counts_every_example_once(
     summarize_eval=summarize_eval,
     num_examples=lambda split, config: num_examples,
   )
-  p_state = parallel.replicate(final)
-  evaluator = trainer.Evaluator(
-    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
-  )
+  evaluator = evaluation.SplitEvaluator(experiment.build(config), jax.random.PRNGKey(1))
+  p_state = evaluator.put_state(final)
   metrics = evaluator(p_state)
   np.testing.assert_array_equal(np.sort(seen[-1]), np.arange(num_examples))
   assert metrics['num_examples'] == num_examples
@@ -311,9 +318,7 @@ def test_evaluation_counts_every_example_once(
     summarize_eval=summarize_eval,
     num_examples=lambda split, config: num_examples + 1,
   )
-  evaluator = trainer.Evaluator(
-    task_lib.load_task(config.task), config, jax.random.PRNGKey(1)
-  )
+  evaluator = evaluation.SplitEvaluator(experiment.build(config), jax.random.PRNGKey(1))
   with pytest.raises(ValueError, match=f'covered {num_examples} examples'):
     evaluator(p_state)
 
@@ -330,16 +335,28 @@ def test_num_train_steps_from_epochs():
     task_lib.num_train_steps(config, digits)
 
 
-def test_host_only_fields_reuse_the_compiled_steps():
-  steps = trainer.build_steps(tiny_config(), digits)
-  host_only = tiny_config(
-    log_every_steps=5,
-    rollback_on_nonfinite=1,
-    compilation_cache=False,
-    keep_checkpoints=7,
-  )
-  assert trainer.build_steps(host_only, digits) is steps
-  assert trainer.build_steps(tiny_config(batch_size=30), digits) is not steps
+def test_a_run_uses_its_workdir_cache_unless_one_is_set(tmp_path, monkeypatch):
+  set_dirs = []
+  monkeypatch.setattr(trainer, 'use_compilation_cache', set_dirs.append)
+  monkeypatch.setattr(trainer, '_RUN_CACHE_DIR', None)
+  previous = jax.config.jax_compilation_cache_dir
+  for name in ('a', 'b'):
+    os.makedirs(tmp_path / name)
+  try:
+    # A folder set outside the runs (JAX_COMPILATION_CACHE_DIR, a notebook) is kept.
+    jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'mine'))
+    trainer._maybe_use_run_cache(str(tmp_path / 'a'))  # pylint: disable=protected-access
+    assert set_dirs == []
+    # Otherwise each run uses its own workdir's, replacing the previous run's.
+    jax.config.update('jax_compilation_cache_dir', None)
+    trainer._maybe_use_run_cache(str(tmp_path / 'a'))  # pylint: disable=protected-access
+    cache_a = str(tmp_path / 'a' / 'compilation_cache')
+    monkeypatch.setattr(trainer, '_RUN_CACHE_DIR', cache_a)
+    jax.config.update('jax_compilation_cache_dir', cache_a)
+    trainer._maybe_use_run_cache(str(tmp_path / 'b'))  # pylint: disable=protected-access
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+  assert set_dirs == [cache_a, str(tmp_path / 'b' / 'compilation_cache')]
 
 
 def test_compilation_cache_is_written_once_and_reused(tmp_path):

@@ -136,8 +136,21 @@ def test_digits_splits_and_augmentation():
 def test_fake_digits_run_through_the_same_pipeline():
   config = digits_config.get_config()
   config.data.fake = True
-  batch = next(digits.load('train', is_training=True, batch_dims=(2, 3), config=config))
-  assert batch['images'].shape == (2, 3, 8, 8, 1) and batch['labels'].shape == (2, 3)
-  real = digits.split_arrays('test', digits_config.get_config())['images']
-  fake = digits.split_arrays('test', config)['images']
-  assert fake.shape == real.shape and not np.array_equal(fake, real)
+  real = digits.split_arrays('train', digits_config.get_config())
+  fake = digits.split_arrays('train', config)
+  assert fake['images'].shape == real['images'].shape
+  assert not np.array_equal(fake['images'], real['images'])
+  assert 0.0 <= fake['images'].min() and fake['images'].max() <= 1.0
+  # The batches are the fake split's examples in the order the real pipeline takes:
+  # every example of the first epoch exactly once, as `array_data` orders them.
+  batches = digits.load('train', is_training=True, batch_dims=(2, 3), config=config)
+  want = array_data.train_batches(fake, batch_dims=(2, 3), seed=config.seed)
+  for _ in range(4):
+    got, expected = next(batches), next(want)
+    assert got['images'].shape == (2, 3, 8, 8, 1) and got['labels'].dtype == np.int32
+    np.testing.assert_array_equal(got['images'], expected['images'])
+    np.testing.assert_array_equal(got['labels'], expected['labels'])
+  rows = {r.tobytes(): i for i, r in enumerate(fake['images'])}
+  first = next(digits.load('train', is_training=True, batch_dims=(1, 5), config=config))
+  for image, label in zip(first['images'][0], first['labels'][0]):
+    assert fake['labels'][rows[image.tobytes()]] == label

@@ -106,17 +106,14 @@ def test_four_devices_match_one_device(tmp_path):
 
 def _initial_params(config):
   """The parameters the one-device run started from (its init: cached, compiled)."""
-  from experiments.tasks.digits import task as digits  # pylint: disable=g-import-not-at-top
-  from experiments.training import train_state  # pylint: disable=g-import-not-at-top
+  from experiments.training import experiment  # pylint: disable=g-import-not-at-top
+  from experiments.training import steps  # pylint: disable=g-import-not-at-top
+  from experiments.training import task as task_lib  # pylint: disable=g-import-not-at-top
 
-  steps = trainer.build_steps(config, digits)
-  batch_dims = (1, config.training.batch_size)
-  batch = next(
-    digits.load('train', is_training=True, batch_dims=batch_dims, config=config)
-  )
-  init_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[0]
-  state = train_state.init_train_state(
-    steps.model, steps.optimizer, {k: v[0] for k, v in batch.items()}, init_rng
+  exp = experiment.build(config)
+  init_rng, _, _ = experiment.rngs(config)
+  state = steps.init_train_state(
+    exp.model, exp.optimizer, task_lib.example_batch(exp.task, config), init_rng
   )
   return state.params
 

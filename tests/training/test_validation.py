@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from experiments.training import errors
 from experiments.training import trainer
 from tests import helpers
 from tests.training import test_train
@@ -55,7 +56,7 @@ def test_eval_batch_that_does_not_divide_over_devices(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_missing_workdir(tmp_path):
-  with pytest.raises(FileNotFoundError, match='does not exist'):
+  with pytest.raises(errors.ConfigError, match='does not exist'):
     trainer.run(test_train.tiny_config(), str(tmp_path / 'nowhere'), 'eval')
   assert not (tmp_path / 'nowhere').exists()
 
@@ -105,3 +106,20 @@ def test_command_line_errors_are_one_line(tmp_path):
     f'train: error: the coordinator localhost:{port} did not answer within 3 s'
   )
   assert time.monotonic() - start < 120
+
+
+def test_an_unwritable_or_empty_workdir_is_named(tmp_path, monkeypatch):
+  from experiments.training import validation  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(errors.ConfigError, match='--workdir is empty'):
+    validation.check_workdir('', mode='train')
+
+  def read_only(*args, **kwargs):
+    raise OSError(30, 'Read-only file system', str(tmp_path))
+
+  monkeypatch.setattr(validation.tempfile, 'TemporaryFile', read_only)
+  with pytest.raises(
+    errors.ConfigError, match=rf"--workdir='{tmp_path}' cannot be written: Read-only"
+  ):
+    validation.check_workdir(str(tmp_path), mode='train_and_eval')
+  validation.check_workdir(str(tmp_path), mode='eval')  # Evaluation only reads.

@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from experiments.training import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
@@ -49,7 +51,7 @@ def read_class_labels(path: str) -> List[Tuple[str, str]]:
   with open(path, newline='', encoding='utf-8') as f:
     rows = list(csv.reader(f))
   if not rows or [c.strip() for c in rows[0]] != ['index', 'mid', 'display_name']:
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: expected the header "index,mid,display_name" of '
       f'class_labels_indices.csv, got {rows[0] if rows else "an empty file"!r}.'
     )
@@ -58,21 +60,21 @@ def read_class_labels(path: str) -> List[Tuple[str, str]]:
     if not row:
       continue
     if len(row) != 3:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}:{line}: expected 3 fields (index,mid,display_name), got {row!r}.'
       )
     index, mid, name = (c.strip() for c in row)
     if not index.isdigit() or int(index) != len(classes):
-      raise ValueError(
+      raise errors.DataError(
         f'{path}:{line}: class index {index!r}; expected {len(classes)} (indices must '
         'count up from 0).'
       )
     classes.append((mid, name))
   if not classes:
-    raise ValueError(f'{path}: no classes.')
+    raise errors.DataError(f'{path}: no classes.')
   mids = [m for m, _ in classes]
   if len(set(mids)) != len(mids):
-    raise ValueError(f'{path}: repeated label ids.')
+    raise errors.DataError(f'{path}: repeated label ids.')
   return classes
 
 
@@ -93,7 +95,7 @@ def read_segments(path: str, class_index: Dict[str, int]) -> List[Segment]:
       if not row or row[0].lstrip().startswith('#'):
         continue
       if len(row) != 4:
-        raise ValueError(
+        raise errors.DataError(
           f'{path}:{line}: expected 4 fields (YTID, start_seconds, end_seconds, '
           f'positive_labels), got {len(row)}: {row!r}.'
         )
@@ -101,18 +103,18 @@ def read_segments(path: str, class_index: Dict[str, int]) -> List[Segment]:
       try:
         start_s, end_s = float(start), float(end)
       except ValueError:
-        raise ValueError(
+        raise errors.DataError(
           f'{path}:{line}: bad start/end seconds {start!r}, {end!r}.'
         ) from None
       if not end_s > start_s >= 0:
-        raise ValueError(
+        raise errors.DataError(
           f'{path}:{line}: end_seconds {end_s} must exceed start_seconds {start_s} >= 0.'
         )
       labels = []
       for mid in positives.split(','):
         mid = mid.strip()
         if mid not in class_index:
-          raise ValueError(
+          raise errors.DataError(
             f'{path}:{line}: label id {mid!r} of clip {ytid} is not in the class file '
             f'({len(class_index)} classes).'
           )
@@ -153,7 +155,9 @@ def find_clip(
 
 
 def _open(path: str):
-  import av  # pylint: disable=g-import-not-at-top  # Only real clips need PyAV.
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading audio and video clips'
+  )
 
   try:
     return av.open(path)
@@ -166,7 +170,9 @@ def decode_audio(path: str, sample_rate: int) -> np.ndarray:
 
   Samples are in [-1, 1] for integer formats; channels are averaged to mono.
   """
-  import av  # pylint: disable=g-import-not-at-top
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading audio and video clips'
+  )
 
   with _open(path) as container:
     if not container.streams.audio:
@@ -205,7 +211,9 @@ def decode_video(path: str, times: Sequence[float], frame_size: int) -> np.ndarr
   The frame shown at time t is the last one whose timestamp is <= t (the first frame
   for earlier times; the last frame for times past the end).
   """
-  import av  # pylint: disable=g-import-not-at-top
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading audio and video clips'
+  )
 
   times = np.asarray(times, np.float64)
   with _open(path) as container:

@@ -23,6 +23,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from experiments.training import errors
+
 SOUND_KINDS = ('tone', 'chirp', 'harmonic', 'noise_band', 'clicks', 'am_tone')
 REGISTERS_HZ = (250.0, 500.0, 1000.0, 2000.0)
 CLICK_RATES_HZ = (8.0, 17.0, 31.0, 61.0)
@@ -70,7 +72,7 @@ def class_picture(k: int) -> Tuple[str, np.ndarray]:
 
 def _check_num_classes(num_classes: int) -> None:
   if not 1 <= num_classes <= MAX_CLASSES:
-    raise ValueError(f'num_classes={num_classes} must be in [1, {MAX_CLASSES}].')
+    raise errors.ConfigError(f'num_classes={num_classes} must be in [1, {MAX_CLASSES}].')
 
 
 def sound(
@@ -81,7 +83,7 @@ def sound(
   base = REGISTERS_HZ[register]
   nyquist = sample_rate / 2
   if base * 1.5 >= nyquist:
-    raise ValueError(
+    raise errors.ConfigError(
       f'sample_rate={sample_rate} is too low for class {k} ({kind} at {base} Hz); '
       f'it needs at least {int(3 * base) + 1} Hz.'
     )
@@ -205,7 +207,7 @@ def render_clip(
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
   if split not in _SPLIT_STREAMS:
-    raise ValueError(f'split={split!r} is not one of {tuple(_SPLIT_STREAMS)}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {tuple(_SPLIT_STREAMS)}.')
   return np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
 
 
@@ -232,7 +234,9 @@ def generate(
   """
   _check_num_classes(num_classes)
   if max_events > num_classes:
-    raise ValueError(f'max_events={max_events} exceeds num_classes={num_classes}.')
+    raise errors.ConfigError(
+      f'max_events={max_events} exceeds num_classes={num_classes}.'
+    )
   num_samples = int(round(sample_rate * clip_seconds))
   audio = np.zeros((num_examples, num_samples), np.float32)
   labels = np.zeros((num_examples, num_classes), np.float32)

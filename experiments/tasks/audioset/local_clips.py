@@ -30,6 +30,7 @@ import numpy as np
 from experiments.tasks.audioset import audioset_csv
 from experiments.tasks.audioset import pipeline
 from experiments.tasks.audioset import sampling
+from experiments.training import errors
 
 _WINDOW_STREAM = 3
 _FALLBACK_STREAM = 5
@@ -41,7 +42,7 @@ def segment_files(split: str, data: ml_collections.ConfigDict) -> List[str]:
   names = data.train_segments if split == 'train' else data.eval_segments
   files = [n.strip() for n in names.split(',') if n.strip()]
   if not files:
-    raise ValueError(f'no segments file configured for split {split!r}.')
+    raise errors.ConfigError(f'no segments file configured for split {split!r}.')
   return [os.path.join(data.data_dir, f) for f in files]
 
 
@@ -55,13 +56,13 @@ class LocalClips:
 
   def __init__(self, split: str, data: ml_collections.ConfigDict):
     if split not in ('train', 'test'):
-      raise ValueError(f"split={split!r} is not one of ('train', 'test').")
+      raise errors.ConfigError(f"split={split!r} is not one of ('train', 'test').")
     if not data.data_dir:
-      raise ValueError('data.data_dir is empty: set it to the AudioSet folder.')
+      raise errors.ConfigError('data.data_dir is empty: set it to the AudioSet folder.')
     self.data = data
     classes = audioset_csv.read_class_labels(os.path.join(data.data_dir, data.class_file))
     if len(classes) != data.num_classes:
-      raise ValueError(
+      raise errors.DataError(
         f'{os.path.join(data.data_dir, data.class_file)} has {len(classes)} classes; '
         f'data.num_classes={data.num_classes}.'
       )
@@ -95,7 +96,7 @@ class LocalClips:
     if split == 'test':
       self._drop_unusable()
     if not self.paths:
-      raise ValueError(
+      raise errors.DataError(
         f'AudioSet {split}: no usable clip ({len(missing)} missing, '
         f'{self.num_unusable} unusable) under '
         f'{data.data_dir!r} with clip_template={data.clip_template!r} and '
@@ -253,7 +254,7 @@ def eval_batches(
       try:
         audio, video = clips.window(position, None)
       except audioset_csv.ClipError as e:
-        raise ValueError(
+        raise errors.DataError(
           f'{e} (the clip passed the header check when the split was read; an '
           'evaluation cannot skip it without changing the split).'
         ) from None

@@ -21,6 +21,8 @@ import dataclasses
 
 import numpy as np
 
+from experiments.training import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class MelParams:
@@ -38,21 +40,21 @@ class MelParams:
   def __post_init__(self):
     for name in ('sample_rate', 'window_length', 'hop_length', 'num_mel_bins'):
       if int(getattr(self, name)) <= 0:
-        raise ValueError(
+        raise errors.ConfigError(
           f'mel {name} must be a positive integer, got {getattr(self, name)!r}.'
         )
     if self.fft_length and self.fft_length < self.window_length:
-      raise ValueError(
+      raise errors.ConfigError(
         f'mel fft_length={self.fft_length} is shorter than window_length='
         f'{self.window_length}.'
       )
     if not 0 <= self.lower_edge_hz < self.upper_hz <= self.sample_rate / 2:
-      raise ValueError(
+      raise errors.ConfigError(
         f'mel edges must satisfy 0 <= lower_edge_hz ({self.lower_edge_hz}) < '
         f'upper_edge_hz ({self.upper_hz}) <= sample_rate / 2 ({self.sample_rate / 2}).'
       )
     if self.log_offset <= 0:
-      raise ValueError(f'mel log_offset must be > 0, got {self.log_offset!r}.')
+      raise errors.ConfigError(f'mel log_offset must be > 0, got {self.log_offset!r}.')
 
   @property
   def fft_size(self) -> int:
@@ -105,7 +107,7 @@ def power_spectrogram(waveforms: np.ndarray, params: MelParams) -> np.ndarray:
   num_samples = waveforms.shape[-1]
   num_frames = params.num_frames(num_samples)
   if num_frames < 1:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{num_samples} samples give no frame with hop_length={params.hop_length}.'
     )
   needed = (num_frames - 1) * params.hop_length + params.window_length

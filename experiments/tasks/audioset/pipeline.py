@@ -23,10 +23,12 @@ Shape glossary:
 
 from typing import Dict, Optional
 
+import jax
 import ml_collections
 import numpy as np
 
 from experiments.tasks.audioset import mel
+from experiments.training import errors
 
 AUDIO_INPUTS = ('raw', 'mel', 'none')
 _MEL_CHUNK = 256
@@ -34,13 +36,15 @@ _MEL_CHUNK = 256
 
 def check_data_config(data: ml_collections.ConfigDict) -> None:
   if data.audio_input not in AUDIO_INPUTS:
-    raise ValueError(
+    raise errors.ConfigError(
       f'data.audio_input={data.audio_input!r} is not one of {AUDIO_INPUTS}.'
     )
   if data.audio_input == 'none' and not data.use_video:
-    raise ValueError('data.audio_input="none" and data.use_video=False: no input left.')
+    raise errors.ConfigError(
+      'data.audio_input="none" and data.use_video=False: no input left.'
+    )
   if data.clip_seconds <= 0 or data.sample_rate <= 0:
-    raise ValueError(
+    raise errors.ConfigError(
       f'data.clip_seconds={data.clip_seconds} and data.sample_rate={data.sample_rate} '
       'must be positive.'
     )
@@ -95,6 +99,22 @@ def crop_audio(waveform: np.ndarray, offset: float, data) -> np.ndarray:
   piece = waveform[first : first + n]
   out[: len(piece)] = piece
   return out
+
+
+def batch_spec(data: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of one window's `features`: float32 multi-hot `labels` `[K]`,
+  `audio` `[S]` (raw) or `[F, M]` (mel), uint8 `video` `[T, H, W, 3]`, as configured."""
+  spec = {'labels': jax.ShapeDtypeStruct((data.num_classes,), np.float32)}
+  if data.audio_input == 'raw':
+    spec['audio'] = jax.ShapeDtypeStruct((num_samples(data),), np.float32)
+  elif data.audio_input == 'mel':
+    params = mel_params(data)
+    shape = (params.num_frames(num_samples(data)), params.num_mel_bins)
+    spec['audio'] = jax.ShapeDtypeStruct(shape, np.float32)
+  if data.use_video:
+    size = data.frame_size
+    spec['video'] = jax.ShapeDtypeStruct((data.num_frames, size, size, 3), np.uint8)
+  return spec
 
 
 def features(

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from experiments.training import array_data
+from experiments.training import errors
 
 _WEIGHTED_STREAM = 7
 
@@ -37,13 +38,13 @@ def class_balanced_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray
   if labels.ndim != 2:
     raise ValueError(f'labels must have shape [N, K], got {labels.shape}.')
   if power < 0:
-    raise ValueError(f'class balancing power must be >= 0, got {power}.')
+    raise errors.ConfigError(f'class balancing power must be >= 0, got {power}.')
   counts = labels.sum(axis=0)
   class_weight = np.where(counts > 0, np.maximum(counts, 1) ** -float(power), 0.0)
   weights = labels @ class_weight
   total = weights.sum()
   if total <= 0:
-    raise ValueError('no clip has a label: cannot compute class-balanced weights.')
+    raise errors.DataError('no clip has a label: cannot compute class-balanced weights.')
   return weights / total
 
 
@@ -62,7 +63,7 @@ def train_indices(
   batch draws G clips with replacement from those probabilities.
   """
   if num_examples <= 0:
-    raise ValueError(f'num_examples={num_examples}: the split has no clips.')
+    raise errors.DataError(f'num_examples={num_examples}: the split has no clips.')
   if weights is not None:
     if len(weights) != num_examples:
       raise ValueError(f'{len(weights)} weights for {num_examples} clips.')

@@ -36,6 +36,7 @@ from experiments.tasks.audioset import local_clips
 from experiments.tasks.audioset import metrics
 from experiments.tasks.audioset import pipeline
 from experiments.training import array_data
+from experiments.training import errors
 from perceiver import io_processors
 from perceiver import perceiver
 
@@ -47,9 +48,11 @@ _FAKE_STREAM = 17
 
 def _check(split: str, config: ml_collections.ConfigDict) -> None:
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
   if config.data.dataset not in DATASETS:
-    raise ValueError(f'data.dataset={config.data.dataset!r} is not one of {DATASETS}.')
+    raise errors.ConfigError(
+      f'data.dataset={config.data.dataset!r} is not one of {DATASETS}.'
+    )
   pipeline.check_data_config(config.data)
 
 
@@ -165,13 +168,18 @@ def model_inputs(batch: Dict[str, jax.Array], data_config) -> Dict[str, jax.Arra
   return inputs
 
 
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training window (see `pipeline.batch_spec`)."""
+  return pipeline.batch_spec(config.data)
+
+
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The classifier: `f(batch, *, is_training)` -> logits `[B, K]`."""
   m = copy.deepcopy(config.model).to_dict()  # Later edits of `config` do not matter.
   data_config = {k: config.data[k] for k in ('audio_input', 'use_video')}
   num_classes = int(config.data.num_classes)
   if m['decoder_type'] not in DECODER_TYPES:
-    raise ValueError(
+    raise errors.ConfigError(
       f'model.decoder_type={m["decoder_type"]!r}; expected one of {DECODER_TYPES}.'
     )
 

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from experiments.training import array_data
+from experiments.training import errors
 from experiments.training import losses
 from perceiver import io_processors
 from perceiver import perceiver
@@ -45,7 +46,7 @@ def _digits() -> Dict[str, np.ndarray]:
 
   bunch = datasets.load_digits()
   if bunch.images.shape != (NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE):
-    raise ValueError(
+    raise errors.DataError(
       f'scikit-learn digits have shape {bunch.images.shape}; expected '
       f'{(NUM_EXAMPLES, IMAGE_SIZE, IMAGE_SIZE)}.'
     )
@@ -67,7 +68,7 @@ def _fake_digits() -> Dict[str, np.ndarray]:
 
 def _check_split(split: str) -> None:
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
 
 
 def split_arrays(split: str, config: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
@@ -165,6 +166,15 @@ def load(
 def pixel_permutation(num_inputs: int = IMAGE_SIZE * IMAGE_SIZE) -> np.ndarray:
   """The fixed permutation of the input elements used by `model.permute_pixels`."""
   return np.random.default_rng(_PERMUTATION_SEED).permutation(num_inputs)
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example: `images` `[8, 8, 1]` float32 and its int32 label."""
+  del config
+  return {
+    'images': jax.ShapeDtypeStruct((8, 8, 1), np.float32),
+    'labels': jax.ShapeDtypeStruct((), np.int32),
+  }
 
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:

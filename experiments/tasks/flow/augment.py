@@ -21,6 +21,8 @@ from typing import Dict, Tuple
 import numpy as np
 from scipy import ndimage
 
+from experiments.training import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
@@ -139,7 +141,7 @@ def augment(
   if scale != 1.0:
     frames, flow, valid = scale_example(frames, flow, valid, scale)
   if flow.shape[0] < h or flow.shape[1] < w:
-    raise ValueError(
+    raise errors.DataError(
       f'example of size {flow.shape[:2]} is smaller than the crop {h}x{w}.'
     )
   top = rng.integers(0, flow.shape[0] - h + 1)

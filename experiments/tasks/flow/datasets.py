@@ -18,7 +18,7 @@ fixed order; `load_example` reads one into arrays. Layouts (relative to `data_di
     and `forward.flo`, sorted by path. 'test' takes every 50th folder (the 1st, 51st,
     ...), 'train' the others.
 
-Missing folders, unpaired files and empty splits raise ValueError naming the path.
+Missing folders, unpaired files and empty splits raise `errors.DataError` naming the path.
 """
 
 import glob
@@ -29,6 +29,7 @@ from typing import Dict, List, NamedTuple
 import numpy as np
 
 from experiments.tasks.flow import formats
+from experiments.training import errors
 
 DATASETS = ('flying_chairs', 'sintel', 'kitti', 'autoflow')
 SINTEL_PASSES = ('clean', 'final', 'both')
@@ -44,12 +45,12 @@ class Example(NamedTuple):
 
 def _require_dir(path: str, what: str) -> None:
   if not os.path.isdir(path):
-    raise ValueError(f'{what}: folder {path!r} does not exist.')
+    raise errors.DataError(f'{what}: folder {path!r} does not exist.')
 
 
 def _require_file(path: str, what: str) -> None:
   if not os.path.isfile(path):
-    raise ValueError(f'{what}: file {path!r} does not exist.')
+    raise errors.DataError(f'{what}: file {path!r} does not exist.')
 
 
 def flying_chairs(data_dir: str, split: str) -> List[Example]:
@@ -61,12 +62,12 @@ def flying_chairs(data_dir: str, split: str) -> List[Example]:
     labels = [line.strip() for line in f if line.strip()]
   bad = [(i, v) for i, v in enumerate(labels, start=1) if v not in ('1', '2')]
   if bad:
-    raise ValueError(
+    raise errors.DataError(
       f'{split_file!r}: line {bad[0][0]} holds {bad[0][1]!r}; expected 1 or 2.'
     )
   flows = sorted(glob.glob(os.path.join(data, '*_flow.flo')))
   if len(flows) != len(labels):
-    raise ValueError(
+    raise errors.DataError(
       f'{split_file!r} has {len(labels)} lines but {data!r} holds {len(flows)} '
       '*_flow.flo files.'
     )
@@ -86,7 +87,7 @@ def flying_chairs(data_dir: str, split: str) -> List[Example]:
 def sintel(data_dir: str, split: str, passes: str = 'clean') -> List[Example]:
   del split  # Both splits are the training set (the only one with ground truth).
   if passes not in SINTEL_PASSES:
-    raise ValueError(f'sintel passes={passes!r} is not one of {SINTEL_PASSES}.')
+    raise errors.ConfigError(f'sintel passes={passes!r} is not one of {SINTEL_PASSES}.')
   flow_root = os.path.join(data_dir, 'training', 'flow')
   _require_dir(flow_root, 'sintel')
   examples = []
@@ -148,17 +149,19 @@ def list_examples(
 ) -> List[Example]:
   """The examples of `split` of `dataset` under `data_dir` (see the module docstring)."""
   if dataset not in DATASETS:
-    raise ValueError(f'dataset={dataset!r} is not one of {DATASETS}.')
+    raise errors.ConfigError(f'dataset={dataset!r} is not one of {DATASETS}.')
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
   if not data_dir:
-    raise ValueError(f'dataset={dataset!r} needs config.data.data_dir.')
+    raise errors.ConfigError(f'dataset={dataset!r} needs config.data.data_dir.')
   if dataset == 'sintel':
     examples = sintel(data_dir, split, sintel_passes)
   else:
     examples = globals()[dataset](data_dir, split)
   if not examples:
-    raise ValueError(f'{dataset} split {split!r} under {data_dir!r} holds no examples.')
+    raise errors.DataError(
+      f'{dataset} split {split!r} under {data_dir!r} holds no examples.'
+    )
   return examples
 
 
@@ -171,13 +174,13 @@ def load_example(example: Example) -> Dict[str, np.ndarray]:
   frame1 = formats.read_image(example.frame1)
   frame2 = formats.read_image(example.frame2)
   if frame1.shape != frame2.shape:
-    raise ValueError(
+    raise errors.DataError(
       f'frames {example.frame1!r} {frame1.shape} and {example.frame2!r} '
       f'{frame2.shape} differ in size.'
     )
   flow, valid = formats.read_flow(example.flow)
   if flow.shape[:2] != frame1.shape[:2]:
-    raise ValueError(
+    raise errors.DataError(
       f'flow {example.flow!r} is {flow.shape[:2]} but frame {example.frame1!r} is '
       f'{frame1.shape[:2]}.'
     )

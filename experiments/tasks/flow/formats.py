@@ -22,6 +22,8 @@ import zlib
 
 import numpy as np
 
+from experiments.training import errors
+
 FLO_MAGIC = 202021.25
 _FLO_HEADER = struct.Struct('<fii')
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -45,22 +47,22 @@ def read_flo(path: str) -> np.ndarray:
   with open(path, 'rb') as f:
     data = f.read()
   if len(data) < _FLO_HEADER.size:
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is not a .flo file: {len(data)} bytes, shorter than the '
       f'{_FLO_HEADER.size}-byte header.'
     )
   magic, width, height = _FLO_HEADER.unpack_from(data)
   if magic != FLO_MAGIC:
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is not a .flo file: magic {magic!r} (bytes {data[:4]!r}), '
       f'expected {FLO_MAGIC} (b"PIEH").'
     )
   if width <= 0 or height <= 0:
-    raise ValueError(f'{path!r}: invalid .flo size width={width}, height={height}.')
+    raise errors.DataError(f'{path!r}: invalid .flo size width={width}, height={height}.')
   expected = _FLO_HEADER.size + 4 * 2 * width * height
   if len(data) != expected:
     kind = 'truncated' if len(data) < expected else 'has trailing bytes'
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} {kind}: {len(data)} bytes, but the header ({width}x{height}) '
       f'needs {expected}.'
     )
@@ -84,7 +86,7 @@ def _png_header(path: str, data: bytes):
   if not data.startswith(_PNG_SIGNATURE):
     return None
   if len(data) < 33 or data[12:16] != b'IHDR':
-    raise ValueError(f'{path!r} is a truncated or corrupt PNG (no IHDR chunk).')
+    raise errors.DataError(f'{path!r} is a truncated or corrupt PNG (no IHDR chunk).')
   return data[24], data[25]
 
 
@@ -147,7 +149,7 @@ def _unfilter(path: str, rows: np.ndarray, bpp: int) -> np.ndarray:
   types = rows[:, 0].astype(np.int64)
   bad = np.flatnonzero(types > 4)
   if bad.size:
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is a corrupt PNG: scanline {bad[0]} has filter type '
       f'{types[bad[0]]} (valid: 0-4, {", ".join(_PNG_FILTERS)}).'
     )
@@ -184,7 +186,7 @@ def _decode_png16_rgb(path: str, data: bytes) -> np.ndarray:
   width, height = struct.unpack('>II', data[16:24])
   interlace = data[28]
   if interlace not in (0, 1):
-    raise ValueError(f'{path!r} is a corrupt PNG: interlace method {interlace}.')
+    raise errors.DataError(f'{path!r} is a corrupt PNG: interlace method {interlace}.')
   chunks, offset = [], 8
   while offset + 8 <= len(data):
     (length,) = struct.unpack('>I', data[offset : offset + 4])
@@ -195,7 +197,7 @@ def _decode_png16_rgb(path: str, data: bytes) -> np.ndarray:
   try:
     raw = zlib.decompress(b''.join(chunks))
   except zlib.error as e:
-    raise ValueError(f'{path!r} is a corrupt PNG: {e}') from e
+    raise errors.DataError(f'{path!r} is a corrupt PNG: {e}') from e
   bpp = 6
   passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
   shapes = [
@@ -204,7 +206,7 @@ def _decode_png16_rgb(path: str, data: bytes) -> np.ndarray:
   needed = sum(h * (1 + w * bpp) for h, w in shapes if h and w)
   if len(raw) != needed:
     kind = 'truncated' if len(raw) < needed else 'corrupt'
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is a {kind} PNG: {len(raw)} image bytes, {width}x{height} needs '
       f'{needed}.'
     )
@@ -241,10 +243,10 @@ def read_kitti_flow(path: str) -> Tuple[np.ndarray, np.ndarray]:
     data = f.read()
   header = _png_header(path, data)
   if header is None:
-    raise ValueError(f'{path!r} is not a PNG file (KITTI flow is a 16-bit PNG).')
+    raise errors.DataError(f'{path!r} is not a PNG file (KITTI flow is a 16-bit PNG).')
   depth, colour = header
   if depth != 16 or colour != 2:
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is a {depth}-bit {_PNG_COLOUR_TYPES.get(colour, colour)} PNG; a '
       'KITTI flow map is a 16-bit RGB PNG.'
     )
@@ -286,7 +288,7 @@ def read_flow(path: str) -> Tuple[np.ndarray, np.ndarray]:
     return flow, np.ones(flow.shape[:2], np.float32)
   if extension == '.png':
     return read_kitti_flow(path)
-  raise ValueError(
+  raise errors.DataError(
     f'{path!r}: unknown flow format {extension!r}; expected .flo or a KITTI .png.'
   )
 
@@ -312,9 +314,11 @@ def read_image(path: str) -> np.ndarray:
   if header is not None:
     depth, colour = header
     if depth == 16:
-      raise ValueError(f'{path!r} is a 16-bit PNG; frames must be 8-bit RGB images.')
+      raise errors.DataError(
+        f'{path!r} is a 16-bit PNG; frames must be 8-bit RGB images.'
+      )
     if colour in (0, 4, 6):
-      raise ValueError(
+      raise errors.DataError(
         f'{path!r} is a {_PNG_COLOUR_TYPES[colour]} PNG; frames must be 8-bit RGB.'
       )
   import io  # pylint: disable=g-import-not-at-top
@@ -323,11 +327,11 @@ def read_image(path: str) -> np.ndarray:
     image = Image.open(io.BytesIO(data))
     image.load()
   except (UnidentifiedImageError, OSError, SyntaxError) as e:
-    raise ValueError(f'{path!r} is not a readable image: {e}') from e
+    raise errors.DataError(f'{path!r} is not a readable image: {e}') from e
   if image.mode == 'P' and 'transparency' not in image.info:
     image = image.convert('RGB')
   if image.mode != 'RGB':
-    raise ValueError(
+    raise errors.DataError(
       f'{path!r} is a {image.mode!r} image ({len(image.getbands())} channel(s)); '
       'frames must be 8-bit RGB.'
     )
@@ -342,7 +346,7 @@ def image_size(path: str) -> Tuple[int, int]:
     with Image.open(path) as image:
       width, height = image.size
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{path!r} is not a readable image: {e}') from e
+    raise errors.DataError(f'{path!r} is not a readable image: {e}') from e
   return height, width
 
 

@@ -16,8 +16,8 @@ Shape glossary:
   H, W: frame size.
 """
 
-import functools
 import json
+import types
 
 from absl import app
 from absl import flags
@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from experiments.tasks.flow import synthetic
 from experiments.tasks.flow import task
+from experiments.training import cli
 
 WINDOWS = (3, 5, 9)
 
@@ -75,9 +76,9 @@ def local_evidence(config, count: int = 48, split: str = 'test') -> dict:
   return result
 
 
-def define_flags():
+def define_flags() -> types.SimpleNamespace:
   """Defines the command-line flags (only when run as a program)."""
-  return dict(
+  return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
       'config', None, 'Flow config (its synthetic data).', lock_config=True
     ),
@@ -86,18 +87,16 @@ def define_flags():
   )
 
 
-def main(argv, *, flag_values):
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if flag_values['config'].value is None:
+  if args.config.value is None:
     raise app.UsageError('--config is required.')
-  if flag_values['count'].value < 1:
-    raise app.UsageError(f'--count={flag_values["count"].value} must be at least 1.')
-  result = local_evidence(
-    flag_values['config'].value, flag_values['count'].value, flag_values['split'].value
-  )
+  if args.count.value < 1:
+    raise app.UsageError(f'--count={args.count.value} must be at least 1.')
+  result = local_evidence(args.config.value, args.count.value, args.split.value)
   print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, flag_values=define_flags()))
+  cli.run(main, define_flags, name='local_evidence')

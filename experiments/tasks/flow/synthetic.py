@@ -33,6 +33,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from scipy import ndimage
 
+from experiments.training import errors
+
 SPLIT_OFFSETS = {'train': 0, 'validation': 2**40, 'test': 2**41}
 
 
@@ -166,7 +168,7 @@ def _sample_layers(rng: np.random.Generator, options: SceneOptions) -> List[Laye
   elif options.textures == 'noise':
     photos = None
   else:
-    raise ValueError(f"textures={options.textures!r} is not 'photos' or 'noise'.")
+    raise errors.ConfigError(f"textures={options.textures!r} is not 'photos' or 'noise'.")
 
   def texture():
     image = photos[rng.integers(len(photos))] if photos else _noise_texture(rng)
@@ -303,7 +305,7 @@ def generate_split(
 ) -> Dict[str, np.ndarray]:
   """Examples `[start, start + count)` of `split`, stacked: `frames` `[N, 2, H, W, 3]`..."""
   if split not in SPLIT_OFFSETS:
-    raise ValueError(f'split={split!r} is not one of {tuple(SPLIT_OFFSETS)}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {tuple(SPLIT_OFFSETS)}.')
   examples = [
     generate(SPLIT_OFFSETS[split] + i, seed=seed, options=options)
     for i in range(start, start + count)

@@ -6,7 +6,7 @@ temporal_downsample=2)` with 2D Fourier features -> `PerceiverEncoder` -> `FlowD
 queried by the preprocessed inputs; the output is multiplied by
 `model.flow_scale_factor` (20 in the release). Frames larger than the model's
 `image_size` (evaluation on real datasets) are processed in overlapping tiles blended as
-the release's colab does (`inference.tiled_flow`).
+the release's colab does (`tiling.tiled_flow`).
 
 Data (`config.data.dataset`): 'synthetic' (flying objects generated here, see
 `synthetic.py`), or the folders 'flying_chairs', 'sintel', 'kitti', 'autoflow' under
@@ -34,11 +34,11 @@ import numpy as np
 from experiments.tasks.flow import augment as augment_lib
 from experiments.tasks.flow import datasets
 from experiments.tasks.flow import formats
-from experiments.tasks.flow import inference
 from experiments.tasks.flow import metrics
 from experiments.tasks.flow import synthetic
+from experiments.tasks.flow import tiling
 from experiments.training import array_data
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import errors
 from perceiver import io_processors
 from perceiver import perceiver
 
@@ -70,6 +70,18 @@ def flow_model(m: ml_collections.ConfigDict):
   return apply
 
 
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example at the model's tile size `(H, W) = model.image_size`: two
+  `frames` `[2, H, W, 3]`, the `flow` `[H, W, 2]`, and `valid` and `region` `[H, W]`."""
+  height, width = config.model.image_size
+  return {
+    'frames': jax.ShapeDtypeStruct((2, height, width, 3), np.float32),
+    'flow': jax.ShapeDtypeStruct((height, width, 2), np.float32),
+    'valid': jax.ShapeDtypeStruct((height, width), np.float32),
+    'region': jax.ShapeDtypeStruct((height, width), np.float32),
+  }
+
+
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """Forward `f(batch, *, is_training) -> flow [B, H, W, 2]` (tiled when larger)."""
   m = copy.deepcopy(config.model)  # Later edits of `config` do not change the model.
@@ -84,47 +96,11 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
       raise ValueError(
         f'training frames {tuple(frames.shape[-3:-1])} must have the model size {tile}.'
       )
-    return inference.tiled_flow(
+    return tiling.tiled_flow(
       functools.partial(apply, is_training=False), frames, tile, m.tile_min_overlap
     )
 
-  return with_checkpoint_init(hk.transform_with_state(forward), m.init_checkpoint)
-
-
-def check_params_fit(params, source, path: str) -> None:
-  """Raises ValueError unless `source` has exactly the paths and shapes of `params`."""
-  want = {(m, n): tuple(v.shape) for m, d in params.items() for n, v in d.items()}
-  have = {(m, n): tuple(np.shape(v)) for m, d in source.items() for n, v in d.items()}
-  missing = sorted(set(want) - set(have))
-  extra = sorted(set(have) - set(want))
-  shapes = sorted(k for k in set(want) & set(have) if want[k] != have[k])
-  if missing or extra or shapes:
-    details = [
-      f'{m}/{n}: checkpoint {have[(m, n)]} vs model {want[(m, n)]}' for m, n in shapes
-    ]
-    raise ValueError(
-      f'checkpoint {path!r} does not fit the config: {len(missing)} missing '
-      f'{["/".join(k) for k in missing[:3]]}, {len(extra)} unexpected '
-      f'{["/".join(k) for k in extra[:3]]}, {len(shapes)} with other shapes {details[:3]}.'
-    )
-
-
-def with_checkpoint_init(transformed: hk.TransformedWithState, path: str):
-  """Wraps `init` so that every parameter comes from the checkpoint `path` (if set)."""
-  if not path:
-    return transformed
-
-  def init(*args, **kwargs):
-    params, state = transformed.init(*args, **kwargs)
-    source, _ = checkpoint_lib.load_params(path)
-    check_params_fit(params, source, path)
-    params = {
-      m: {n: jnp.asarray(source[m][n], v.dtype) for n, v in d.items()}
-      for m, d in params.items()
-    }
-    return params, state
-
-  return hk.TransformedWithState(init=init, apply=transformed.apply)
+  return hk.transform_with_state(forward)
 
 
 # --------------------------------------------------------------------------- data
@@ -173,7 +149,7 @@ def _synthetic_arrays(split, count, seed, options):
 def _check_split(split, config):
   splits = SYNTHETIC_SPLITS if config.data.dataset == 'synthetic' else datasets.SPLITS
   if split not in splits:
-    raise ValueError(
+    raise errors.ConfigError(
       f'split={split!r} is not one of {splits} (dataset {config.data.dataset!r}).'
     )
 
@@ -207,7 +183,7 @@ def _read(example, config, index):
 def _finish(examples, batch_dims):
   """Stacks per-example dicts into a batch with normalised frames."""
   batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-  batch['frames'] = inference.normalize(batch['frames'].astype(np.float32))
+  batch['frames'] = tiling.normalize(batch['frames'].astype(np.float32))
   batch = {k: v.astype(np.float32) for k, v in batch.items()}
   return {k: v.reshape(tuple(batch_dims) + v.shape[1:]) for k, v in batch.items()}
 
@@ -216,12 +192,11 @@ def _augmented(index_batches, source, *, batch_dims, config, start_step):
   """Augments each example of each batch; randomness from (seed, step, global slot)."""
   options = augment_options(config)
   host_batch = int(np.prod(batch_dims))
-  first = jax.process_index() * host_batch
   for step, batch in enumerate(index_batches, start=start_step):
     indices = batch['index'].reshape(-1)
+    rngs = array_data.example_rngs(config.seed, _AUGMENT_STREAM, step, host_batch)
     out = []
-    for slot, index in enumerate(indices):
-      rng = np.random.default_rng([config.seed, _AUGMENT_STREAM, step, first + slot])
+    for rng, index in zip(rngs, indices):
       example = augment_lib.augment(source(int(index)), rng, options)
       example['region'] = np.ones_like(example['valid'])
       out.append(example)

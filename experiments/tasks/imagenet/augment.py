@@ -28,6 +28,8 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
+from experiments.training import errors
+
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The release pads 224-pixel crops by 32 pixels: 224 / 256 of the shorter side.
@@ -146,7 +148,7 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
 def sample_beta(seed: tf.Tensor, alpha: float) -> tf.Tensor:
   """A float32 scalar from Beta(alpha, alpha), as a ratio of two Gamma samples."""
   if alpha <= 0:
-    raise ValueError(f'Beta concentration alpha must be > 0, got {alpha!r}.')
+    raise errors.ConfigError(f'Beta concentration alpha must be > 0, got {alpha!r}.')
   seeds = tf.random.experimental.stateless_split(as_seed(seed), num=2)
   x = tf.random.stateless_gamma([], seed=seeds[0], alpha=alpha, dtype=tf.float32)
   y = tf.random.stateless_gamma([], seed=seeds[1], alpha=alpha, dtype=tf.float32)

@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 
 from experiments.tasks.imagenet import augment
 from experiments.tasks.imagenet import randaugment
+from experiments.training import errors
 from experiments.training import host_tensorflow
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -64,11 +65,11 @@ def _builder(config):
   builder = tfds.builder(config.data.tfds_name, data_dir=data_dir)
   if not builder.info.splits:
     data_dir_flag = f' --data_dir={data_dir}' if data_dir else ''
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'TFDS dataset {config.data.tfds_name!r} is not prepared in '
       f'{builder.data_dir!r}. Build it once from the manually downloaded archives '
       f'(`python -m experiments.tasks.imagenet.prepare --manual_dir=DIR{data_dir_flag}`, '
-      'see the README), or smoke-test with --config.data.fake=True.'
+      'see docs/imagenet.md), or smoke-test with --config.data.fake=True.'
     )
   return builder
 
@@ -82,7 +83,7 @@ def split_range(split: str, split_infos) -> Tuple[str, int, int]:
   """
   instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(split_infos)
   if len(instructions) != 1:
-    raise ValueError(
+    raise errors.ConfigError(
       f'split={split!r} must select one contiguous range of one split; '
       'unions such as "train+validation" are not supported.'
     )
@@ -116,7 +117,7 @@ def num_examples(split: str, config) -> int:
 def mock_examples(num: int, tfds_name: str = 'imagenet2012') -> Dict[str, np.ndarray]:
   """`num` examples from `tfds.testing.mock_data`: JPEG bytes of random images + labels."""
   if num < 1:
-    raise ValueError(f'data.fake_num_examples must be >= 1, got {num!r}.')
+    raise errors.ConfigError(f'data.fake_num_examples must be >= 1, got {num!r}.')
   with tfds.testing.mock_data(num_examples=num, policy=tfds.testing.MockPolicy.USE_CODE):
     ds = tfds.load(
       tfds_name, split='train', decoders={'image': tfds.decode.SkipDecoding()}
@@ -269,11 +270,11 @@ def build_train_dataset(
   local_batch = int(np.prod(batch_dims))
   mixup_alpha = float(data.mixup_alpha)
   if mixup_alpha < 0:
-    raise ValueError(
+    raise errors.ConfigError(
       f'data.mixup_alpha must be >= 0 (0 disables MixUp), got {mixup_alpha}.'
     )
   if num_source_examples < 1:
-    raise ValueError(f'the training split of host {process_index} has no examples.')
+    raise errors.DataError(f'the training split of host {process_index} has no examples.')
   mixing = mixup_alpha > 0 or data.cutmix
   shuffle_buffer = data.shuffle_buffer or 10 * local_batch
   base_seed = tf.constant([seed, process_index], tf.int64)

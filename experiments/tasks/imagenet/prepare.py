@@ -12,7 +12,6 @@ default, `~/tensorflow_datasets`). This calls the TFDS builder directly, so it w
 without the `tfds` command line tool (whose `tfds build` also needs `apache-beam`).
 """
 
-import functools
 import os
 import types
 from typing import Optional
@@ -20,6 +19,9 @@ from typing import Optional
 from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
+
+from experiments.training import cli
+from experiments.training import errors
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -46,7 +48,7 @@ def check_archives(manual_dir: str) -> None:
     name for name in ARCHIVES if not os.path.isfile(os.path.join(manual_dir, name))
   ]
   if missing:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'--manual_dir={manual_dir!r} lacks {missing}. Download them (after registering '
       'at https://image-net.org/download-images) into that directory.'
     )
@@ -60,9 +62,9 @@ def prepare(
   try:  # TFDS imports it lazily when building; fail before any work without it.
     import importlib_resources  # noqa: F401
   except ImportError as e:
-    raise ImportError(
-      'Building TFDS datasets needs the `importlib_resources` package: '
-      'pip install importlib_resources'
+    raise errors.MissingDependencyError(
+      'Building TFDS datasets needs the `importlib_resources` package (a requirement '
+      'of this project): pip install importlib_resources'
     ) from e
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   builder.download_and_prepare(
@@ -82,4 +84,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='prepare')

@@ -31,6 +31,7 @@ from typing import Callable, List
 import tensorflow as tf
 
 from experiments.tasks.imagenet import augment
+from experiments.training import errors
 
 MAX_LEVEL = 10.0
 FILL_VALUE = 128
@@ -315,9 +316,9 @@ def rand_augment(
     uint8 `[H, W, 3]`.
   """
   if num_layers < 0:
-    raise ValueError(f'RandAugment num_layers must be >= 0, got {num_layers!r}.')
+    raise errors.ConfigError(f'RandAugment num_layers must be >= 0, got {num_layers!r}.')
   if magnitude < 0:
-    raise ValueError(f'RandAugment magnitude must be >= 0, got {magnitude!r}.')
+    raise errors.ConfigError(f'RandAugment magnitude must be >= 0, got {magnitude!r}.')
   image = tf.convert_to_tensor(image)
   if image.dtype != tf.uint8:
     raise ValueError(f'RandAugment expects a uint8 image, got {image.dtype.name}.')

@@ -28,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.training import errors
 from experiments.training import losses
 from perceiver import io_processors
 from perceiver import perceiver
@@ -61,10 +62,11 @@ def num_preprocessed_inputs(image_hw: Tuple[int, int], preprocessor: Dict) -> in
 
   Args:
     image_hw: `(H, W)` of the images.
-    preprocessor: `ImagePreprocessor` keyword arguments.
+    preprocessor: `ImagePreprocessor` keyword arguments (`prep_type` and
+      `spatial_downsample` at least, as a config's `model.input_preprocessor` holds).
   """
-  prep_type = preprocessor.get('prep_type', 'conv')
-  downsample = preprocessor.get('spatial_downsample', 4)
+  prep_type = preprocessor['prep_type']
+  downsample = preprocessor['spatial_downsample']
   if prep_type in ('pixels', 'conv1x1'):
     # Strided slicing / stride-`downsample` 1x1 convolution.
     return math.prod(math.ceil(d / downsample) for d in image_hw)
@@ -77,12 +79,27 @@ def num_preprocessed_inputs(image_hw: Tuple[int, int], preprocessor: Dict) -> in
     for _ in range(num_layers):
       sizes = [math.ceil(math.ceil(d / 2) / 2) for d in sizes]
     return math.prod(sizes)
-  raise ValueError(f'Unknown input_preprocessor.prep_type {prep_type!r}.')
+  raise errors.ConfigError(f'Unknown input_preprocessor.prep_type {prep_type!r}.')
 
 
 def input_permutation(num_inputs: int, seed: int) -> np.ndarray:
   """The fixed permutation of `num_inputs` elements used for permuted ImageNet."""
   return np.random.RandomState(seed).permutation(num_inputs)
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example: `images` `[S, S, 3]` float32 and `labels`, an int32 class or,
+  with MixUp or CutMix, a float32 distribution over the `K` classes."""
+  d = config.data
+  mixed = d.mixup_alpha > 0 or d.cutmix
+  return {
+    'images': jax.ShapeDtypeStruct((d.image_size, d.image_size, 3), np.float32),
+    'labels': (
+      jax.ShapeDtypeStruct((d.num_classes,), np.float32)
+      if mixed
+      else jax.ShapeDtypeStruct((), np.int32)
+    ),
+  }
 
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
@@ -92,7 +109,7 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   num_classes = config.data.num_classes
   decoder_type = model_config.decoder_type
   if decoder_type not in DECODER_TYPES:
-    raise ValueError(
+    raise errors.ConfigError(
       f'model.decoder_type={decoder_type!r}; expected one of {DECODER_TYPES}.'
     )
   preprocessor_kwargs = model_config.input_preprocessor.to_dict()

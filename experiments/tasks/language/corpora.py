@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from experiments.training import errors
 from perceiver import bytes_tokenizer
 
 _TOKENIZER = bytes_tokenizer.BytesTokenizer()
@@ -71,7 +72,7 @@ def expand_file_patterns(files) -> List[str]:
   patterns = files.split(',') if isinstance(files, str) else list(files)
   patterns = [p.strip() for p in patterns if p and p.strip()]
   if not patterns:
-    raise ValueError(f'config.data.files={files!r} names no file pattern.')
+    raise errors.ConfigError(f'config.data.files={files!r} names no file pattern.')
   paths = []
   for pattern in patterns:
     if '://' in pattern:
@@ -82,7 +83,7 @@ def expand_file_patterns(files) -> List[str]:
       matches = glob_lib.glob(os.path.expanduser(pattern), recursive=True)
       matches = [m for m in matches if os.path.isfile(m)]
     if not matches:
-      raise ValueError(f'config.data.files pattern {pattern!r} matches no file.')
+      raise errors.DataError(f'config.data.files pattern {pattern!r} matches no file.')
     paths.extend(matches)
   return sorted(set(paths))
 
@@ -90,7 +91,9 @@ def expand_file_patterns(files) -> List[str]:
 def file_format_of(path: str, file_format: str = 'auto') -> str:
   """'text' or 'jsonl' for `path`; 'auto' decides by the file name's suffix."""
   if file_format not in FILE_FORMATS:
-    raise ValueError(f'file_format must be one of {FILE_FORMATS}, got {file_format!r}.')
+    raise errors.ConfigError(
+      f'file_format must be one of {FILE_FORMATS}, got {file_format!r}.'
+    )
   if file_format != 'auto':
     return file_format
   return 'jsonl' if path.lower().endswith(_JSONL_SUFFIXES) else 'text'
@@ -125,15 +128,15 @@ def _jsonl_documents(f, path: str, text_field: str) -> Iterator[bytes]:
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path}:{line_number} is not valid JSON: {e}') from e
+      raise errors.DataError(f'{path}:{line_number} is not valid JSON: {e}') from e
     if not isinstance(record, dict) or text_field not in record:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}:{line_number} has no field {text_field!r} (set '
         'config.data.text_field to the field holding the text).'
       )
     text = record[text_field]
     if not isinstance(text, str):
-      raise ValueError(
+      raise errors.DataError(
         f'{path}:{line_number} field {text_field!r} holds a '
         f'{type(text).__name__}, expected a string.'
       )
@@ -159,7 +162,7 @@ def iter_file_documents(
       separated by blank lines), 'line' or 'file'.
   """
   if document_unit not in DOCUMENT_UNITS:
-    raise ValueError(
+    raise errors.ConfigError(
       f'document_unit must be one of {DOCUMENT_UNITS}, got {document_unit!r}.'
     )
   for path in paths:
@@ -183,7 +186,7 @@ def is_heldout_split(split: str) -> bool:
     return False
   if split in HELDOUT_SPLITS:
     return True
-  raise ValueError(
+  raise errors.ConfigError(
     f'Local text files have splits "train" and the held-out '
     f'{HELDOUT_SPLITS}; got split={split!r}.'
   )
@@ -194,7 +197,9 @@ def split_documents(
 ) -> Iterator[bytes]:
   """Keeps the documents of `split` (held-out ones have `heldout_value < f`)."""
   if not 0.0 < heldout_fraction < 1.0:
-    raise ValueError(f'heldout_fraction must be in (0, 1), got {heldout_fraction}.')
+    raise errors.ConfigError(
+      f'heldout_fraction must be in (0, 1), got {heldout_fraction}.'
+    )
   heldout = is_heldout_split(split)
   for document in documents:
     if (heldout_value(document) < heldout_fraction) == heldout:
@@ -252,9 +257,9 @@ def pack_documents(
     (bytes and EOS) and 0 at padding.
   """
   if packing not in PACKING_MODES:
-    raise ValueError(f'packing must be one of {PACKING_MODES}, got {packing!r}.')
+    raise errors.ConfigError(f'packing must be one of {PACKING_MODES}, got {packing!r}.')
   if seq_len < 2:
-    raise ValueError(f'seq_len must be at least 2, got {seq_len}.')
+    raise errors.ConfigError(f'seq_len must be at least 2, got {seq_len}.')
 
   def padded(ids):
     n = ids.shape[0]
@@ -319,7 +324,7 @@ def unpack_sequences(ids: np.ndarray, input_mask: np.ndarray) -> List[bytes]:
 def count_sequences(documents: Iterable, seq_len: int, *, packing: str = 'pack') -> int:
   """Number of sequences `pack_documents` produces, from document lengths only."""
   if packing not in PACKING_MODES:
-    raise ValueError(f'packing must be one of {PACKING_MODES}, got {packing!r}.')
+    raise errors.ConfigError(f'packing must be one of {PACKING_MODES}, got {packing!r}.')
   total = 0
   count = 0
   for document in documents:
@@ -345,7 +350,7 @@ def _load_tfds(name: str, *, split: str, data_dir: Optional[str], **kwargs):
     return tfds.load(name, split=split, data_dir=data_dir, download=False, **kwargs)
   except Exception as e:  # pylint: disable=broad-except  # Not prepared, bad name.
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    raise ValueError(
+    raise errors.DataError(
       f'TFDS dataset {name!r} (split {split!r}) is not available in '
       f'{data_dir or "the default TFDS data directory"}: {first_line} Prepare it '
       'first (`tfds build`), set config.data.tfds_data_dir, or train on local files '
@@ -402,9 +407,9 @@ def tfds_documents(
   names = list(names)
   splits = list(splits)
   if not names:
-    raise ValueError('config.data.tfds_names names no dataset.')
+    raise errors.ConfigError('config.data.tfds_names names no dataset.')
   if len(splits) != len(names):
-    raise ValueError(
+    raise errors.ConfigError(
       f'Need one split per TFDS dataset: {len(names)} names '
       f'{names} but {len(splits)} splits {splits}.'
     )
@@ -412,7 +417,7 @@ def tfds_documents(
     weights = [1.0] * len(names)
   weights = [float(w) for w in weights]
   if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
-    raise ValueError(
+    raise errors.ConfigError(
       f'config.data.weights={weights} must hold one non-negative '
       f'weight per dataset {names}, with a positive sum.'
     )

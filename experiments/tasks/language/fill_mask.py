@@ -24,7 +24,6 @@ length.
 
 import functools
 import json
-import os
 import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -35,8 +34,10 @@ import ml_collections
 import numpy as np
 
 from experiments.tasks.language import mlm
+from experiments.training import errors
+from experiments.training import task as task_lib
+from experiments.training import weights
 from perceiver import bytes_tokenizer
-from perceiver import checkpoint as checkpoint_lib
 
 _TOKENIZER = bytes_tokenizer.BytesTokenizer()
 _MARKER = re.compile(r'\{\{(.*?)\}\}|\[MASK:([^\]]*)\]', re.DOTALL)
@@ -58,13 +59,14 @@ def parse_masked_text(
     `[start, end)` id ranges of the spans.
 
   Raises:
-    ValueError: no span is marked, a marker is malformed, a span is empty or the
-      text is longer than `max_length`.
+    errors.ConfigError: no span is marked, a marker is malformed, a span is empty or
+      the text is longer than `max_length` (checked as it is parsed, before the ids of
+      a long span are made).
   """
 
   def check_length(length):
     if max_length is not None and length > max_length:
-      raise ValueError(
+      raise errors.ConfigError(
         f'The text is at least {length} bytes long with its masks; the model reads '
         f'at most {max_length} bytes (model.max_seq_len).'
       )
@@ -74,20 +76,24 @@ def parse_masked_text(
   for match in _MARKER.finditer(text):
     before = text[position : match.start()]
     if '{{' in before or '}}' in before:
-      raise ValueError(f'Unbalanced "{{{{" / "}}}}" before {match.group(0)!r}.')
+      raise errors.ConfigError(f'Unbalanced "{{{{" / "}}}}" before {match.group(0)!r}.')
     ids.append(_TOKENIZER.to_int(before))
     original.append(_TOKENIZER.to_int(before))
     start = sum(len(x) for x in ids)
+    check_length(start)
     if match.group(1) is not None:
       span = _TOKENIZER.to_int(match.group(1))
       if not span.size:
-        raise ValueError('Empty span "{{}}": put the text to mask between the braces.')
+        raise errors.ConfigError(
+          'Empty span "{{}}": put the text to mask between the braces.'
+        )
       original.append(span)
       length = span.size
+      check_length(start + length)
     else:
       count = match.group(2).strip()
       if not count.isdigit() or int(count) < 1:
-        raise ValueError(
+        raise errors.ConfigError(
           f'Bad marker {match.group(0)!r}: write [MASK:n] with a positive integer n.'
         )
       length = int(count)
@@ -98,14 +104,15 @@ def parse_masked_text(
     position = match.end()
   rest = text[position:]
   if '{{' in rest or '}}' in rest:
-    raise ValueError('Unbalanced "{{" / "}}" in the text.')
+    raise errors.ConfigError('Unbalanced "{{" / "}}" in the text.')
   if not spans:
-    raise ValueError(
+    raise errors.ConfigError(
       'No span is marked in --text: mark the bytes to predict as '
       '{{original text}} or insert [MASK:n].'
     )
   ids.append(_TOKENIZER.to_int(rest))
   original.append(_TOKENIZER.to_int(rest))
+  check_length(sum(len(x) for x in ids))
   return (
     np.concatenate(ids).astype(np.int32),
     np.concatenate(original).astype(np.int32),
@@ -113,31 +120,12 @@ def parse_masked_text(
   )
 
 
-def check_params_fit(params, config) -> None:
-  """Raises ValueError unless `params` has the architecture's paths and shapes."""
-  length = config.model.max_seq_len
-  batch = dict(
-    inputs=np.zeros([1, length], np.int32), input_mask=np.ones([1, length], np.int32)
+def load_params(config: ml_collections.ConfigDict, source: str):
+  """`(params, state)` of `source` (a file, workdir or `language_bytes`; see
+  `experiments.training.weights`), checked against the MLM architecture of `config`."""
+  return weights.load(
+    mlm.build_model(config), task_lib.example_batch(mlm, config), source
   )
-  expected, _ = jax.eval_shape(
-    lambda: mlm.build_model(config).init(jax.random.PRNGKey(0), batch, is_training=False)
-  )
-  want = {f'{m}/{n}': tuple(v.shape) for m, d in expected.items() for n, v in d.items()}
-  have = {f'{m}/{n}': tuple(np.shape(v)) for m, d in params.items() for n, v in d.items()}
-  missing = sorted(set(want) - set(have))
-  extra = sorted(set(have) - set(want))
-  shapes = sorted(
-    f'{k}: file {have[k]} vs model {want[k]}'
-    for k in set(want) & set(have)
-    if want[k] != have[k]
-  )
-  if missing or extra or shapes:
-    raise ValueError(
-      f'The parameters do not fit the --config architecture: {len(missing)} '
-      f'missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, '
-      f'{len(shapes)} with other shapes {shapes[:3]}. Pass the config the '
-      'checkpoint was trained with (e.g. --config=configs/mlm.py:debug).'
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -172,7 +160,7 @@ def _padded_inputs(ids: np.ndarray, length: int):
   """`ids` `[n]` padded with PAD to `[1, length]`, and the input mask `[1, length]`."""
   n = ids.shape[0]
   if n > length:
-    raise ValueError(
+    raise errors.ConfigError(
       f'The text is {n} bytes long with its masks; the model reads '
       f'at most {length} bytes (model.max_seq_len).'
     )
@@ -192,22 +180,14 @@ def predict_masked(params, state, config, ids: np.ndarray) -> np.ndarray:
   return np.where(ids == _TOKENIZER.mask_token, best, ids).astype(np.int32)
 
 
-def fill_mask(checkpoint_path: str, text: str, config) -> Tuple[str, List[str]]:
+def fill_mask(checkpoint: str, text: str, config) -> Tuple[str, List[str]]:
   """Loads a checkpoint and fills the spans of `text`.
 
   Returns:
     `(completed_text, span_predictions)`.
   """
   ids, _, spans = parse_masked_text(text, max_length=config.model.max_seq_len)
-  if ids.shape[0] > config.model.max_seq_len:
-    raise ValueError(
-      f'The text is {ids.shape[0]} bytes long with its masks; the '
-      f'model reads at most {config.model.max_seq_len} bytes.'
-    )
-  if not os.path.isfile(checkpoint_path):
-    raise ValueError(f'--checkpoint={checkpoint_path!r} is not a file.')
-  params, state = checkpoint_lib.load_params(checkpoint_path)
-  check_params_fit(params, config)
+  params, state = load_params(config, checkpoint)
   completed = predict_masked(params, state, config, ids)
   return (
     _TOKENIZER.to_string(completed),
@@ -248,7 +228,7 @@ def top_k_sequences(
     first.
   """
   if k < 1:
-    raise ValueError(f'top_k must be >= 1, got {k}.')
+    raise errors.ConfigError(f'top_k must be >= 1, got {k}.')
   width = max(k, beam)
   beams: List[Tuple[Tuple[int, ...], float]] = [((), 0.0)]
   for row in np.asarray(log_probs, np.float64):
@@ -291,7 +271,7 @@ def top_k_from_log_probs(
 ) -> TopK:
   """`TopK` of a text's ids and its per-position byte log-probabilities `[n, 256]`."""
   if k < 1:
-    raise ValueError(f'--top_k must be >= 1, got {k}.')
+    raise errors.ConfigError(f'--top_k must be >= 1, got {k}.')
   reserved = bytes_tokenizer.NUM_RESERVED_TOKENS
   greedy = np.argmax(log_probs, axis=-1) + reserved
   completed = np.where(ids == _TOKENIZER.mask_token, greedy, ids).astype(np.int32)
@@ -320,20 +300,12 @@ def top_k_from_log_probs(
   )
 
 
-def fill_mask_top_k(
-  checkpoint_path: str, text: str, config, k: int, beam: int = 0
-) -> TopK:
+def fill_mask_top_k(checkpoint: str, text: str, config, k: int, beam: int = 0) -> TopK:
   """Loads a checkpoint and lists the `k` best bytes and spans of each masked span."""
-  ids, _, spans = parse_masked_text(text)
-  if ids.shape[0] > config.model.max_seq_len:
-    raise ValueError(
-      f'The text is {ids.shape[0]} bytes long with its masks; the '
-      f'model reads at most {config.model.max_seq_len} bytes.'
-    )
-  if not os.path.isfile(checkpoint_path):
-    raise ValueError(f'--checkpoint={checkpoint_path!r} is not a file.')
-  params, state = checkpoint_lib.load_params(checkpoint_path)
-  check_params_fit(params, config)
+  if k < 1:
+    raise errors.ConfigError(f'--top_k must be >= 1, got {k}.')
+  ids, _, spans = parse_masked_text(text, max_length=config.model.max_seq_len)
+  params, state = load_params(config, checkpoint)
   return top_k_from_log_probs(
     ids, spans, byte_log_probs(params, state, config, ids), k, beam
   )

@@ -7,12 +7,13 @@ by a per-task `ClassificationDecoder` (`classification_decoder/~/basic_decoder`)
 one trainable query cross-attends to the latents and a linear layer maps it to
 class logits (or to one real value for the STS-B regression).
 
-`model.init_checkpoint` initialises the embedding, positions and encoder from
-an MLM checkpoint: this project's `.npz` export or the official
-`language_perceiver_io_bytes.pickle` (read by the safe loader), or the released
-model's name `language_bytes` (downloaded once and verified). The decoder
-starts fresh. Every encoder parameter must be present in the checkpoint with
-the same shape; otherwise initialisation fails naming the offending paths.
+`model.init_checkpoint` initialises the modules `model.init_modules` names (the
+embedding, positions and encoder: `configs/glue.py`) from an MLM checkpoint: this
+project's `.npz` export or workdir, the official `language_perceiver_io_bytes.pickle`
+(read by the safe loader), or the released model's name `language_bytes` (downloaded
+once and verified); the trainer loads it (`experiments/training/weights.py`). The
+decoder starts fresh. Every encoder parameter must be present in the checkpoint with
+the same shape; otherwise training stops before it starts, naming the offending paths.
 
 Metrics: `loss`, `accuracy` during training; at evaluation the task's GLUE
 metrics (`glue_metrics.TASK_METRICS`), their mean `score`, the mean `loss` and
@@ -25,10 +26,8 @@ Shape glossary:
 import copy
 import functools
 import math
-import os
-from typing import Dict, List, Tuple
+from typing import Dict
 
-from absl import logging
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -38,14 +37,9 @@ import numpy as np
 from experiments.tasks.language import glue_data
 from experiments.tasks.language import glue_metrics
 from experiments.tasks.language import mlm
+from experiments.training import errors
 from experiments.training import losses
-from perceiver import checkpoint as checkpoint_lib
 from perceiver import perceiver
-
-# Modules initialised from an MLM checkpoint: the input embedding, the input
-# positions and everything inside the encoder.
-PRETRAINED_MODULES = ('embed', 'trainable_position_encoding')
-PRETRAINED_PREFIX = 'perceiver_encoder/'
 
 
 def _task(config) -> glue_data.GlueTask:
@@ -72,94 +66,17 @@ def classifier_outputs(
   return model(embedded, is_training=is_training, input_mask=input_mask)
 
 
-def is_pretrained_path(module: str) -> bool:
-  """Whether Haiku module path `module` is initialised from the MLM checkpoint."""
-  return module in PRETRAINED_MODULES or module.startswith(PRETRAINED_PREFIX)
-
-
-@functools.lru_cache(maxsize=1)
-def _checkpoint_params(path: str) -> Dict[str, Dict[str, np.ndarray]]:
-  """The parameters of a checkpoint file, or of a released model's name (e.g.
-  'language_bytes', downloaded once and verified by experiments/inference/pretrained.py)."""
-  from experiments.inference import pretrained  # pylint: disable=import-outside-toplevel
-
-  if not os.path.isfile(path) and path in pretrained.RELEASES:
-    path = pretrained.checkpoint_path(path)
-  params, _ = checkpoint_lib.load_params(path)
-  return params
-
-
-def pretrained_entries(params, path: str) -> List[Tuple[str, str]]:
-  """The `(module, name)` entries of `params` to take from checkpoint `path`.
-
-  Raises:
-    ValueError: if an encoder parameter is missing from the checkpoint or has a
-      different shape there.
-  """
-  source = _checkpoint_params(path)
-  entries, missing, mismatched = [], [], []
-  for module in sorted(params):
-    if not is_pretrained_path(module):
-      continue
-    for name, value in params[module].items():
-      stored = source.get(module, {}).get(name)
-      if stored is None:
-        missing.append(f'{module}/{name}')
-      elif tuple(stored.shape) != tuple(value.shape):
-        mismatched.append(
-          f'{module}/{name}: checkpoint {tuple(stored.shape)} vs '
-          f'model {tuple(value.shape)}'
-        )
-      else:
-        entries.append((module, name))
-  if missing or mismatched:
-    raise ValueError(
-      f'config.model.init_checkpoint={path!r} does not fit the model: '
-      f'{len(missing)} missing parameter(s) {missing[:5]}, '
-      f'{len(mismatched)} with other shapes {mismatched[:5]}. Check that the '
-      "config's model fields match the pretrained model."
-    )
-  if not entries:
-    raise ValueError(
-      f'config.model.init_checkpoint={path!r}: the model has no '
-      'encoder parameters to initialise.'
-    )
-  return entries
-
-
-def with_pretrained_init(
-  transformed: hk.TransformedWithState, path: str
-) -> hk.TransformedWithState:
-  """Wraps `init` so that encoder parameters come from the checkpoint `path`.
-
-  The checkpoint is read on the host through `jax.pure_callback`, so the
-  wrapped `init` also works under `jax.jit` without embedding the parameters
-  in the compiled program.
-  """
-  if not path:
-    return transformed
-
-  def init(*args, **kwargs):
-    params, state = transformed.init(*args, **kwargs)
-    entries = pretrained_entries(params, path)
-    shapes = [
-      jax.ShapeDtypeStruct(params[m][n].shape, params[m][n].dtype) for m, n in entries
-    ]
-
-    def fetch():
-      source = _checkpoint_params(path)
-      return [
-        np.asarray(source[m][n], dtype=s.dtype) for (m, n), s in zip(entries, shapes)
-      ]
-
-    values = jax.pure_callback(fetch, shapes)
-    params = {m: dict(d) for m, d in params.items()}
-    for (m, n), value in zip(entries, values):
-      params[m][n] = value
-    logging.info('Initialised %d parameter arrays from %s.', len(entries), path)
-    return params, state
-
-  return hk.TransformedWithState(init=init, apply=transformed.apply)
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example: byte `inputs` and `input_mask` `[L]`, whether it was
+  `truncated`, and its `label` (int32 class, float32 score for STS-B)."""
+  length = config.data.seq_len
+  regression = _task(config).is_regression
+  return {
+    'inputs': jax.ShapeDtypeStruct((length,), np.int32),
+    'input_mask': jax.ShapeDtypeStruct((length,), np.int32),
+    'truncated': jax.ShapeDtypeStruct((), np.int32),
+    'label': jax.ShapeDtypeStruct((), np.float32 if regression else np.int32),
+  }
 
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
@@ -179,9 +96,7 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
     )
     return logits[:, 0] if task.is_regression else logits
 
-  return with_pretrained_init(
-    hk.transform_with_state(forward), model_config.init_checkpoint
-  )
+  return hk.transform_with_state(forward)
 
 
 # --------------------------------------------------------------------------- data
@@ -197,7 +112,7 @@ def _data_kwargs(config) -> dict:
 
 def _check_split(split: str) -> None:
   if split.startswith('test'):
-    raise ValueError(
+    raise errors.ConfigError(
       f'GLUE {split!r} labels are hidden; train on "train" and '
       'evaluate on "validation" (MNLI: "validation_matched" or '
       '"validation_mismatched").'

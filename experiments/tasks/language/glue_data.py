@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from experiments.tasks.language import corpora
 from experiments.tasks.language import mlm_pipeline
+from experiments.training import errors
 
 NUM_RESERVED = corpora.NUM_RESERVED
 
@@ -59,7 +60,9 @@ TASKS: Dict[str, GlueTask] = {
 
 def get_task(name: str) -> GlueTask:
   if name not in TASKS:
-    raise ValueError(f'Unknown GLUE task {name!r}; expected one of {sorted(TASKS)}.')
+    raise errors.ConfigError(
+      f'Unknown GLUE task {name!r}; expected one of {sorted(TASKS)}.'
+    )
   return TASKS[name]
 
 

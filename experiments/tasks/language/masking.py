@@ -25,6 +25,7 @@ from typing import Dict
 
 import tensorflow as tf
 
+from experiments.training import errors
 from experiments.training import host_tensorflow
 from perceiver import bytes_tokenizer
 
@@ -41,13 +42,13 @@ WHITESPACE_BYTES = (9, 10, 11, 12, 13, 32)
 
 def _check_probabilities(mask_rate, mask_token_prob, random_token_prob):
   if not 0.0 <= mask_rate <= 1.0:
-    raise ValueError(f'mask_rate must be in [0, 1], got {mask_rate}.')
+    raise errors.ConfigError(f'mask_rate must be in [0, 1], got {mask_rate}.')
   if (
     mask_token_prob < 0
     or random_token_prob < 0
     or (mask_token_prob + random_token_prob > 1.0)
   ):
-    raise ValueError(
+    raise errors.ConfigError(
       'mask_token_prob and random_token_prob must be non-negative with a sum'
       f' of at most 1, got {mask_token_prob} and {random_token_prob}.'
     )

@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from experiments.tasks.language import corpora as text_input
+from experiments.training import errors
 from perceiver import bytes_tokenizer
 from perceiver import io_processors
 from perceiver import perceiver
@@ -59,7 +60,7 @@ def check_seq_len(config: ml_collections.ConfigDict) -> int:
   """`data.seq_len`, checked against the model's `max_seq_len`."""
   seq_len = config.data.seq_len
   if not 1 < seq_len <= config.model.max_seq_len:
-    raise ValueError(
+    raise errors.ConfigError(
       f'config.data.seq_len={seq_len} must be in [2, config.model.max_seq_len='
       f'{config.model.max_seq_len}].'
     )
@@ -101,7 +102,9 @@ def embed_inputs(inputs: jax.Array, model_config) -> Tuple[jax.Array, hk.Embed]:
     init_scale=model_config.pos_init_scale,
   )
   pos = positions(batch_size=inputs.shape[0])[:, :length]  # [B, L, C]
-  # jnp.take with mode='fill': an id out of range gives NaN, never the nearest row.
+  # jnp.take with mode='fill': an id out of range gives NaN, never the nearest row. It
+  # wraps negative ids (NumPy's indexing), so those are first moved past the end.
+  inputs = jnp.where(inputs < 0, VOCAB_SIZE, inputs)
   embedded = jnp.take(embed.embeddings, inputs, axis=0, mode='fill', fill_value=jnp.nan)
   return embedded + pos, embed
 
@@ -132,6 +135,19 @@ def mlm_logits(
     subsampled_output_points=subsampled,
   )
   return io_processors.EmbeddingDecoder(embedding_matrix=embed.embeddings)(outputs)
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training example of `L = data.seq_len` bytes: masked `inputs`, `input_mask`,
+  `targets` (int32) and the float32 loss `weights` of the masked positions."""
+  length = config.data.seq_len
+  ids = jax.ShapeDtypeStruct((length,), np.int32)
+  return {
+    'inputs': ids,
+    'input_mask': ids,
+    'targets': ids,
+    'weights': jax.ShapeDtypeStruct((length,), np.float32),
+  }
 
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
@@ -187,7 +203,7 @@ def _tfds_splits(config, split: str) -> Sequence[str]:
     return tuple(config.data.train_splits)
   if split in text_input.HELDOUT_SPLITS:
     return tuple(config.data.eval_splits)
-  raise ValueError(
+  raise errors.ConfigError(
     f'MLM splits are "train" and the held-out '
     f'{text_input.HELDOUT_SPLITS}; got split={split!r}.'
   )
@@ -235,7 +251,7 @@ def _train_sequences(config) -> Callable[[], Iterator[Tuple[np.ndarray, np.ndarr
         produced += 1
         yield sequence
       if not produced:
-        raise ValueError(
+        raise errors.DataError(
           f'Host {host} has no training documents (config.data.files='
           f'{data.files!r}, heldout_fraction={data.heldout_fraction}).'
         )
@@ -290,12 +306,12 @@ def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
   stream is open-ended, so train by `training.num_steps` there.
   """
   if _source(config) == 'tfds' and split == 'train':
-    raise ValueError(
+    raise errors.ConfigError(
       'The number of training sequences of TFDS text corpora is not known in '
       'advance: set config.training.num_steps instead of training.num_epochs.'
     )
   if split != 'train' and split not in text_input.HELDOUT_SPLITS:
-    raise ValueError(
+    raise errors.ConfigError(
       f'MLM splits are "train" and the held-out '
       f'{text_input.HELDOUT_SPLITS}; got split={split!r}.'
     )
@@ -407,7 +423,7 @@ def summarize_eval(per_example, config):
   del config
   num_masked = float(np.sum(per_example['num_masked']))
   if num_masked == 0:
-    raise ValueError('The evaluation split has no masked bytes to score.')
+    raise errors.DataError('The evaluation split has no masked bytes to score.')
   loss = float(np.sum(per_example['nll_sum'])) / num_masked
   histogram = np.sum(per_example['target_histogram'], axis=0)
   frequencies = histogram / num_masked

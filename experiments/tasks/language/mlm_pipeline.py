@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.tasks.language import masking as text_masking
+from experiments.training import errors
 from experiments.training import host_tensorflow
 
 host_tensorflow.keep_on_host(tf)
@@ -222,7 +223,7 @@ def padded_batches(
   if num_batches is not None and produced < num_batches:
     if template is None:
       if empty_example is None:
-        raise ValueError(
+        raise errors.DataError(
           'This host has no evaluation examples at all, so the '
           'shape of its padding batches is unknown.'
         )

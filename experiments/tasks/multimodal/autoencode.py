@@ -10,26 +10,30 @@ points (`decoding.Reconstructor`), and written to `output_dir`:
   input.wav, reconstruction.wav
   result.json                 the JSON line printed on stdout
 
-The JSON line holds video PSNR, audio PSNR and SNR, and the top-5 classes of the label
-logits (the label is masked at the input), with Kinetics-700 names when the config has
-700 classes (the release's order, `kinetics700.py`).
+The JSON line holds video PSNR, audio PSNR and SNR (null for a video without an audio
+track, whose input is silence: the reconstruction is then not scored against it), and
+the top-5 classes of the label logits (the label is masked at the input), with
+Kinetics-700 names when the config has 700 classes (the release's order,
+`kinetics700.py`).
 """
 
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import ml_collections
 import numpy as np
 
-from experiments.inference import pretrained
 from experiments.tasks.multimodal import decoding
 from experiments.tasks.multimodal import kinetics700
 from experiments.tasks.multimodal import metrics
 from experiments.tasks.multimodal import model as model_lib
+from experiments.tasks.multimodal import task
 from experiments.tasks.multimodal import video_folder
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import errors
+from experiments.training import task as task_lib
+from experiments.training import weights
 
 
 def class_names(config: ml_collections.ConfigDict):
@@ -42,27 +46,11 @@ def class_names(config: ml_collections.ConfigDict):
   return None
 
 
-def load_checkpoint(path: str, config, shapes: model_lib.Shapes, rec) -> tuple:
-  """`(params, state)` from `path` (a file, or a name of `pretrained.RELEASES`: the
-  released file, downloaded once into the cache and verified), checked against the
-  config's model."""
-  if not os.path.isfile(path) and path not in pretrained.RELEASES:
-    raise ValueError(
-      f'--checkpoint={path!r}: no such file, and not a released model '
-      f'(released: {sorted(pretrained.RELEASES)}).'
-    )
-  path = pretrained.checkpoint_path(path)
-  params, state = checkpoint_lib.load_params(path)
-  dummy = {
-    'video': jax.ShapeDtypeStruct(
-      (1, shapes.num_frames, shapes.height, shapes.width, 3), np.float32
-    ),
-    'audio': jax.ShapeDtypeStruct((1, shapes.num_samples), np.float32),
-  }
-  expected, _ = jax.eval_shape(lambda b: rec.init(jax.random.PRNGKey(0), b), dummy)
-  model_lib.check_params(params, expected, source=path, arg_name='--checkpoint')
-  params = {m: {n: params[m][n] for n in expected[m]} for m in expected}
-  return params, state
+def _score(metric, audio: np.ndarray, clip) -> Optional[float]:
+  """`metric` of the reconstructed audio against the clip's, or None without audio."""
+  if not clip['has_audio']:
+    return None
+  return float(metric(audio[None], clip['audio'][None])[0])
 
 
 def autoencode(
@@ -77,12 +65,12 @@ def autoencode(
 ) -> Dict[str, object]:
   """Runs the whole command; returns the JSON-able result (also written to disk)."""
   if output_format not in ('mp4', 'gif'):
-    raise ValueError(f"--output_format={output_format!r} must be 'mp4' or 'gif'.")
+    raise errors.ConfigError(f"--output_format={output_format!r} must be 'mp4' or 'gif'.")
   options = video_folder.options_from_config(config, is_training=False)
   try:
     clip = video_folder.read_clip(video_path, options)
   except video_folder.ClipError as e:
-    raise ValueError(f'--video: {e}') from e
+    raise errors.DataError(f'--video: {e}') from e
   shapes = model_lib.Shapes(
     options.num_frames,
     options.image_size,
@@ -91,7 +79,9 @@ def autoencode(
     config.data.num_classes,
   )
   rec = decoding.Reconstructor(config, shapes, num_chunks=num_chunks, progress=progress)
-  params, state = load_checkpoint(checkpoint, config, shapes, rec)
+  params, state = weights.load(
+    task.build_model(config), task_lib.example_batch(task, config), checkpoint
+  )
   batch = {'video': clip['video'][None], 'audio': clip['audio'][None]}
   out = rec(params, state, jax.random.PRNGKey(42), batch)
   image = np.clip(out['image'][0], 0.0, 1.0)
@@ -102,8 +92,9 @@ def autoencode(
     'video': video_path,
     'checkpoint': checkpoint,
     'video_psnr': float(metrics.psnr(image[None], clip['video'][None])[0]),
-    'audio_psnr': float(metrics.psnr(audio[None], clip['audio'][None])[0]),
-    'audio_snr': float(metrics.snr(audio[None], clip['audio'][None])[0]),
+    # Without an audio track the input is silence: no score against it means anything.
+    'audio_psnr': _score(metrics.psnr, audio, clip),
+    'audio_snr': _score(metrics.snr, audio, clip),
     'has_audio': bool(clip['has_audio']),
     'top5': [
       {'class': int(c), 'name': names[c] if names else None, 'probability': float(p)}

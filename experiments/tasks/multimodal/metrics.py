@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.training import errors
 from experiments.training import losses
 
 _MIN_MSE = 1e-10  # PSNR of a perfect reconstruction: 100 dB at peak 1.
@@ -108,7 +109,7 @@ def reconstruction_loss(
     `video_mse`, `audio_mse`, `label_xent`, `top_1_acc`.
   """
   if kind not in RECONSTRUCTION_LOSSES:
-    raise ValueError(
+    raise errors.ConfigError(
       f'training.reconstruction_loss={kind!r} is not one of {RECONSTRUCTION_LOSSES}.'
     )
   terms = {}

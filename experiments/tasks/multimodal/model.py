@@ -20,14 +20,14 @@ Shape glossary:
   O_v: decoded video points (pixels of `[T, H, W]`, flat); O_a: decoded audio patches.
 """
 
-from typing import Dict, Mapping, NamedTuple, Optional
+from typing import Dict, Mapping, NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
+from experiments.training import errors
 from perceiver import io_processors
 from perceiver import perceiver
 
@@ -73,7 +73,7 @@ def build_modules(m: ml_collections.ConfigDict, shapes: Shapes) -> Modules:
   """Constructs the modules (inside a Haiku transform) in the release's order."""
   spp = m.audio_preprocessor.samples_per_patch
   if shapes.num_samples % spp:
-    raise ValueError(
+    raise errors.ConfigError(
       f'audio has {shapes.num_samples} samples, not a multiple of '
       f'model.audio_preprocessor.samples_per_patch={spp}.'
     )
@@ -214,7 +214,7 @@ def chunk_points(
   for name, values in points.items():
     n = values.shape[0]
     if not 1 <= num_chunks <= n:
-      raise ValueError(
+      raise errors.ConfigError(
         f'num_chunks={num_chunks} must be in [1, {n}] ({n} {name} output points).'
       )
     start, stop = (n * chunk) // num_chunks, (n * (chunk + 1)) // num_chunks
@@ -287,57 +287,3 @@ def build_codec(config: ml_collections.ConfigDict, shapes: Shapes):
     return template, {'encode': enc, 'decode': dec}
 
   return hk.multi_transform_with_state(fns)
-
-
-def check_params(params, reference, *, source: str, arg_name: str) -> None:
-  """Raises if `params` lacks paths of `reference` or has other shapes (names `source`)."""
-  missing, mismatched = [], []
-  for module, entries in reference.items():
-    for name, value in entries.items():
-      got = params.get(module, {}).get(name)
-      if got is None:
-        missing.append(f'{module}/{name}')
-      elif tuple(got.shape) != tuple(value.shape):
-        mismatched.append(
-          f'{module}/{name}: {tuple(got.shape)} vs model {tuple(value.shape)}'
-        )
-  if missing or mismatched:
-    raise ValueError(
-      f'{arg_name}={source!r} does not fit the model of this config: '
-      f'{len(missing)} missing parameter(s) {missing[:3]}, {len(mismatched)} with other '
-      f'shapes {mismatched[:3]}.'
-    )
-
-
-def pretrained_init(transformed, path: Optional[str]):
-  """Wraps `init` so that every parameter comes from the checkpoint `path`.
-
-  The file is read on the host (`perceiver.checkpoint.load_params`: the release's
-  .pystate or this project's .npz) and its paths and shapes are checked when `init` is
-  traced; the values enter through `jax.pure_callback`, so a jitted `init` does not embed
-  them in the compiled program.
-  """
-  if not path:
-    return transformed
-  from perceiver import checkpoint  # pylint: disable=g-import-not-at-top
-
-  def init(*args, **kwargs):
-    params, state = transformed.init(*args, **kwargs)
-    loaded, _ = checkpoint.load_params(path)
-    check_params(loaded, params, source=path, arg_name='config.model.init_checkpoint')
-    entries = [(m, n) for m in sorted(params) for n in sorted(params[m])]
-    specs = [
-      jax.ShapeDtypeStruct(params[m][n].shape, params[m][n].dtype) for m, n in entries
-    ]
-
-    def fetch():
-      source, _ = checkpoint.load_params(path)
-      return [np.asarray(source[m][n], s.dtype) for (m, n), s in zip(entries, specs)]
-
-    values = jax.pure_callback(fetch, specs)
-    out = {m: dict(d) for m, d in params.items()}
-    for (m, n), value in zip(entries, values):
-      out[m][n] = value
-    return out, state
-
-  return hk.TransformedWithState(init=init, apply=transformed.apply)

@@ -25,6 +25,8 @@ from typing import Dict
 
 import numpy as np
 
+from experiments.training import errors
+
 SPLITS = ('train', 'validation', 'test')
 NUM_CLASSES = 10
 SPRITE_SIZE = 8
@@ -62,21 +64,21 @@ class ClipSpec:
   def __post_init__(self):
     sprite = SPRITE_SIZE * self.digit_scale
     if self.num_frames < 1:
-      raise ValueError(f'num_frames={self.num_frames} must be >= 1.')
+      raise errors.ConfigError(f'num_frames={self.num_frames} must be >= 1.')
     if self.image_size < sprite:
-      raise ValueError(
+      raise errors.ConfigError(
         f'image_size={self.image_size} is smaller than a digit '
         f'({SPRITE_SIZE} x digit_scale={self.digit_scale} = {sprite} pixels).'
       )
     if self.samples_per_frame <= 2 * tone_bin(NUM_CLASSES - 1):
-      raise ValueError(
+      raise errors.ConfigError(
         f'samples_per_frame={self.samples_per_frame} must exceed '
         f'{2 * tone_bin(NUM_CLASSES - 1)} so that every tone is below Nyquist.'
       )
     if self.num_digits < 1:
-      raise ValueError(f'num_digits={self.num_digits} must be >= 1.')
+      raise errors.ConfigError(f'num_digits={self.num_digits} must be >= 1.')
     if self.max_speed < 1:
-      raise ValueError(f'max_speed={self.max_speed} must be >= 1.')
+      raise errors.ConfigError(f'max_speed={self.max_speed} must be >= 1.')
 
 
 def tone_bin(digit_class: int) -> int:
@@ -99,7 +101,7 @@ def split_sprites(split: str, *, fake: bool = False):
   With `fake`, random sprites of the same shapes (no scikit-learn needed).
   """
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
   if fake:
     rng = np.random.default_rng([_SPRITE_PERMUTATION_SEED, _SPLIT_CODES[split]])
     n = _SPLIT_SIZES.get(split, 1197)

@@ -36,6 +36,7 @@ from experiments.tasks.multimodal import metrics
 from experiments.tasks.multimodal import model as model_lib
 from experiments.tasks.multimodal import moving_digits
 from experiments.training import array_data
+from experiments.training import errors
 
 DATASETS = ('moving_digits', 'video_folder')
 
@@ -43,7 +44,7 @@ DATASETS = ('moving_digits', 'video_folder')
 def _check_dataset(config) -> str:
   name = config.data.dataset
   if name not in DATASETS:
-    raise ValueError(f'config.data.dataset={name!r} is not one of {DATASETS}.')
+    raise errors.ConfigError(f'config.data.dataset={name!r} is not one of {DATASETS}.')
   return name
 
 
@@ -62,7 +63,7 @@ def clip_spec(config: ml_collections.ConfigDict) -> moving_digits.ClipSpec:
 
 def _moving_digits_size(split: str, config) -> int:
   if split not in moving_digits.SPLITS:
-    raise ValueError(f'split={split!r} is not one of {moving_digits.SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {moving_digits.SPLITS}.')
   md = config.data.moving_digits
   return md.num_train if split == 'train' else md.num_eval
 
@@ -83,7 +84,7 @@ def folder(split: str, config: ml_collections.ConfigDict):
   vf = config.data.video_folder
   root = video_folder.fake_folder() if config.data.fake else vf.root
   if not root:
-    raise ValueError(
+    raise errors.ConfigError(
       'config.data.video_folder.root is empty; set it to a Kinetics-layout folder '
       '(see docs/multimodal.md) or use config.data.dataset=moving_digits.'
     )
@@ -120,7 +121,7 @@ def train_mean_frame(config: ml_collections.ConfigDict) -> np.ndarray:
   dataset = _check_dataset(config)
   limit = config.evaluation.mean_frame_clips
   if limit < 1:
-    raise ValueError(f'config.evaluation.mean_frame_clips={limit} must be >= 1.')
+    raise errors.ConfigError(f'config.evaluation.mean_frame_clips={limit} must be >= 1.')
   n = min(num_examples('train', config), limit)
   d = config.data
   key = (
@@ -208,6 +209,19 @@ def load(
   return eval_batches()
 
 
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training clip: `video` `[T, H, W, 3]`, `audio` `[T * samples_per_frame]`
+  (float32) and its int32 `label`."""
+  d = config.data
+  return {
+    'video': jax.ShapeDtypeStruct(
+      (d.num_frames, d.image_size, d.image_size, 3), np.float32
+    ),
+    'audio': jax.ShapeDtypeStruct((d.num_frames * d.samples_per_frame,), np.float32),
+    'label': jax.ShapeDtypeStruct((), np.int32),
+  }
+
+
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """The autoencoder; forward `f(batch, *, is_training)`.
 
@@ -239,7 +253,7 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
     outputs['audio_points'] = points['audio']
     return outputs
 
-  return model_lib.pretrained_init(hk.transform_with_state(forward), m.init_checkpoint)
+  return hk.transform_with_state(forward)
 
 
 def train_targets(outputs, batch, samples_per_patch: int) -> Dict[str, jax.Array]:

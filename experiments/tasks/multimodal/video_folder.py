@@ -34,11 +34,13 @@ import warnings
 
 import numpy as np
 
+from experiments.training import errors
+
 EXTENSIONS = ('.mp4', '.webm', '.avi', '.mkv')
 CSV_FIELDS = ('label', 'youtube_id', 'time_start', 'time_end')
 
 
-class ClipError(ValueError):
+class ClipError(errors.DataError):
   """A clip that cannot be used (the message names the file)."""
 
 
@@ -60,12 +62,12 @@ def _index_files(directory: str) -> Dict[str, str]:
 def read_annotations(path: str) -> List[Dict[str, str]]:
   """Rows of a Kinetics annotation CSV; raises naming the file and line if malformed."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'annotation file {path!r} does not exist.')
+    raise errors.DataError(f'annotation file {path!r} does not exist.')
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.DictReader(f)
     missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or ())]
     if missing:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}: header {reader.fieldnames} lacks the columns {missing} '
         f'(expected {",".join(CSV_FIELDS)},split).'
       )
@@ -74,7 +76,7 @@ def read_annotations(path: str) -> List[Dict[str, str]]:
       try:
         row['time_start'], row['time_end'] = int(row['time_start']), int(row['time_end'])
       except (TypeError, ValueError) as e:
-        raise ValueError(
+        raise errors.DataError(
           f'{path}:{line}: time_start/time_end must be integers: {e}'
         ) from e
       rows.append(row)
@@ -88,7 +90,7 @@ def _class_list(class_names: str, train_annotations: str):
 
     return kinetics700.CLASSES
   if class_names:
-    raise ValueError(f"class_names={class_names!r} must be 'kinetics700' or ''.")
+    raise errors.ConfigError(f"class_names={class_names!r} must be 'kinetics700' or ''.")
   return tuple(sorted({row['label'] for row in read_annotations(train_annotations)}))
 
 
@@ -119,7 +121,7 @@ class VideoFolder:
     class_names: str = 'kinetics700',
   ):
     if not os.path.isdir(root):
-      raise FileNotFoundError(f'video folder root {root!r} is not a directory.')
+      raise errors.DataError(f'video folder root {root!r} is not a directory.')
     annotations = annotations or os.path.join(root, 'annotations', f'{split}.csv')
     rows = [
       r for r in read_annotations(annotations) if r.get('split') in (None, '', split)
@@ -132,7 +134,7 @@ class VideoFolder:
     paths, labels, absent = [], [], []
     for row in rows:
       if row['label'] not in index:
-        raise ValueError(
+        raise errors.DataError(
           f'{annotations}: label {row["label"]!r} of clip {row["youtube_id"]!r} is not '
           f'one of the {len(self.classes)} classes (class_names={class_names!r}).'
         )
@@ -148,7 +150,7 @@ class VideoFolder:
         f'{os.path.join(root, split)} (e.g. {absent[:3]}); they are left out.'
       )
     if not paths:
-      raise ValueError(
+      raise errors.DataError(
         f'no clip of {annotations} was found under {os.path.join(root, split)}.'
       )
     self.root, self.split, self.annotations = root, split, annotations
@@ -172,7 +174,9 @@ class ReadOptions:
 
 
 def _open(path: str):
-  import av  # pylint: disable=g-import-not-at-top
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading and writing video files'
+  )
 
   if not os.path.isfile(path):
     raise ClipError(f'{path}: no such file.')
@@ -202,7 +206,9 @@ def _decode_frames(container, path: str):
 
 def _decode_audio(path: str, sample_rate: int):
   """`(start time in seconds, float32 mono samples at sample_rate)` or None."""
-  import av  # pylint: disable=g-import-not-at-top
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading and writing video files'
+  )
 
   with _open(path) as container:
     if not container.streams.audio:
@@ -312,7 +318,7 @@ def options_from_config(config, *, is_training: bool) -> ReadOptions:
   d = config.data
   sample_rate = d.samples_per_frame * d.fps
   if abs(sample_rate - round(sample_rate)) > 1e-6:
-    raise ValueError(
+    raise errors.ConfigError(
       f'config.data.samples_per_frame={d.samples_per_frame} x fps={d.fps} must be a '
       'whole number of audio samples per second.'
     )
@@ -423,7 +429,7 @@ def _train_batches(clips, options, decoder, seed, batch_dims, start_step):
           warnings.warn(f'skipping clip: {result[2]}')
         attempt += 1
         if attempt >= n:
-          raise ValueError(f'no clip of {clips.annotations} can be decoded.')
+          raise errors.DataError(f'no clip of {clips.annotations} can be decoded.')
         _, index = clip_at(position + attempt)
         result = _read_or_error(
           (clips.paths[index], options, (seed, step, slot, attempt))
@@ -510,7 +516,9 @@ def write_clip(
   """
   import fractions  # pylint: disable=g-import-not-at-top
 
-  import av  # pylint: disable=g-import-not-at-top
+  av = errors.import_optional(
+    'av', extra='media', purpose='Reading and writing video files'
+  )
 
   ext = os.path.splitext(path)[1].lower()
   codecs = {
@@ -521,7 +529,7 @@ def write_clip(
     '.gif': ('gif', None),
   }
   if ext not in codecs:
-    raise ValueError(f'{path}: extension must be one of {sorted(codecs)}.')
+    raise errors.ConfigError(f'{path}: extension must be one of {sorted(codecs)}.')
   if video.dtype != np.uint8:
     video = np.clip(np.round(np.asarray(video, np.float32) * 255), 0, 255).astype(
       np.uint8

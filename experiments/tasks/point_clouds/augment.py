@@ -12,6 +12,8 @@ from typing import Tuple
 import ml_collections
 import numpy as np
 
+from experiments.training import errors
+
 NORMALIZATIONS = ('unit_sphere', 'unit_cube', 'none')
 
 
@@ -41,7 +43,7 @@ def normalize(points: np.ndarray, kind: str = 'unit_sphere') -> np.ndarray:
     centred = points - (low + high) / 2
     extent = (high - low).max(axis=(1, 2)) / 2
   else:
-    raise ValueError(f'normalization={kind!r} is not one of {NORMALIZATIONS}.')
+    raise errors.ConfigError(f'normalization={kind!r} is not one of {NORMALIZATIONS}.')
   extent = np.where(extent > 0, extent, 1.0)
   return (centred / extent[:, None, None]).astype(np.float32)
 
@@ -118,5 +120,7 @@ def augment(
 def _active(bounds: Tuple[float, float]) -> bool:
   low, high = bounds
   if not 0 < low <= high:
-    raise ValueError(f'scale bounds must satisfy 0 < low <= high, got {tuple(bounds)}.')
+    raise errors.ConfigError(
+      f'scale bounds must satisfy 0 < low <= high, got {tuple(bounds)}.'
+    )
   return (low, high) != (1.0, 1.0)

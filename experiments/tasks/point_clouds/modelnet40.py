@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 
 from experiments.tasks.point_clouds import shapes
+from experiments.training import errors
 
 SPLITS = ('train', 'test')
 SHAPE_NAMES_FILE = 'shape_names.txt'
@@ -36,21 +37,23 @@ NUM_CLASSES = 40
 
 def _check_split(split: str) -> None:
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
 
 
 def read_shape_names(data_dir: str) -> List[str]:
   """The class names of `<data_dir>/shape_names.txt`, one a line (blank lines skipped)."""
   path = os.path.join(data_dir, SHAPE_NAMES_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'{path} not found: data.data_dir={data_dir!r} must hold the class names file '
       f'{SHAPE_NAMES_FILE} of modelnet40_ply_hdf5_2048.'
     )
   with open(path, encoding='utf-8') as f:
     names = [line.strip() for line in f if line.strip()]
   if not names or len(set(names)) != len(names):
-    raise ValueError(f'{path}: expected distinct class names, one a line, got {names}.')
+    raise errors.DataError(
+      f'{path}: expected distinct class names, one a line, got {names}.'
+    )
   return names
 
 
@@ -60,7 +63,7 @@ def h5_files(data_dir: str, split: str) -> List[str]:
   pattern = os.path.join(data_dir, f'ply_data_{split}*.h5')
   paths = glob.glob(pattern)
   if not paths:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'no file matches {pattern}: data.data_dir={data_dir!r} must hold the '
       'modelnet40_ply_hdf5_2048 files.'
     )
@@ -79,16 +82,18 @@ def read_h5(path: str, num_classes: int) -> Dict[str, np.ndarray]:
     ValueError, naming the file: not an HDF5 file, no `data` or `label` dataset,
     wrong shapes, different lengths, or a label outside `[0, num_classes)`.
   """
-  import h5py  # pylint: disable=g-import-not-at-top  (only these datasets need it)
+  h5py = errors.import_optional(
+    'h5py', extra='pointclouds', purpose='Reading ModelNet40 HDF5 files'
+  )
 
   try:
     f = h5py.File(path, 'r')
   except OSError as e:
-    raise ValueError(f'{path}: cannot be read as an HDF5 file ({e}).') from e
+    raise errors.DataError(f'{path}: cannot be read as an HDF5 file ({e}).') from e
   with f:
     missing = [key for key in ('data', 'label') if key not in f]
     if missing:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}: no dataset {missing} (it has {sorted(f.keys())}); expected `data` '
         '[N, P, 3] and `label` [N, 1].'
       )
@@ -99,30 +104,30 @@ def read_h5(path: str, num_classes: int) -> Dict[str, np.ndarray]:
     or points.shape[-1] != 3
     or not np.issubdtype(points.dtype, np.floating)
   ):
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: dataset `data` must be floating point [N, P, 3], got '
       f'{points.dtype} {points.shape}.'
     )
   if labels.ndim == 2 and labels.shape[1] == 1:
     labels = labels[:, 0]
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: dataset `label` must be integer [N, 1] or [N], got '
       f'{labels.dtype} {labels.shape}.'
     )
   if len(labels) != len(points):
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: `data` holds {len(points)} clouds but `label` {len(labels)} labels.'
     )
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
   if bad.size:
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: label {int(labels[bad[0]])} of cloud {int(bad[0])} is not a class id '
       f'in [0, {num_classes}) ({num_classes} names in {SHAPE_NAMES_FILE}); '
       f'{bad.size} such labels.'
     )
   if not np.all(np.isfinite(points)):
-    raise ValueError(f'{path}: `data` contains NaN or infinite coordinates.')
+    raise errors.DataError(f'{path}: `data` contains NaN or infinite coordinates.')
   return {'points': points.astype(np.float32), 'labels': labels.astype(np.int32)}
 
 
@@ -132,7 +137,7 @@ def read_h5_split(data_dir: str, split: str) -> Dict[str, np.ndarray]:
   parts = [read_h5(path, num_classes) for path in h5_files(data_dir, split)]
   sizes = {p['points'].shape[1] for p in parts}
   if len(sizes) != 1:
-    raise ValueError(
+    raise errors.DataError(
       f'the {split} files of {data_dir} hold clouds of different sizes {sorted(sizes)}.'
     )
   return {k: np.concatenate([p[k] for p in parts]) for k in ('points', 'labels')}
@@ -154,23 +159,29 @@ def read_off(path: str) -> Tuple[np.ndarray, np.ndarray]:
   lines = [line for line in lines if line]
   if not lines or not lines[0].startswith('OFF'):
     first = lines[0][:40] if lines else '(empty file)'
-    raise ValueError(f'{path}: not an OFF file (first line {first!r}).')
+    raise errors.DataError(f'{path}: not an OFF file (first line {first!r}).')
   header = lines[0][3:].split()
   body = lines[1:]
   if not header:
     if not body:
-      raise ValueError(f'{path}: OFF header has no vertex/face counts.')
+      raise errors.DataError(f'{path}: OFF header has no vertex/face counts.')
     header, body = body[0].split(), body[1:]
   try:
     num_vertices, num_faces = int(header[0]), int(header[1])
   except (IndexError, ValueError) as e:
-    raise ValueError(f'{path}: bad OFF counts {header!r} (expected "V F E").') from e
+    raise errors.DataError(
+      f'{path}: bad OFF counts {header!r} (expected "V F E").'
+    ) from e
   if num_vertices < 3 or num_faces < 0:
-    raise ValueError(f'{path}: OFF counts V={num_vertices}, F={num_faces} are invalid.')
+    raise errors.DataError(
+      f'{path}: OFF counts V={num_vertices}, F={num_faces} are invalid.'
+    )
   if num_faces == 0:
-    raise ValueError(f'{path}: the mesh has no faces (F=0); cannot sample its surface.')
+    raise errors.DataError(
+      f'{path}: the mesh has no faces (F=0); cannot sample its surface.'
+    )
   if len(body) < num_vertices + num_faces:
-    raise ValueError(
+    raise errors.DataError(
       f'{path}: the header announces {num_vertices} vertices and {num_faces} faces but '
       f'the file has only {len(body)} data lines.'
     )
@@ -179,9 +190,9 @@ def read_off(path: str) -> Tuple[np.ndarray, np.ndarray]:
       [line.split()[:3] for line in body[:num_vertices]], dtype=np.float64
     )
   except ValueError as e:
-    raise ValueError(f'{path}: bad vertex line ({e}).') from e
+    raise errors.DataError(f'{path}: bad vertex line ({e}).') from e
   if vertices.shape != (num_vertices, 3):
-    raise ValueError(f'{path}: every vertex line needs 3 coordinates.')
+    raise errors.DataError(f'{path}: every vertex line needs 3 coordinates.')
   triangles = []
   for number, line in enumerate(body[num_vertices : num_vertices + num_faces]):
     values = line.split()
@@ -189,13 +200,13 @@ def read_off(path: str) -> Tuple[np.ndarray, np.ndarray]:
       count = int(values[0])
       polygon = [int(v) for v in values[1 : 1 + count]]
     except ValueError as e:
-      raise ValueError(f'{path}: bad face line {number}: {line!r}.') from e
+      raise errors.DataError(f'{path}: bad face line {number}: {line!r}.') from e
     if count < 3 or len(polygon) != count:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}: face {number} ({line!r}) is not a polygon of >= 3 vertices.'
       )
     if min(polygon) < 0 or max(polygon) >= num_vertices:
-      raise ValueError(
+      raise errors.DataError(
         f'{path}: face {number} refers to vertex {max(polygon)} or {min(polygon)} '
         f'outside [0, {num_vertices}).'
       )
@@ -206,14 +217,14 @@ def read_off(path: str) -> Tuple[np.ndarray, np.ndarray]:
 def off_classes(data_dir: str) -> List[str]:
   """The class folders of `data_dir` (those with a `train` or `test` sub-folder), sorted."""
   if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f'data.data_dir={data_dir!r} is not a folder.')
+    raise errors.DataError(f'data.data_dir={data_dir!r} is not a folder.')
   classes = sorted(
     name
     for name in os.listdir(data_dir)
     if any(os.path.isdir(os.path.join(data_dir, name, s)) for s in SPLITS)
   )
   if not classes:
-    raise FileNotFoundError(
+    raise errors.DataError(
       f'{data_dir} holds no class folders <class>/train or <class>/test (ModelNet40 '
       'meshes expected).'
     )
@@ -229,7 +240,7 @@ def off_files(data_dir: str, split: str) -> Tuple[List[str], np.ndarray]:
     files += [os.path.relpath(p, data_dir) for p in found]
     labels += [label] * len(found)
   if not files:
-    raise FileNotFoundError(f'no {data_dir}/<class>/{split}/*.off files.')
+    raise errors.DataError(f'no {data_dir}/<class>/{split}/*.off files.')
   return files, np.asarray(labels, np.int32)
 
 
@@ -239,7 +250,7 @@ def sample_mesh_file(path: str, num_points: int, rng: np.random.Generator) -> np
   try:
     return shapes.sample_surface(vertices, faces, num_points, rng).astype(np.float32)
   except ValueError as e:
-    raise ValueError(f'{path}: {e}') from e
+    raise errors.DataError(f'{path}: {e}') from e
 
 
 def _stamps(data_dir: str, files: Sequence[str]) -> np.ndarray:

@@ -21,6 +21,8 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
+from experiments.training import errors
+
 Mesh = Tuple[np.ndarray, np.ndarray]  # vertices [V, 3] float64, faces [F, 3] int64.
 
 SPLIT_STREAMS = {'train': 1, 'test': 2}
@@ -195,7 +197,7 @@ def random_rotation(rng: np.random.Generator, kind: str) -> np.ndarray:
     c, s = np.cos(t), np.sin(t)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
   if kind != 'so3':
-    raise ValueError(f'rotation={kind!r} is not one of {ROTATIONS}.')
+    raise errors.ConfigError(f'rotation={kind!r} is not one of {ROTATIONS}.')
   # QR of a Gaussian matrix with the signs fixed is Haar-distributed.
   q, r = np.linalg.qr(rng.normal(size=(3, 3)))
   q = q * np.sign(np.diag(r))
@@ -260,7 +262,7 @@ def generate(
     **cloud_kwargs: passed to `generate_cloud` (rotation, scale_range, jitter, ...).
   """
   if split not in SPLIT_STREAMS:
-    raise ValueError(f'split={split!r} is not one of {tuple(SPLIT_STREAMS)}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {tuple(SPLIT_STREAMS)}.')
   labels = np.arange(num_examples, dtype=np.int32) % NUM_CLASSES
   points = np.empty((num_examples, num_points, 3), np.float32)
   for i in range(num_examples):

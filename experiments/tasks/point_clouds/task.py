@@ -41,24 +41,27 @@ from experiments.tasks.point_clouds import metrics
 from experiments.tasks.point_clouds import modelnet40
 from experiments.tasks.point_clouds import shapes
 from experiments.training import array_data
+from experiments.training import errors
 from experiments.training import losses
 from perceiver import io_processors
 from perceiver import perceiver
 
 DATASETS = ('synthetic_shapes', 'modelnet40_h5', 'modelnet40_off')
 SPLITS = ('train', 'test')
-_AUGMENT_STREAM = 7
+_AUGMENT_STREAM = 9
 _FAKE_TEST_FRACTION = 4  # Fake test split: num_examples // 4 + 1 clouds.
 
 
 def _check(split: str, config: ml_collections.ConfigDict) -> None:
   if split not in SPLITS:
-    raise ValueError(f'split={split!r} is not one of {SPLITS}.')
+    raise errors.ConfigError(f'split={split!r} is not one of {SPLITS}.')
   if config.data.dataset not in DATASETS:
-    raise ValueError(f'data.dataset={config.data.dataset!r} is not one of {DATASETS}.')
+    raise errors.ConfigError(
+      f'data.dataset={config.data.dataset!r} is not one of {DATASETS}.'
+    )
   if config.data.dataset != 'synthetic_shapes' and not config.data.fake:
     if not config.data.data_dir:
-      raise ValueError(
+      raise errors.ConfigError(
         f'data.dataset={config.data.dataset!r} needs data.data_dir, the folder of the '
         'dataset (see docs/point_clouds.md).'
       )
@@ -131,14 +134,14 @@ def split_arrays(split: str, config: ml_collections.ConfigDict) -> Dict[str, np.
   if data.dataset == 'modelnet40_h5':
     names = modelnet40.read_shape_names(data.data_dir)
     if len(names) != data.num_classes:
-      raise ValueError(
+      raise errors.DataError(
         f'{os.path.join(data.data_dir, modelnet40.SHAPE_NAMES_FILE)} lists '
         f'{len(names)} classes but data.num_classes={data.num_classes}.'
       )
     return _h5(data.data_dir, split)
   classes = modelnet40.off_classes(data.data_dir)
   if len(classes) != data.num_classes:
-    raise ValueError(
+    raise errors.DataError(
       f'{data.data_dir} has {len(classes)} class folders but '
       f'data.num_classes={data.num_classes}.'
     )
@@ -162,7 +165,7 @@ def num_examples(split: str, config: ml_collections.ConfigDict) -> int:
 def _source_points(arrays, num_points: int) -> int:
   available = arrays['points'].shape[1]
   if available < num_points:
-    raise ValueError(
+    raise errors.ConfigError(
       f'the clouds have {available} points, fewer than data.num_points={num_points}.'
     )
   return available
@@ -178,15 +181,11 @@ def _train_stream(
   """Subsamples, normalises and augments each training batch."""
   data = config.data
   host_batch = int(np.prod(batch_dims))
-  first = jax.process_index() * host_batch
   for step, batch in enumerate(batches, start=start_step):
-    seeds = np.random.default_rng([config.seed, _AUGMENT_STREAM, step]).integers(
-      2**63, size=host_batch * jax.process_count()
-    )[first : first + host_batch]
+    rngs = array_data.example_rngs(config.seed, _AUGMENT_STREAM, step, host_batch)
     points = batch['points'].reshape((host_batch,) + batch['points'].shape[-2:])
     out = np.empty((host_batch, data.num_points, 3), np.float32)
-    for i, example_seed in enumerate(seeds):
-      rng = np.random.default_rng(int(example_seed))
+    for i, rng in enumerate(rngs):
       cloud = points[i]
       if len(cloud) > data.num_points:
         cloud = cloud[rng.choice(len(cloud), data.num_points, replace=False)]
@@ -224,6 +223,14 @@ def load(
   return _train_stream(
     batches, config=config, batch_dims=batch_dims, start_step=start_step
   )
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> Dict[str, jax.ShapeDtypeStruct]:
+  """A training cloud: `points` `[P, 3]` float32 and its int32 label."""
+  return {
+    'points': jax.ShapeDtypeStruct((config.data.num_points, 3), np.float32),
+    'labels': jax.ShapeDtypeStruct((), np.int32),
+  }
 
 
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:

@@ -3,19 +3,24 @@
 import functools
 import hashlib
 import http.server
+import os
 import threading
-import types
 
 import jax
 import numpy as np
 import pytest
 
 from configs import flow as flow_config
+from experiments import optical_flow as command
 from experiments.inference import pretrained
-from experiments.tasks.flow import compute
 from experiments.tasks.flow import formats
+from experiments.tasks.flow import optical_flow
 from experiments.tasks.flow import task
+from experiments.training import cli
+from experiments.training import registry
+from experiments.training import task as task_lib
 from perceiver import checkpoint
+from tests import helpers
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def served(tmp_path):
   httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
-  release = pretrained.Release(
+  release = registry.Release(
     'optical_flow',
     'test',
     f'http://127.0.0.1:{httpd.server_address[1]}/flow.npz',
@@ -55,22 +60,20 @@ def served(tmp_path):
 
 
 def test_registry_entry_builds_the_release_architecture():
-  release = pretrained.get_release('optical_flow')
+  release = registry.get_release('optical_flow')
   assert release.config == 'configs/flow.py:perceiver_io'
-  config = pretrained.load_config(release.config)
-  batch = pretrained.example_batch(config)
+  config = registry.load_config(release.config)
+  batch = task_lib.example_batch(task, config)
   assert batch['frames'].shape == (1, 2, 368, 496, 3)
-  tiny = pretrained.tiny_config('optical_flow')
-  assert tuple(tiny.model.image_size) == (13, 19)  # The smoke model (notebook, CI).
+  smoke = registry.load_config(release.smoke_config)
+  assert tuple(smoke.model.image_size) == (13, 19)  # The smoke model (notebook, CI).
 
 
 def test_name_downloads_loads_and_runs_the_command(served, tmp_path, monkeypatch):
-  from experiments import optical_flow
-
   release, params, local = served
   monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path / 'cache'))
-  monkeypatch.setitem(pretrained.RELEASES, 'optical_flow', release)
-  ready = pretrained.load('optical_flow', progress=False)
+  monkeypatch.setitem(registry.releases(), 'optical_flow', release)
+  ready = pretrained.load('optical_flow')
   assert ready.path == str(tmp_path / 'cache' / 'flow.npz')
   jax.tree.map(np.testing.assert_array_equal, ready.params, jax.device_get(params))
   # The command takes the name where it takes a path; the flow equals the file's.
@@ -78,26 +81,27 @@ def test_name_downloads_loads_and_runs_the_command(served, tmp_path, monkeypatch
   for i, frame in enumerate(frames):
     formats.write_image(str(tmp_path / f'{i}.png'), frame)
   flags = {
-    'config': flow_config.get_config('debug'),
+    'config': os.path.join(helpers.REPO_ROOT, 'configs', 'flow.py') + ':debug',
     'checkpoint': 'optical_flow',
-    'frame1': str(tmp_path / '0.png'),
-    'frame2': str(tmp_path / '1.png'),
-    'output': str(tmp_path / 'out.flo'),
-    'visualization': None,
-    'ground_truth': None,
+    'frame1': tmp_path / '0.png',
+    'frame2': tmp_path / '1.png',
+    'output': tmp_path / 'out.flo',
   }
-  flags = {k: types.SimpleNamespace(value=v) for k, v in flags.items()}
-  optical_flow.main(['optical_flow'], flag_values=flags)
+
+  def run(**changes):
+    argv = ['optical_flow'] + [f'--{k}={v}' for k, v in {**flags, **changes}.items()]
+    cli.invoke(command.main, command.define_flags, argv, name='optical_flow')
+
+  run()
   by_name = formats.read_flo(str(tmp_path / 'out.flo'))
-  by_path = compute.FlowModel.from_checkpoint(ready.config, local)(frames[0], frames[1])
+  config = flow_config.get_config('debug')
+  by_path = optical_flow.FlowModel.from_checkpoint(config, local)(frames[0], frames[1])
   np.testing.assert_array_equal(by_name, by_path)
   assert by_name.std() > 0
   # A name that is neither a file nor a release: one line naming it, status 1.
-  flags['checkpoint'].value = 'optical_flow_v2'
   with pytest.raises(SystemExit, match='optical_flow_v2.*neither a file nor'):
-    optical_flow.main(['optical_flow'], flag_values=flags)
+    run(checkpoint='optical_flow_v2')
   # Another architecture (the synthetic variant) does not fit the served checkpoint.
-  flags['checkpoint'].value = 'optical_flow'
-  flags['config'].value = flow_config.get_config('synthetic')
-  with pytest.raises(SystemExit, match='does not fit the config'):
-    optical_flow.main(['optical_flow'], flag_values=flags)
+  synthetic = os.path.join(helpers.REPO_ROOT, 'configs', 'flow.py') + ':synthetic'
+  with pytest.raises(SystemExit, match="does not fit the config's architecture"):
+    run(config=synthetic)

@@ -12,8 +12,10 @@ import pytest
 
 from configs import flow as flow_config
 from experiments.tasks.flow import formats
-from experiments.tasks.flow import inference
 from experiments.tasks.flow import task
+from experiments.tasks.flow import tiling
+from experiments.training import errors
+from experiments.training import weights
 from perceiver import checkpoint
 from tests import helpers
 
@@ -92,8 +94,8 @@ def test_release_outputs_through_the_task_model(tmp_path):
   path = str(tmp_path / 'optical_flow_checkpoint.pystate')
   with open(path, 'wb') as f:
     pickle.dump(golden, f)
-  model = task.build_model(_golden_config(init_checkpoint=path))
-  params, state = model.init(jax.random.PRNGKey(1), {'frames': images}, is_training=True)
+  model = task.build_model(_golden_config())
+  params, state = weights.load(model, {'frames': images}, path)
   for module, entries in golden.items():
     for name, value in entries.items():
       np.testing.assert_array_equal(params[module][name], value)
@@ -107,9 +109,8 @@ def test_release_outputs_through_the_task_model(tmp_path):
     'b': np.zeros(8, np.float32),
   }
   checkpoint.save_npz(str(tmp_path / 'bad.npz'), bad)
-  model = task.build_model(_golden_config(init_checkpoint=str(tmp_path / 'bad.npz')))
-  with pytest.raises(ValueError, match=r'bad.npz.*does not fit.*patches_linear/w'):
-    model.init(jax.random.PRNGKey(1), {'frames': images}, is_training=True)
+  with pytest.raises(errors.DataError, match=r'bad.npz.*does not fit.*patches_linear/w'):
+    weights.load(model, {'frames': images}, str(tmp_path / 'bad.npz'))
 
 
 @pytest.mark.slow
@@ -134,14 +135,16 @@ def test_large_frames_are_tiled_in_evaluation():
     return apply(x)
 
   got = apply(frames)
-  want = inference.tiled_flow(tile, frames, (6, 7), 2, xp=np)
+  want = tiling.tiled_flow(tile, frames, (6, 7), 2, xp=np)
   assert got.shape == (1, 9, 11, 2)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def _write_datasets(root):
-  """One tiny folder per format, every frame 15x21."""
+  """One tiny folder per format, every frame 15x21; and per format, the `(flow,
+  valid)` of each example of its test split (as stored: KITTI keeps 1/64 px)."""
   rng = np.random.default_rng(0)
+  test_flows = {}
 
   def pair():
     frames = rng.integers(0, 256, (2, 15, 21, 3), dtype=np.uint8)
@@ -155,6 +158,8 @@ def _write_datasets(root):
     formats.write_image(str(d / 'data' / f'{i:05d}_img1.ppm'), frames[0])
     formats.write_image(str(d / 'data' / f'{i:05d}_img2.ppm'), frames[1])
     formats.write_flo(str(d / 'data' / f'{i:05d}_flow.flo'), flow)
+    if i == 3:  # The one validation ('test') pair of the split file below.
+      test_flows['flying_chairs'] = [(flow, np.ones(flow.shape[:2], bool))]
   (d / 'FlyingChairs_train_val.txt').write_text('1\n1\n2\n')
   d = dirs['sintel'] = root / 'sintel'
   for name in ('clean', 'final', 'flow'):
@@ -169,6 +174,7 @@ def _write_datasets(root):
     )
     if n < 3:
       formats.write_flo(str(d / 'training/flow/cave_2' / f'frame_{n:04d}.flo'), flow)
+      test_flows.setdefault('sintel', []).append((flow, np.ones(flow.shape[:2], bool)))
   d = dirs['kitti'] = root / 'kitti'
   os.makedirs(d / 'training' / 'image_2')
   os.makedirs(d / 'training' / 'flow_occ')
@@ -180,6 +186,8 @@ def _write_datasets(root):
     formats.write_kitti_flow(
       str(d / 'training/flow_occ' / f'{i:06d}_10.png'), flow, valid
     )
+    stored = np.round(flow * formats.KITTI_SCALE) / formats.KITTI_SCALE
+    test_flows.setdefault('kitti', []).append((stored, valid))
   d = dirs['autoflow'] = root / 'autoflow'
   for i in range(2):
     os.makedirs(d / f'sample_{i}')
@@ -187,12 +195,14 @@ def _write_datasets(root):
     formats.write_image(str(d / f'sample_{i}' / 'im0.png'), frames[0])
     formats.write_image(str(d / f'sample_{i}' / 'im1.png'), frames[1])
     formats.write_flo(str(d / f'sample_{i}' / 'forward.flo'), flow)
-  return dirs
+    if i == 0:  # Every 50th folder, from the first, is a test pair.
+      test_flows['autoflow'] = [(flow, np.ones(flow.shape[:2], bool))]
+  return dirs, test_flows
 
 
 @pytest.mark.slow
 def test_training_steps_and_evaluation_on_every_format(tmp_path):
-  dirs = _write_datasets(tmp_path)
+  dirs, test_flows = _write_datasets(tmp_path)
   config = flow_config.get_config('debug')
   model = task.build_model(config)
   batch_dims = (1, 2)
@@ -242,6 +252,12 @@ def test_training_steps_and_evaluation_on_every_format(tmp_path):
     merged = {k: np.concatenate([s[k] for s in sums]) for k in sums[0]}
     assert len(merged['epe_sum']) == task.num_examples('test', config)
     summary = task.summarize_eval(merged, config)
-    assert np.isfinite(summary['epe']) and summary['zero_epe'] > 0
+    # The zero-flow baseline from the flows the test wrote: mean |flow| over valid pixels.
+    norms = [
+      np.linalg.norm(f.astype(np.float64), axis=-1)[v] for f, v in test_flows[dataset]
+    ]
+    want = np.concatenate(norms).mean()
+    assert summary['zero_epe'] == pytest.approx(want, rel=1e-5), dataset
+    assert np.isfinite(summary['epe'])
     if dataset == 'kitti':
       assert 0.3 < summary['valid_fraction'] < 0.7

@@ -18,6 +18,7 @@ from configs import imagenet as imagenet_config
 from experiments.benchmarks import imagenet_input as imagenet_input_benchmark
 from experiments.tasks.imagenet import input_pipeline as imagenet_input
 from experiments.tasks.imagenet import prepare as imagenet_prepare
+from experiments.training import errors
 
 NUM_MOCK = 7
 
@@ -196,14 +197,14 @@ def test_bad_arguments_fail_clearly(tmp_path):
     )
   real = _config(fake=False, data_dir=str(tmp_path))
   with pytest.raises(
-    FileNotFoundError, match='experiments.tasks.imagenet.prepare --manual_dir'
+    errors.DataError, match='experiments.tasks.imagenet.prepare --manual_dir'
   ):
     imagenet_input.num_examples('validation', real)
 
 
 def test_prepare_names_the_missing_archives(tmp_path):
   (tmp_path / 'ILSVRC2012_img_val.tar').write_bytes(b'')
-  with pytest.raises(FileNotFoundError, match=r"\['ILSVRC2012_img_train.tar'\]"):
+  with pytest.raises(errors.DataError, match=r"\['ILSVRC2012_img_train.tar'\]"):
     imagenet_prepare.prepare(str(tmp_path), str(tmp_path / 'tfds'))
 
 

@@ -1,7 +1,6 @@
 """Bad inputs to the language tasks: caught before any work, with a clear message."""
 
 import time
-import types
 
 import haiku as hk
 import jax
@@ -13,7 +12,9 @@ from configs import mlm as mlm_config
 from experiments import fill_mask as fill_mask_command
 from experiments.tasks.language import fill_mask
 from experiments.tasks.language import mlm
+from experiments.training import cli
 from perceiver import checkpoint as checkpoint_lib
+from tests import helpers
 
 
 def test_huge_mask_count_fails_before_allocating():
@@ -40,10 +41,13 @@ def test_byte_ids_outside_the_vocabulary_are_never_clipped():
     _embed(bad, jit=False)
   with pytest.raises(ValueError, match='-1'):
     _embed(np.array([[-1, 5, 6, 7, 8]], np.int32), jit=False)
-  # Inside jit the value cannot raise: its embedding is NaN (the loss guard stops).
+  # Inside jit the value cannot raise: its embedding is NaN (the loss guard stops),
+  # for ids past the end and for negative ids alike (jnp.take would wrap -1 to 261).
   embedded = np.asarray(_embed(bad, jit=True))
   assert np.isnan(embedded[0, 2]).all()
   assert np.isfinite(np.delete(embedded[0], 2, axis=0)).all()
+  negative = np.asarray(_embed(np.array([[-1, 5, 6, 7, 8]], np.int32), jit=True))
+  assert np.isnan(negative[0, 0]).all() and np.isfinite(negative[0, 1:]).all()
 
 
 def test_missing_tfds_corpus_fails_up_front(tmp_path):
@@ -56,13 +60,16 @@ def test_missing_tfds_corpus_fails_up_front(tmp_path):
 
 
 def _run_command(checkpoint, text):
-  flag_values = dict(
-    checkpoint=types.SimpleNamespace(value=checkpoint),
-    text=types.SimpleNamespace(value=text),
-    config=types.SimpleNamespace(value=mlm_config.get_config('debug')),
-  )
+  argv = [
+    'fill_mask',
+    f'--checkpoint={checkpoint}',
+    f'--config={helpers.REPO_ROOT}/configs/mlm.py:debug',
+    f'--text={text}',
+  ]
   with pytest.raises(SystemExit) as exit_info:
-    fill_mask_command.main(['fill_mask'], flag_values=flag_values)
+    cli.invoke(
+      fill_mask_command.main, fill_mask_command.define_flags, argv, name='fill_mask'
+    )
   message = str(exit_info.value.code)
   assert message.startswith('fill_mask: error: ') and '\n' not in message
   return message
@@ -79,4 +86,9 @@ def test_fill_mask_command_one_line_errors_for_malformed_files(tmp_path):
     b'\x80\x02' + b'}X\x01\x00\x00\x00a' * 50_000 + b'}' + b's' * 50_000 + b'.'
   )
   assert 'nested more than' in _run_command(str(deep), 'a[MASK:1]')
+  # The command (its top-k path) checks the length while parsing, before any array of
+  # that size exists (it once reached 10 GB in 33 s before the same message).
+  start = time.monotonic()
   assert 'at most 64 bytes' in _run_command(path, 'abc[MASK:500000000]')
+  assert 'at most 64 bytes' in _run_command(path, '{{abc}}' + 'x' * 200)
+  assert time.monotonic() - start < 10.0

@@ -5,7 +5,6 @@ import os
 import pickle
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
@@ -15,6 +14,8 @@ from configs import mlm as mlm_config
 from experiments import fill_mask as fill_mask_command
 from experiments.tasks.language import fill_mask
 from experiments.tasks.language import mlm
+from experiments.training import cli
+from experiments.training import errors
 from perceiver import checkpoint as checkpoint_lib
 from tests import helpers
 
@@ -111,13 +112,15 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     fill_mask.fill_mask(path, 'x' * 60 + '[MASK:9]', config)
   not_params = tmp_path / 'notes.txt'
   not_params.write_text('just some text, not parameters')
-  with pytest.raises(ValueError, match='not a readable checkpoint'):
+  with pytest.raises(
+    errors.DataError, match='--checkpoint=.*notes.txt.*not a readable checkpoint'
+  ):
     fill_mask.fill_mask(str(not_params), 'a[MASK:1]', config)
-  with pytest.raises(ValueError, match='is not a file'):
+  with pytest.raises(errors.DataError, match='missing.npz.* is neither a file'):
     fill_mask.fill_mask(str(tmp_path / 'missing.npz'), 'a[MASK:1]', config)
   smaller = mlm_config.get_config('debug')
   smaller.model.encoder.z_index_dim = 16  # Fewer latents than the export.
-  with pytest.raises(ValueError, match='do not fit the --config architecture'):
+  with pytest.raises(errors.DataError, match="does not fit the config's architecture"):
     fill_mask.fill_mask(path, 'a[MASK:1]', smaller)
 
 
@@ -144,10 +147,13 @@ def test_command_line(tmp_path):
   assert ok.returncode == 0, ok.stderr
   assert ok.stdout.splitlines()[:2] == ['a zz d', "span 1: 'zz'"]
   # Errors end the program with status 1 and a message (SystemExit(str)).
-  flag_values = dict(
-    checkpoint=types.SimpleNamespace(value=path),
-    text=types.SimpleNamespace(value='no marker here'),
-    config=types.SimpleNamespace(value=mlm_config.get_config('debug')),
-  )
+  argv = [
+    'fill_mask',
+    f'--checkpoint={path}',
+    f'--config={REPO}/configs/mlm.py:debug',
+    '--text=no marker here',
+  ]
   with pytest.raises(SystemExit, match='fill_mask: error: No span is marked'):
-    fill_mask_command.main(['fill_mask'], flag_values=flag_values)
+    cli.invoke(
+      fill_mask_command.main, fill_mask_command.define_flags, argv, name='fill_mask'
+    )

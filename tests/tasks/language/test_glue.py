@@ -7,13 +7,17 @@ import pickle
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import glue as glue_config
 from configs import mlm as mlm_config
 from experiments.tasks.language import glue
 from experiments.tasks.language import mlm
+from experiments.training import errors
+from experiments.training import steps
 from experiments.training import trainer
+from experiments.training import weights
 from perceiver import checkpoint as checkpoint_lib
 
 
@@ -90,8 +94,9 @@ def test_classifier_paths_share_the_mlm_encoder():
       jax.random.PRNGKey(0), _batch(), is_training=False
     )
   )[0]
-  encoder = {m for m in params if glue.is_pretrained_path(m)}
-  assert encoder == {m for m in mlm_params if glue.is_pretrained_path(m)}
+  pretrained = weights.select_modules(config.model.init_modules)
+  encoder = {m for m in params if pretrained(m)}
+  assert encoder == {m for m in mlm_params if pretrained(m)}
   assert {
     'embed',
     'trainable_position_encoding',
@@ -109,7 +114,9 @@ def test_classifier_paths_share_the_mlm_encoder():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('file_format', ['npz', 'pickle'])
-def test_pretrained_init_under_jit(tmp_path, file_format):
+def test_pretrained_init_takes_the_input_side_only(tmp_path, file_format):
+  """The config's `init_modules` (embedding, positions, encoder) come from the MLM
+  file, as arguments of the jitted initialisation; the classifier head starts fresh."""
   config = tiny_glue_config('stsb')
   source = _mlm_params()
   path = str(tmp_path / f'mlm.{file_format}')
@@ -118,20 +125,23 @@ def test_pretrained_init_under_jit(tmp_path, file_format):
   else:  # The official files are pickles of the params mapping.
     with open(path, 'wb') as f:
       pickle.dump({m: dict(d) for m, d in source.items()}, f)
-  config.model.init_checkpoint = path
-  glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
   model = glue.build_model(config)
-  params, _ = jax.jit(lambda b: model.init(jax.random.PRNGKey(1), b, is_training=True))(
-    _batch()
+  select = weights.select_modules(config.model.init_modules)
+  initial = weights.load(
+    model, _batch(), path, arg_name='config.model.init_checkpoint', select=select
   )
-  for module, entries in params.items():
+  optimizer = optax.adamw(1e-3)
+  state = steps.init_train_state(
+    model, optimizer, _batch(), jax.random.PRNGKey(1), initial=initial
+  )
+  for module, entries in state.params.items():
     for name, value in entries.items():
-      if glue.is_pretrained_path(module):
+      if select(module):
         np.testing.assert_array_equal(value, source[module][name])
       else:
-        assert module not in source
+        assert module not in source and module.startswith('classification_decoder')
   logits, _ = jax.jit(model.apply, static_argnames='is_training')(
-    params, {}, jax.random.PRNGKey(2), _batch(), is_training=False
+    state.params, {}, jax.random.PRNGKey(2), _batch(), is_training=False
   )
   assert logits.shape == (3,)  # STS-B: one real value per example
 
@@ -143,17 +153,17 @@ def test_pretrained_init_rejects_a_mismatched_checkpoint(tmp_path):
   del source['embed']
   path = str(tmp_path / 'bad.npz')
   checkpoint_lib.save_npz(path, source)
-  config.model.init_checkpoint = path
-  glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
   with pytest.raises(
-    ValueError,
-    match=r'1 missing .*embed/embeddings.*1 with other '
-    r'shapes .*self_attention/mlp/linear/w',
+    errors.DataError,
+    match=r'init_checkpoint=.*bad.npz.* 1 missing .*embed/embeddings.*1 parameter.s. '
+    r'with other shapes .*self_attention/mlp/linear/w',
   ):
-    jax.eval_shape(
-      lambda: glue.build_model(config).init(
-        jax.random.PRNGKey(0), _batch(), is_training=True
-      )
+    weights.load(
+      glue.build_model(config),
+      _batch(),
+      path,
+      arg_name='config.model.init_checkpoint',
+      select=weights.select_modules(config.model.init_modules),
     )
 
 
@@ -202,7 +212,6 @@ def test_fine_tunes_on_tfds_mock_data_from_a_checkpoint(tmp_path):
   config.evaluation.batch_size = 8
   config.optimizer.schedule.warmup_steps = 1
   config.training.log_every_steps = 1
-  glue._checkpoint_params.cache_clear()  # pylint: disable=protected-access
   with tfds.testing.mock_data(num_examples=10):
     # Evaluation through the trainer is covered by tests/tasks/language/test_mlm.py; the GLUE
     # evaluation batches by tests/tasks/language/test_glue_data.py.

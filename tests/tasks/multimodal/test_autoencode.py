@@ -17,7 +17,11 @@ from experiments.tasks.multimodal import autoencode
 from experiments.tasks.multimodal import decoding
 from experiments.tasks.multimodal import metrics
 from experiments.tasks.multimodal import model as model_lib
+from experiments.tasks.multimodal import task as multimodal_task
 from experiments.tasks.multimodal import video_folder as vf
+from experiments.training import errors
+from experiments.training import registry
+from experiments.training import task as task_lib
 from perceiver import checkpoint
 from tests import helpers
 from tests.tasks.multimodal import fixtures
@@ -84,6 +88,24 @@ def test_outputs_and_metrics(files):
   np.testing.assert_allclose(pcm, clip['audio'], atol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_video_without_sound_gets_no_audio_scores(files):
+  """Issue 24: its input audio is silence, so no score against it would mean anything."""
+  config, ckpt, _, root, _ = files
+  video, _ = vf.tone_clip(10, (20, 30), FPS, 1200, seed=1)
+  silent = str(root / 'silent.avi')
+  vf.write_clip(silent, video, FPS, None, 1200)
+  with pytest.warns(UserWarning, match='no audio stream; using silence'):
+    result = autoencode.autoencode(
+      ckpt, silent, str(root / 'silent_out'), config, num_chunks=1, progress=None
+    )
+  assert result['has_audio'] is False
+  assert result['audio_psnr'] is None and result['audio_snr'] is None
+  assert np.isfinite(result['video_psnr'])
+  with open(os.path.join(root, 'silent_out', 'result.json')) as f:
+    assert json.load(f)['audio_psnr'] is None  # null in the JSON line and file.
+
+
 def test_bad_input_is_named(files):
   config, ckpt, path, root, _ = files
   with pytest.raises(ValueError, match='--video: .*nothere.mp4: no such file'):
@@ -127,26 +149,21 @@ def test_registry_name_loads_the_release_file_from_the_cache(
   """`--checkpoint=video_autoencoding` finds the release file in $PERCEIVER_CACHE (here
   written beforehand in the release's pickle format), so nothing is downloaded."""
   config, _, path, root, params = files
-  release = pretrained.get_release('video_autoencoding')
+  release = registry.get_release('video_autoencoding')
   assert release.config == 'configs/multimodal.py:kinetics'
   monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path))
   with open(tmp_path / release.filename, 'wb') as f:
     pickle.dump({m: dict(d) for m, d in params.items()}, f)
-  shapes = model_lib.Shapes(3, 16, 16, 144, 10)
-  rec = decoding.Reconstructor(config, shapes, num_chunks=1)
-  loaded, _ = autoencode.load_checkpoint('video_autoencoding', config, shapes, rec)
-  model = pretrained.load('video_autoencoding', config=config, progress=False)
+  model = pretrained.load('video_autoencoding', config=config)
   assert model.path == str(tmp_path / release.filename)
-  for tree in (loaded, model.params):
-    assert jax.tree.structure(tree) == jax.tree.structure(params)
-    for got, want in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
-      np.testing.assert_array_equal(got, want)
+  assert jax.tree.structure(model.params) == jax.tree.structure(params)
+  for got, want in zip(jax.tree.leaves(model.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+  batch = task_lib.example_batch(multimodal_task, config)
   out, _ = jax.eval_shape(  # The ready model applies to a clip of the config's sizes.
-    lambda p: model.model.apply(
-      p, {}, jax.random.PRNGKey(0), pretrained.example_batch(config), is_training=False
-    ),
+    lambda p: model.model.apply(p, {}, jax.random.PRNGKey(0), batch, is_training=False),
     model.params,
   )
   assert out['image'].shape == (1, 3, 16, 16, 3) and out['label'].shape == (1, 10)
-  with pytest.raises(ValueError, match="--checkpoint='nothing': no such file"):
+  with pytest.raises(errors.DataError, match="--checkpoint='nothing' is neither a file"):
     autoencode.autoencode('nothing', path, str(root / 'o3'), config, num_chunks=1)

@@ -142,45 +142,10 @@ def test_in_graph_evaluation_runs_the_encoder_once(monkeypatch):
   assert calls == {'encoder': 1, 'decoder': config.model.eval_num_chunks}
 
 
-def test_bad_chunk_counts_and_checkpoints_are_named():
+def test_bad_chunk_counts_are_named():
   config = multimodal_config.get_config('debug')
   batch = _debug_batch(config, n=1)
   shapes = model_lib.batch_shapes(batch, config.data.num_classes)
   with pytest.raises(ValueError, match='num_chunks=10'):
     decoding.Reconstructor(config, shapes, num_chunks=10)  # Only 9 audio patches.
-  params = {'encoder/~/x': {'w': np.zeros(3)}}
-  with pytest.raises(ValueError, match='ckpt.npz'):
-    model_lib.check_params(
-      params,
-      {'encoder/~/x': {'w': np.zeros(4)}},
-      source='ckpt.npz',
-      arg_name='--checkpoint',
-    )
   assert isinstance(config.model.encoder, ml_collections.ConfigDict)
-
-
-def test_init_checkpoint_supplies_every_parameter(tmp_path):
-  import haiku as hk  # pylint: disable=g-import-not-at-top
-
-  from perceiver import checkpoint  # pylint: disable=g-import-not-at-top
-
-  model = hk.transform_with_state(lambda x: hk.Linear(3, name='proj')(x))
-  x = np.ones((2, 5), np.float32)
-  saved = {
-    'proj': {
-      'w': np.arange(15, dtype=np.float32).reshape(5, 3),
-      'b': np.ones(3, np.float32),
-    }
-  }
-  path = str(tmp_path / 'init.npz')
-  checkpoint.save_npz(path, saved)
-  params, _ = jax.jit(model_lib.pretrained_init(model, path).init)(
-    jax.random.PRNGKey(0), x
-  )
-  np.testing.assert_array_equal(params['proj']['w'], saved['proj']['w'])
-  np.testing.assert_array_equal(params['proj']['b'], saved['proj']['b'])
-  wide = hk.transform_with_state(lambda x: hk.Linear(4, name='proj')(x))
-  with pytest.raises(
-    ValueError, match='config.model.init_checkpoint=.*init.npz.* does not fit'
-  ):
-    model_lib.pretrained_init(wide, path).init(jax.random.PRNGKey(0), x)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.tasks.point_clouds import modelnet40
+from experiments.training import errors
 
 # A unit square in the z = 0 plane as one quad, and the triangle (2, 0), (5, 0), (2, 1)
 # of area 1.5 beside it.
@@ -185,10 +186,10 @@ def test_read_h5_rejects_a_file_that_is_not_hdf5(tmp_path):
 
 
 def test_missing_files_are_reported(tmp_path):
-  with pytest.raises(FileNotFoundError, match='shape_names.txt'):
+  with pytest.raises(errors.DataError, match='shape_names.txt'):
     modelnet40.read_h5_split(str(tmp_path), 'train')
   _h5_dir(tmp_path)
-  with pytest.raises(FileNotFoundError, match='ply_data_train'):
+  with pytest.raises(errors.DataError, match='ply_data_train'):
     modelnet40.read_h5_split(str(tmp_path), 'train')
-  with pytest.raises(FileNotFoundError, match='no class folders'):
+  with pytest.raises(errors.DataError, match='no class folders'):
     modelnet40.off_files(str(tmp_path), 'train')

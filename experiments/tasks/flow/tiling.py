@@ -32,6 +32,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.training import errors
+
 MIN_OVERLAP = 20
 
 
@@ -45,7 +47,7 @@ def grid_indices(
 ) -> List[Tuple[int, int]]:
   """Top-left corners `(y, x)` of the tiles covering an image of `image_size`."""
   if min_overlap >= tile_size[0] or min_overlap >= tile_size[1]:
-    raise ValueError(
+    raise errors.ConfigError(
       f'min_overlap={min_overlap} must be smaller than the tile size {tuple(tile_size)}.'
     )
   if image_size[0] < tile_size[0] or image_size[1] < tile_size[1]:

@@ -1,10 +1,12 @@
-"""The train state and the pure per-device train and evaluation steps.
+"""The train state and the one definition of each step: train, evaluation, gradients.
 
-`train_step` and `eval_step` run on one device's share of a batch inside
-`parallel.pmap_step`; `sharded_train_step` and `sharded_eval_step` take the global
-batch under `jax.jit` over a device mesh (see `strategies.py`). All bind the model,
-optimizer and task functions with `functools.partial`, leaving `(state, batch, rng)`
-as the arguments.
+Each step is a pure function of one device's share of a global batch, `(state, batch,
+rng)` once the model, optimizer and task functions are bound with `functools.partial`.
+Its collectives name the device axis `parallel.AXIS_NAME`, which a strategy binds
+(`strategies.py`): `jax.pmap` over the local devices, or `jax.vmap` over the global
+device axis of a batch sharded over a mesh under `jax.jit`. Both run this same code,
+so the two strategies give the same keys, the same per-share statistics and the same
+update.
 
 Shape glossary:
   G: global device count.
@@ -13,7 +15,7 @@ Shape glossary:
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
@@ -53,9 +55,23 @@ def init_train_state(
   optimizer: optax.GradientTransformation,
   batch: Batch,
   rng: jax.Array,
+  *,
+  initial: Optional[Tuple[hk.Params, hk.State]] = None,
 ) -> TrainState:
-  """Initialises parameters from one device's batch `[b, ...]`; returns host NumPy."""
-  return jax.device_get(_jitted_init(model, optimizer)(rng, batch))
+  """The state at step 0, as host NumPy.
+
+  Args:
+    model: the task's transformed model.
+    optimizer: the optax transformation.
+    batch: one device's batch `[b, ...]` (arrays or `jax.ShapeDtypeStruct`s are not
+      enough: `init` runs), for the shapes.
+    rng: the initialisation key.
+    initial: `(params, state)` entries that replace the initialised ones (a subset,
+      e.g. from `weights.load`). They are arguments of the jitted initialisation, never
+      constants compiled into it, and the optimizer state is initialised from them.
+  """
+  initial = initial or ({}, {})
+  return jax.device_get(_jitted_init(model, optimizer)(rng, batch, initial))
 
 
 def abstract_train_state(
@@ -79,10 +95,18 @@ def abstract_train_state(
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
+def _merge(base, override):
+  out = {m: dict(d) for m, d in base.items()}
+  for module, entries in override.items():
+    out.setdefault(module, {}).update(entries)
+  return out
+
+
 @functools.lru_cache(maxsize=16)
 def _jitted_init(model: hk.TransformedWithState, optimizer: optax.GradientTransformation):
-  def init(rng, batch):
+  def init(rng, batch, initial):
     params, state = model.init(rng, batch, is_training=True)
+    params, state = _merge(params, initial[0]), _merge(state, initial[1])
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
@@ -236,22 +260,26 @@ def train_step(
   optimizer: optax.GradientTransformation,
   loss_fn: LossFn,
   grad_accum_steps: int = 1,
+  constrain: Callable[[Any], Any] = lambda tree: tree,
 ) -> Tuple[TrainState, Metrics]:
-  """One optimizer update from one device's share of the global batch (`jax.pmap`).
+  """One optimizer update from one device's share of the global batch.
 
-  Gradients, metrics and model state are averaged over every device, so with equal
-  per-device batches the update equals a single-device update on the global batch.
+  Gradients, metrics and float model state (e.g. moving averages) are averaged over
+  every device of every host, so with equal shares the update equals a single-device
+  update on the global batch; integer state (counters) agrees on every device already.
   A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`;
   the loop stops on it.
 
   Args:
-    train_state: this device's replica.
+    train_state: the state (the same on every device).
     batch: `[b, ...]` leaves.
     rng: the same key on every device; folded with the step and the device index.
     model: the task's transformed model.
     optimizer: the optax transformation.
     loss_fn: `(outputs, batch) -> (loss, metrics)` on this device's examples.
     grad_accum_steps: micro-batches per step (see `device_gradients`).
+    constrain: applied to the averaged gradients (the sharded strategy lays them out
+      like the parameters there).
 
   Returns:
     `(new_train_state, metrics)`: metrics are cross-device means and include
@@ -267,68 +295,14 @@ def train_step(
     loss_fn=loss_fn,
     grad_accum_steps=grad_accum_steps,
   )
-  grads = parallel.cross_device_mean(grads)
-  # Float state (e.g. moving averages) is averaged; integer counters agree already.
+  grads = constrain(parallel.cross_device_mean(grads))
   new_state = jax.tree.map(
-    lambda x: parallel.cross_device_mean(x) if _is_float(x) else x, new_state
+    lambda x: (
+      parallel.cross_device_mean(x) if _is_float(x) else parallel.cross_device_max(x)
+    ),
+    new_state,
   )
   metrics = parallel.cross_device_mean(metrics)
-  return apply_gradients(train_state, grads, new_state, metrics, optimizer=optimizer)
-
-
-def sharded_train_step(
-  train_state: TrainState,
-  batch: Batch,
-  rng: jax.Array,
-  *,
-  model: hk.TransformedWithState,
-  optimizer: optax.GradientTransformation,
-  loss_fn: LossFn,
-  grad_accum_steps: int = 1,
-  constrain: Callable[[Any], Any] = lambda tree: tree,
-) -> Tuple[TrainState, Metrics]:
-  """`train_step` on the whole global batch, for `jax.jit` over a device mesh.
-
-  `batch` carries the global device axis `G` (sharded over the mesh). Each device's
-  share runs `device_gradients` under `jax.vmap` with the axis named
-  `parallel.AXIS_NAME`, so share `g` gets exactly the key that device `g` gets under
-  `jax.pmap` (same step and device index folded in): dropout and augmentation drawn
-  inside the model are identical per example in both strategies, and so are per-share
-  batch statistics. Means over the `G` axis replace `pmean`; the compiler turns them
-  into all-reduces (reduce-scatters when parameters are sharded).
-
-  Args:
-    train_state: the global state (replicated or sharded).
-    batch: `[G, b, ...]` leaves.
-    rng: a key (replicated).
-    model: the task's transformed model.
-    optimizer: the optax transformation.
-    loss_fn: `(outputs, batch) -> (loss, metrics)` on one share's examples.
-    grad_accum_steps: micro-batches per share (see `device_gradients`).
-    constrain: maps the averaged gradients to the parameters' sharding.
-
-  Returns:
-    `(new_train_state, metrics)`, metrics as in `train_step`.
-  """
-
-  def share(share_batch):
-    return device_gradients(
-      train_state.params,
-      train_state.state,
-      share_batch,
-      rng,
-      train_state.step,
-      model=model,
-      loss_fn=loss_fn,
-      grad_accum_steps=grad_accum_steps,
-    )
-
-  grads, new_state, metrics = jax.vmap(share, axis_name=parallel.AXIS_NAME)(batch)
-  grads = constrain(jax.tree.map(lambda g: jnp.mean(g, axis=0), grads))
-  new_state = jax.tree.map(
-    lambda x: jnp.mean(x, axis=0) if _is_float(x) else x[0], new_state
-  )
-  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   return apply_gradients(train_state, grads, new_state, metrics, optimizer=optimizer)
 
 
@@ -347,18 +321,3 @@ def eval_step(
   per_example = dict(outputs_fn(outputs, batch))
   per_example['mask'] = batch['mask']
   return per_example
-
-
-def sharded_eval_step(
-  train_state: TrainState,
-  batch: Batch,
-  rng: jax.Array,
-  *,
-  model: hk.TransformedWithState,
-  outputs_fn: OutputsFn,
-) -> Dict[str, jax.Array]:
-  """`eval_step` over a global batch `[G, b, ...]`; outputs `[G, b, ...]`."""
-  return jax.vmap(
-    lambda share: eval_step(train_state, share, rng, model=model, outputs_fn=outputs_fn),
-    axis_name=parallel.AXIS_NAME,
-  )(batch)

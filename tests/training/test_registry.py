@@ -12,8 +12,10 @@ import pytest
 
 from configs import imagenet as imagenet_config
 from experiments.inference import pretrained
-from experiments.tasks.imagenet import task as imagenet_task
-from perceiver import checkpoint as checkpoint_lib
+from experiments.training import errors
+from experiments.training import registry
+from experiments.training import task as task_lib
+from tests import helpers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -53,23 +55,14 @@ def server():
 def debug_checkpoint(tmp_path_factory):
   """The bytes of an .npz export of the debug ImageNet model, and its config."""
   config = imagenet_config.get_config('debug')
-  model = imagenet_task.build_model(config)
-  batch = pretrained.example_batch(config)
-  shapes = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
-  )
-  rng = np.random.RandomState(0)
-  params, state = jax.tree.map(
-    lambda s: (0.02 * rng.randn(*s.shape)).astype(s.dtype), shapes
-  )  # Random values of the model's shapes (no initialisation run needed).
   path = str(tmp_path_factory.mktemp('ckpt') / 'debug.npz')
-  checkpoint_lib.save_npz(path, params, state)
+  helpers.random_checkpoint(config, path, scale=0.02)
   with open(path, 'rb') as f:
     return f.read(), config
 
 
 def _release(url, data=None, **kwargs):
-  return pretrained.Release(
+  return registry.Release(
     name='tiny',
     description='test',
     url=url,
@@ -80,25 +73,32 @@ def _release(url, data=None, **kwargs):
   )
 
 
-def test_registry_names_urls_and_configs():
-  assert set(pretrained.RELEASES) >= {
-    'imagenet_fourier',
-    'imagenet_learned',
-    'imagenet_conv',
-    'language_bytes',
-    'optical_flow',
-    'video_autoencoding',
-  }
-  for release in pretrained.RELEASES.values():
-    assert release.url.startswith('https://storage.googleapis.com/perceiver_io/')
-    if release.config:
-      config = pretrained.load_config(release.config)
-      assert pretrained.example_batch(config)  # Every buildable entry can be checked.
-  assert pretrained.get_release('imagenet_fourier').filename == (
+def test_every_family_declares_its_releases_in_its_config_file():
+  releases = registry.releases()
+  assert {
+    'imagenet_fourier': 'configs/imagenet.py:io_fourier',
+    'imagenet_learned': 'configs/imagenet.py:io_learned',
+    'imagenet_conv': 'configs/imagenet.py:io_conv',
+    'language_bytes': 'configs/mlm.py:bytes',
+    'optical_flow': 'configs/flow.py:perceiver_io',
+    'video_autoencoding': 'configs/multimodal.py:kinetics',
+  }.items() <= {name: r.config for name, r in releases.items()}.items()
+  for release in releases.values():
+    assert release.url.startswith(('https://storage.googleapis.com/', 'https://'))
+    for spec in (release.config, release.smoke_config):
+      config = registry.load_config(spec)  # Both build through their task.
+      task = task_lib.load_task(config.task)
+      assert task_lib.example_batch(task, config)
+  assert registry.get_release('imagenet_fourier').filename == (
     'imagenet_fourier_position_encoding.pystate'
   )
-  with pytest.raises(ValueError, match='imagenet_fourier'):
-    pretrained.get_release('resnet')
+  with pytest.raises(errors.ConfigError, match='imagenet_fourier'):
+    registry.get_release('resnet')
+
+
+def test_a_declaration_with_an_unknown_field_is_named():
+  with pytest.raises(ValueError, match=r"configs/x.py: RELEASES\['a'\].*colour"):
+    registry._declared('x', {'a': dict(variant='v', url='u', description='d', colour=1)})  # pylint: disable=protected-access
 
 
 def test_download_good_file_once_then_from_cache(
@@ -107,22 +107,22 @@ def test_download_good_file_once_then_from_cache(
   data, config = debug_checkpoint
   _Handler.files['/good.npz'] = data
   monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path / 'cache'))
-  monkeypatch.setitem(pretrained.RELEASES, 'tiny', _release(server + '/good.npz', data))
-  path = pretrained.checkpoint_path('tiny', progress=True)
+  monkeypatch.setitem(registry.releases(), 'tiny', _release(server + '/good.npz', data))
+  path = registry.checkpoint_path('tiny', progress=True)
   assert path == str(tmp_path / 'cache' / 'good.npz')
   with open(path, 'rb') as f:
     assert f.read() == data
   assert sorted(os.listdir(tmp_path / 'cache')) == ['good.npz', 'good.npz.sha256']
   del _Handler.files['/good.npz']  # A second call must not download again.
-  assert pretrained.checkpoint_path('tiny') == path
-  model = pretrained.load('tiny', progress=False)
+  assert registry.checkpoint_path('tiny') == path
+  model = pretrained.load('tiny')
   assert model.config.model.encoder.z_index_dim == config.model.encoder.z_index_dim
   batch = {'images': np.zeros([1, 16, 16, 3], np.float32)}
   apply = jax.jit(lambda p, s, b: model.model.apply(p, s, None, b, is_training=False)[0])
   assert apply(model.params, model.state, batch).shape == (1, 1000)
   # A local path works as well as a name; a wrong architecture is refused.
-  assert pretrained.checkpoint_path(path) == path
-  with pytest.raises(ValueError, match='does not fit'):
+  assert pretrained.load(path, config=config).path == path
+  with pytest.raises(errors.DataError, match='does not fit'):
     pretrained.load(path, config=imagenet_config.get_config('io_conv'))
 
 
@@ -135,10 +135,10 @@ def test_corrupted_file_is_refused_and_not_cached(
   _Handler.files['/corrupt.npz'] = bytes(corrupted)
   monkeypatch.setenv('PERCEIVER_CACHE', str(tmp_path))
   monkeypatch.setitem(
-    pretrained.RELEASES, 'tiny', _release(server + '/corrupt.npz', data)
+    registry.releases(), 'tiny', _release(server + '/corrupt.npz', data)
   )
-  with pytest.raises(pretrained.ChecksumError, match='SHA-256'):
-    pretrained.checkpoint_path('tiny', progress=False)
+  with pytest.raises(registry.ChecksumError, match='SHA-256'):
+    registry.checkpoint_path('tiny', progress=False)
   assert os.listdir(tmp_path) == []  # No partial or bad file is left.
 
 
@@ -149,15 +149,15 @@ def test_unpublished_checksum_is_recorded_and_rechecked(
   _Handler.files['/unpinned.npz'] = data
   release = _release(server + '/unpinned.npz')  # No size, no SHA-256.
   target = str(tmp_path / 'unpinned.npz')
-  pretrained.download(release, target, progress=False)
-  assert pretrained.verify_file(release, target) == hashlib.sha256(data).hexdigest()
+  registry.download(release, target, progress=False)
+  assert registry.verify_file(release, target) == hashlib.sha256(data).hexdigest()
   with open(target, 'r+b') as f:  # The cached file changes afterwards.
     f.seek(10)
     f.write(b'\0\1\2')
-  with pytest.raises(pretrained.ChecksumError, match='recorded'):
-    pretrained.verify_file(release, target)
-  with pytest.raises(pretrained.ChecksumError, match='expected'):  # A pinned digest.
-    pretrained.verify_file(release, target, sha256='0' * 64)
+  with pytest.raises(registry.ChecksumError, match='recorded'):
+    registry.verify_file(release, target)
+  with pytest.raises(registry.ChecksumError, match='expected'):  # A pinned digest.
+    registry.verify_file(release, target, sha256='0' * 64)
 
 
 def test_dropped_connection_leaves_nothing(server, debug_checkpoint, tmp_path):
@@ -166,8 +166,8 @@ def test_dropped_connection_leaves_nothing(server, debug_checkpoint, tmp_path):
   _Handler.drop.add('/drop.npz')
   release = _release(server + '/drop.npz')
   target = str(tmp_path / 'drop.npz')
-  with pytest.raises(pretrained.DownloadError, match='--checkpoint=') as info:
-    pretrained.download(release, target, progress=False)
+  with pytest.raises(registry.DownloadError, match='--checkpoint=') as info:
+    registry.download(release, target, progress=False)
   assert server + '/drop.npz' in str(info.value)
   assert os.listdir(tmp_path) == []
 
@@ -177,35 +177,31 @@ def test_offline_fails_at_once_with_url_and_local_file_hint(server, tmp_path):
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   url = f'http://127.0.0.1:{port}/imagenet_fourier_position_encoding.pystate'
-  with pytest.raises(pretrained.DownloadError) as info:
-    pretrained.download(_release(url), str(tmp_path / 'x.pystate'), progress=False)
+  with pytest.raises(registry.DownloadError) as info:
+    registry.download(_release(url), str(tmp_path / 'x.pystate'), progress=False)
   message = str(info.value)
   assert (
     url in message
     and '--checkpoint=/path/imagenet_fourier_position_encoding.pystate' in message
   )
   assert os.listdir(tmp_path) == []
-  with pytest.raises(pretrained.DownloadError, match='Not Found'):  # HTTP 404.
-    pretrained.download(
-      _release(server + '/missing'), str(tmp_path / 'y'), progress=False
-    )
+  with pytest.raises(registry.DownloadError, match='Not Found'):  # HTTP 404.
+    registry.download(_release(server + '/missing'), str(tmp_path / 'y'), progress=False)
   assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize(
   'name', ['imagenet_fourier', 'imagenet_learned', 'imagenet_conv']
 )
-def test_tiny_configs_keep_the_release_preprocessing(name):
-  full = pretrained.load_config(pretrained.get_release(name).config)
-  tiny = pretrained.tiny_config(name)
+def test_smoke_models_keep_the_release_preprocessing(name):
+  release = registry.get_release(name)
+  full = registry.load_config(release.config)
+  smoke = pretrained.smoke_model(name)
+  prep = smoke.config.model.input_preprocessor
+  assert prep.prep_type == full.model.input_preprocessor.prep_type
   assert (
-    tiny.model.input_preprocessor.prep_type == full.model.input_preprocessor.prep_type
+    prep.position_encoding_type == full.model.input_preprocessor.position_encoding_type
   )
-  model = imagenet_task.build_model(tiny)
-  params, _ = jax.eval_shape(
-    lambda: model.init(
-      jax.random.PRNGKey(0), pretrained.example_batch(tiny), is_training=True
-    )
-  )
-  count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+  count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(smoke.params))
   assert 10_000 < count < 50_000  # The release's models hold ~48M.
+  assert smoke.path == '' and 'smoke' in smoke.name

@@ -5,18 +5,16 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from configs import imagenet as imagenet_config
-from experiments.inference import classify
-from experiments.inference import preprocessing
-from experiments.inference import pretrained
 from experiments.tasks.imagenet import augment
-from experiments.tasks.imagenet import task as imagenet_task
-from perceiver import checkpoint as checkpoint_lib
+from experiments.tasks.imagenet import class_names
+from experiments.tasks.imagenet import classify
+from experiments.training import errors
+from experiments.training import weights
 from tests import helpers
 
 
@@ -26,11 +24,11 @@ def _write_png(path, image):
 
 
 def test_class_names_from_the_public_list():
-  classes = preprocessing.imagenet_classes()
+  classes = class_names.imagenet_classes()
   assert len(classes) == 1000
   assert classes[0] == ('n01440764', 'tench, Tinca tinca')
-  assert preprocessing.class_name(207) == 'golden retriever'
-  assert preprocessing.class_name(999) == 'toilet tissue'
+  assert class_names.class_name(207) == 'golden retriever'
+  assert class_names.class_name(999) == 'toilet tissue'
   synsets = [s for s, _ in classes]
   assert synsets == sorted(synsets)  # TFDS labels are the sorted WordNet ids.
 
@@ -40,8 +38,8 @@ def test_eval_preprocessing_crops_the_centre_and_normalises(tmp_path):
   image = np.zeros([20, 24, 3], np.uint8)
   image[2:19, 4:21] = [200, 100, 50]
   path = _write_png(tmp_path / 'a.png', image)
-  np.testing.assert_array_equal(preprocessing.decode_image(path), image)
-  out = preprocessing.imagenet_eval_image(image, image_size=7)
+  np.testing.assert_array_equal(classify.decode_image(path), image)
+  out = classify.eval_image(image, image_size=7)
   assert out.shape == (7, 7, 3) and out.dtype == np.float32
   want = (np.array([200, 100, 50]) - np.array(augment.MEAN_RGB)) / np.array(
     augment.STDDEV_RGB
@@ -52,7 +50,7 @@ def test_eval_preprocessing_crops_the_centre_and_normalises(tmp_path):
 def test_top_k_probabilities():
   logits = np.array([[0.0, np.log(3.0), 0.0, np.log(4.0)]])
   # exp: 1, 3, 1, 4 (sum 9); the tie between labels 0 and 2 keeps label 0 first.
-  [best] = preprocessing.top_k(logits, 3)
+  [best] = classify.top_k(logits, 3)
   assert [label for label, _ in best] == [3, 1, 0]
   np.testing.assert_allclose([p for _, p in best], [4 / 9, 3 / 9, 1 / 9], rtol=1e-12)
 
@@ -60,16 +58,8 @@ def test_top_k_probabilities():
 @pytest.fixture(scope='module')
 def debug_checkpoint(tmp_path_factory):
   config = imagenet_config.get_config('debug')
-  model = imagenet_task.build_model(config)
-  batch = pretrained.example_batch(config)
-  shapes = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), batch, is_training=True)
-  )
-  rng = np.random.RandomState(1)
-  params, state = jax.tree.map(lambda s: rng.randn(*s.shape).astype(s.dtype), shapes)
   path = str(tmp_path_factory.mktemp('ckpt') / 'debug.npz')
-  checkpoint_lib.save_npz(path, params, state)
-  return path, config
+  return helpers.random_checkpoint(config, path, seed=1), config
 
 
 def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
@@ -79,9 +69,9 @@ def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
     _write_png(tmp_path / 'a.png', rng.randint(0, 256, [20, 24, 3])),
     _write_png(tmp_path / 'b.png', rng.randint(0, 256, [31, 17, 3])),
   ]
-  model = pretrained.load(path, config=config, progress=False)
-  results = classify.classify(model, images, top_k=3)
-  batch = preprocessing.imagenet_batch(images, 16)
+  model = weights.load_model(config, path)
+  results = classify.classify(model, images, 3)
+  batch = classify.image_batch(images, 16)
   logits = np.asarray(classify._logits_fn(model.model)(model.params, model.state, batch))
   logits = logits.astype(np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -93,13 +83,13 @@ def test_classify_images_matches_the_model(debug_checkpoint, tmp_path):
     np.testing.assert_allclose(
       [e['probability'] for e in result['top_k']], p[labels], atol=1e-6
     )
-    assert result['top_k'][0]['name'] == preprocessing.class_name(labels[0])
+    assert result['top_k'][0]['name'] == class_names.class_name(labels[0])
   lines = classify.format_json(results).splitlines()
   assert [json.loads(line)['image'] for line in lines] == images
   text = classify.format_text(results)
   assert text.splitlines()[0] == f'{images[0]}:' and '  1. ' in text
-  with pytest.raises(ValueError, match='top_k'):
-    classify.classify(model, images, top_k=0)
+  with pytest.raises(errors.ConfigError, match='top_k'):
+    classify.classify(model, images, 0)
 
 
 @pytest.mark.slow
@@ -130,12 +120,61 @@ def test_command_names_a_bad_image_and_exits_1(debug_checkpoint, tmp_path):
   assert last.startswith('classify: error: Cannot decode image') and 'broken.jpg' in last
 
 
-def test_resolve_config():
-  assert classify.resolve_config(
-    'imagenet_conv', None
-  ).model.input_preprocessor.prep_type == ('conv')
-  assert classify.resolve_config(
-    '/some/file.npz', None
-  ).model.input_preprocessor.prep_type == ('pixels')
-  with pytest.raises(ValueError, match='no ImageNet classifier'):
-    classify.resolve_config('language_bytes', None)
+def test_only_imagenet_classifiers_classify():
+  classify.check_classifier(imagenet_config.get_config('io_conv'), 'imagenet_conv')
+  from configs import mlm  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(errors.ConfigError, match="'language_bytes' is not an ImageNet"):
+    classify.check_classifier(mlm.get_config('bytes'), 'language_bytes')
+  config = imagenet_config.get_config('debug')
+  with config.unlocked():
+    config.data.num_classes = 10
+  with pytest.raises(errors.ConfigError, match='10 classes'):
+    classify.check_classifier(config, 'mine')
+
+
+def _header(kind, width, height):
+  if kind == 'png':
+    return (
+      b'\x89PNG\r\n\x1a\n'
+      + b'\0\0\0\rIHDR'
+      + width.to_bytes(4, 'big')
+      + (height.to_bytes(4, 'big'))
+    )
+  if kind == 'gif':
+    return b'GIF89a' + width.to_bytes(2, 'little') + height.to_bytes(2, 'little')
+  if kind == 'bmp':
+    return (
+      b'BM'
+      + bytes(16)
+      + width.to_bytes(4, 'little')
+      + (
+        (-height).to_bytes(4, 'little', signed=True)  # Top-down rows: negative height.
+      )
+    )
+  # JPEG: SOI, an APP0 segment of 16 bytes, a DHT-like segment, then SOF2.
+  app0 = b'\xff\xe0' + (16).to_bytes(2, 'big') + bytes(14)
+  dht = b'\xff\xc4' + (5).to_bytes(2, 'big') + bytes(3)
+  sof = b'\xff\xc2' + (11).to_bytes(2, 'big') + b'\x08'
+  sof += height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + bytes(6)
+  return b'\xff\xd8' + app0 + dht + sof
+
+
+@pytest.mark.parametrize('kind', ['png', 'gif', 'bmp', 'jpeg'])
+def test_image_size_comes_from_the_header(kind):
+  assert classify.header_size(_header(kind, 1234, 567)) == (1234, 567)
+  assert classify.header_size(b'not an image at all') is None
+
+
+def test_a_huge_image_is_refused_before_decoding(tmp_path):
+  # 1.2 MB on disk would decode to 20000 x 20000 x 3 bytes: refused from its header.
+  huge = tmp_path / 'huge.png'
+  huge.write_bytes(_header('png', 20000, 20000) + bytes(64))
+  with pytest.raises(
+    classify.BadImageError, match=r'huge.png.*20000 x 20000.*--max_image'
+  ):
+    classify.decode_image(str(huge))
+  small = _write_png(tmp_path / 'small.png', np.zeros([6, 7, 3]))
+  assert classify.decode_image(small, max_pixels=42).shape == (6, 7, 3)
+  with pytest.raises(classify.BadImageError, match='41 allowed'):
+    classify.decode_image(small, max_pixels=41)
