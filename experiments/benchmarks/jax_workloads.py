@@ -29,6 +29,7 @@ import numpy as np
 from experiments.benchmarks import fake_batches
 from experiments.benchmarks import timing_worker
 from experiments.benchmarks import train_step
+from experiments.training import cli
 from experiments.training import host_memory
 from experiments.training import precision
 from experiments.training import task as task_lib
@@ -123,15 +124,27 @@ def build_runner(
   return build_forward(config, batch_size)
 
 
-def define_flags() -> types.SimpleNamespace:
+def define_flags(flag_values=flags.FLAGS) -> types.SimpleNamespace:
   """Defines the command-line flags (only when run as a program)."""
   return types.SimpleNamespace(
-    config=config_flags.DEFINE_config_file('config', None, 'Experiment config.'),
-    mode=flags.DEFINE_enum('mode', 'train', MODES, 'Train step or forward pass.'),
-    batch_size=flags.DEFINE_integer('batch_size', 1, 'Examples per run.'),
-    dtype=flags.DEFINE_enum('dtype', 'float32', DTYPES, 'Compute dtype.'),
+    config=config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config.', flag_values=flag_values
+    ),
+    mode=flags.DEFINE_enum(
+      'mode', 'train', MODES, 'Train step or forward pass.', flag_values=flag_values
+    ),
+    batch_size=flags.DEFINE_integer(
+      'batch_size', 1, 'Examples per run.', flag_values=flag_values
+    ),
+    dtype=flags.DEFINE_enum(
+      'dtype', 'float32', DTYPES, 'Compute dtype.', flag_values=flag_values
+    ),
     host_malloc=flags.DEFINE_enum(
-      'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
+      'host_malloc',
+      'auto',
+      host_memory.MODES,
+      host_memory.FLAG_HELP,
+      flag_values=flag_values,
     ),
   )
 
@@ -167,4 +180,4 @@ def main(argv, *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='jax_workloads')

@@ -24,7 +24,6 @@ affected.
 
 import collections
 import dataclasses
-import functools
 import glob
 import json
 import math
@@ -41,6 +40,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments.benchmarks import jax_workloads
+from experiments.training import cli
 from experiments.training import host_memory
 
 _INSTRUCTION = re.compile(
@@ -297,26 +297,48 @@ def format_table(table: dict, top: int) -> str:
   return '\n'.join(lines)
 
 
-def define_flags() -> types.SimpleNamespace:
+def define_flags(flag_values=flags.FLAGS) -> types.SimpleNamespace:
   """Defines the command-line flags (only when run as a program)."""
   return types.SimpleNamespace(
     config=config_flags.DEFINE_config_file(
-      'config', None, 'Experiment config, e.g. configs/benchmark.py:image64_b8.'
+      'config',
+      None,
+      'Experiment config, e.g. configs/benchmark.py:image64_b8.',
+      flag_values=flag_values,
     ),
     mode=flags.DEFINE_enum(
-      'mode', 'train', jax_workloads.MODES, 'Train step or forward pass.'
+      'mode',
+      'train',
+      jax_workloads.MODES,
+      'Train step or forward pass.',
+      flag_values=flag_values,
     ),
     batch_size=flags.DEFINE_integer(
-      'batch_size', 0, "Examples per run (0: the config's training batch size)."
+      'batch_size',
+      0,
+      "Examples per run (0: the config's training batch size).",
+      flag_values=flag_values,
     ),
     dtype=flags.DEFINE_enum(
-      'dtype', 'float32', jax_workloads.DTYPES, 'Compute dtype of the model.'
+      'dtype',
+      'float32',
+      jax_workloads.DTYPES,
+      'Compute dtype of the model.',
+      flag_values=flag_values,
     ),
-    runs=flags.DEFINE_integer('runs', 3, 'Profiled runs (after one warm-up run).'),
-    top=flags.DEFINE_integer('top', 25, 'Kernels listed.'),
-    json=flags.DEFINE_bool('json', False, 'Print one JSON object instead of tables.'),
+    runs=flags.DEFINE_integer(
+      'runs', 3, 'Profiled runs (after one warm-up run).', flag_values=flag_values
+    ),
+    top=flags.DEFINE_integer('top', 25, 'Kernels listed.', flag_values=flag_values),
+    json=flags.DEFINE_bool(
+      'json', False, 'Print one JSON object instead of tables.', flag_values=flag_values
+    ),
     host_malloc=flags.DEFINE_enum(
-      'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
+      'host_malloc',
+      'auto',
+      host_memory.MODES,
+      host_memory.FLAG_HELP,
+      flag_values=flag_values,
     ),
   )
 
@@ -343,4 +365,4 @@ def main(argv: Iterable[str], *, args: types.SimpleNamespace):
 
 
 if __name__ == '__main__':
-  app.run(functools.partial(main, args=define_flags()))
+  cli.run(main, define_flags, name='op_profile')

@@ -34,6 +34,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import types
 from typing import Any, Dict, List, NamedTuple
 
 from absl import app
@@ -44,6 +45,7 @@ from configs import flow as flow_configs
 from configs import imagenet as imagenet_configs
 from configs import mlm as mlm_configs
 from experiments.benchmarks import timing_worker
+from experiments.training import cli
 
 
 class Workload(NamedTuple):
@@ -228,50 +230,58 @@ def cpu_model() -> str:
   return platform.processor()
 
 
-_FLAGS = flags.FlagValues()
-_WORKLOAD = flags.DEFINE_enum(
-  'workload', None, sorted(WORKLOADS), 'What to time.', flag_values=_FLAGS
-)
-_TORCH_PYTHON = flags.DEFINE_string(
-  'torch_python',
-  os.environ.get('TORCH_PYTHON', 'python'),
-  'Interpreter with torch and transformers (default: $TORCH_PYTHON, else python).',
-  flag_values=_FLAGS,
-)
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds.', flag_values=_FLAGS)
-_RUNS = flags.DEFINE_integer(
-  'runs', 2, 'Timed runs per side per round.', flag_values=_FLAGS
-)
-_BATCH = flags.DEFINE_integer(
-  'batch_size', 0, '0: the workload default.', flag_values=_FLAGS
-)
-_DTYPE = flags.DEFINE_enum(
-  'dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.', flag_values=_FLAGS
-)
-_THREADS = flags.DEFINE_integer(
-  'threads', 0, "PyTorch's threads (0: the CPU count).", flag_values=_FLAGS
-)
-_OUTPUT = flags.DEFINE_string(
-  'output', '', 'Also write the JSON here.', flag_values=_FLAGS
-)
+def define_flags(flag_values=flags.FLAGS) -> types.SimpleNamespace:
+  """Defines the command-line flags (only when run as a program)."""
+  return types.SimpleNamespace(
+    workload=flags.DEFINE_enum(
+      'workload', None, sorted(WORKLOADS), 'What to time.', flag_values=flag_values
+    ),
+    torch_python=flags.DEFINE_string(
+      'torch_python',
+      os.environ.get('TORCH_PYTHON', 'python'),
+      'Interpreter with torch and transformers (default: $TORCH_PYTHON, else python).',
+      flag_values=flag_values,
+    ),
+    rounds=flags.DEFINE_integer(
+      'rounds', 3, 'Alternating rounds.', flag_values=flag_values
+    ),
+    runs=flags.DEFINE_integer(
+      'runs', 2, 'Timed runs per side per round.', flag_values=flag_values
+    ),
+    batch_size=flags.DEFINE_integer(
+      'batch_size', 0, '0: the workload default.', flag_values=flag_values
+    ),
+    dtype=flags.DEFINE_enum(
+      'dtype',
+      'float32',
+      ['float32', 'bfloat16'],
+      'Compute dtype.',
+      flag_values=flag_values,
+    ),
+    threads=flags.DEFINE_integer(
+      'threads', 0, "PyTorch's threads (0: the CPU count).", flag_values=flag_values
+    ),
+    output=flags.DEFINE_string(
+      'output', '', 'Also write the JSON here.', flag_values=flag_values
+    ),
+  )
 
 
-def main(argv=None):
-  argv = _FLAGS(argv if argv is not None else sys.argv)
+def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _WORKLOAD.value is None:
+  if args.workload.value is None:
     raise app.UsageError(f'--workload is required: one of {sorted(WORKLOADS)}.')
-  workload = WORKLOADS[_WORKLOAD.value]
-  batch_size = _BATCH.value or workload.batch_size
-  threads = _THREADS.value or os.cpu_count()
+  workload = WORKLOADS[args.workload.value]
+  batch_size = args.batch_size.value or workload.batch_size
+  threads = args.threads.value or os.cpu_count()
   spec = port_spec(
     load_config(workload.config),
     workload.port_model,
     mode=workload.mode,
     batch_size=batch_size,
   )
-  spec.update(threads=threads, dtype=_DTYPE.value)
+  spec.update(threads=threads, dtype=args.dtype.value)
   ours_command = [
     sys.executable,
     '-m',
@@ -279,10 +289,10 @@ def main(argv=None):
     f'--config={os.path.join(_REPO, workload.config)}',
     f'--mode={workload.mode}',
     f'--batch_size={batch_size}',
-    f'--dtype={_DTYPE.value}',
+    f'--dtype={args.dtype.value}',
   ]
   theirs_command = [
-    _TORCH_PYTHON.value,
+    args.torch_python.value,
     '-m',
     'experiments.benchmarks.hf_port',
     f'--spec={json.dumps(spec)}',
@@ -293,20 +303,20 @@ def main(argv=None):
     workers.append(Worker('ours', ours_command))
     workers.append(Worker('pytorch', theirs_command))
     ours, theirs = workers
-    result = compare(ours, theirs, rounds=_ROUNDS.value, runs=_RUNS.value)
+    result = compare(ours, theirs, rounds=args.rounds.value, runs=args.runs.value)
   finally:
     for worker in workers:
       worker.close()
   report = {
-    'workload': _WORKLOAD.value,
+    'workload': args.workload.value,
     'config': workload.config,
     'mode': workload.mode,
     'batch_size': batch_size,
-    'dtype': _DTYPE.value,
+    'dtype': args.dtype.value,
     'cpu': cpu_model(),
     'cpu_count': os.cpu_count(),
     'pytorch_threads': threads,
-    'runs_per_round': _RUNS.value,
+    'runs_per_round': args.runs.value,
     'ours': ours.ready,
     'pytorch': theirs.ready,
     'same_num_params': ours.ready['num_params'] == theirs.ready['num_params'],
@@ -314,11 +324,10 @@ def main(argv=None):
   report.update(result)
   text = json.dumps(report)
   print(text, flush=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
+  if args.output.value:
+    with open(args.output.value, 'w') as f:
       f.write(text + '\n')
-  return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main, define_flags, name='side_by_side')
