@@ -66,6 +66,11 @@ setuptools.setup(
     'plot': _PLOT,
     # Running the notebooks in colabs/ outside Colab.
     'notebooks': _NOTEBOOKS,
+    # The side-by-side speed comparison with Hugging Face's PyTorch Perceiver
+    # (experiments.benchmarks.side_by_side; docs/performance.md). Not needed by the
+    # library, the experiments or the tests. For PyTorch's CPU build, install torch
+    # first: pip install torch --index-url https://download.pytorch.org/whl/cpu
+    'compare': ['torch>=2.1', 'transformers>=4.40'],
     # The test suite and the style check (the formatter is pinned to a minor version:
     # its output is the enforced style).
     'test': ['pytest>=7', 'pytest-xdist>=3', 'ruff~=0.17.0']

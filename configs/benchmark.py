@@ -4,9 +4,9 @@ Variants (`--config=configs/benchmark.py:<variant>`):
   image64_b8: ImageNet-style classification (task `experiments.tasks.imagenet.task`): 64 x 64 x 3
     pixels + 2D Fourier features (32 bands, max resolution 64, positions concatenated)
     = 133 input channels; 256 x 512 latents; 2 weight-shared blocks of 4 self-attends;
-    1 cross-attend head, 8 self-attend heads, widening 1 everywhere; a
-    ClassificationDecoder with one trainable 512-channel query and 1000 classes;
-    batch 8; LAMB; float32.
+    1 cross-attend head, 8 self-attend heads, widening 1 everywhere (the two block
+    applications unrolled); a ClassificationDecoder with one trainable 512-channel
+    query and 1000 classes; batch 8; LAMB; float32.
   mlm2048_b4: byte-level masked language modelling (task `experiments.tasks.language.mlm`): 2048
     positions, d_model 256, 256 x 512 latents, qk 256, v 512, 6 self-attends, 8 heads,
     a BasicDecoder without final projection and the tied EmbeddingDecoder; batch 4;
@@ -53,8 +53,15 @@ def _image64_b8() -> ml_collections.ConfigDict:
     config.model.input_preprocessor = imagenet.fourier_pixels(
       num_bands=32, max_resolution=64
     )
+    # The two applications of the shared block are unrolled: a scan over them stacks
+    # and zero-fills their activations for the backward pass every step (see
+    # docs/performance.md); compile time is what unrolling costs.
     config.model.encoder = imagenet.encoder(
-      num_self_attends_per_block=4, num_blocks=2, z_index_dim=256, num_z_channels=512
+      num_self_attends_per_block=4,
+      num_blocks=2,
+      z_index_dim=256,
+      num_z_channels=512,
+      unroll_shared_layers=True,
     )
     config.model.decoder = imagenet.classification_decoder(num_channels=512)
     config.data.fake = True

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 from experiments.inference import pretrained
 from experiments.tasks.imagenet import classify
 from experiments.training import cli
+from experiments.training import precision
 from experiments.training import registry
 from experiments.training import weights
 
@@ -70,6 +71,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNam
     json=flags.DEFINE_bool(
       'json', False, 'Print one JSON line per image.', flag_values=flag_values
     ),
+    compute_dtype=flags.DEFINE_enum(
+      'compute_dtype',
+      None,
+      precision.DTYPES,
+      precision.COMMAND_FLAG_HELP,
+      flag_values=flag_values,
+    ),
   )
 
 
@@ -88,6 +96,8 @@ def main(argv, *, args: types.SimpleNamespace):
   if config is None and checkpoint not in registry.releases():
     config = registry.load_config(DEFAULT_CONFIG)
   config = pretrained.config_of(checkpoint, config)
+  if args.compute_dtype.value:
+    precision.set_compute_dtype(config, args.compute_dtype.value)
   classify.check_classifier(config, checkpoint)
   model = weights.load_model(config, checkpoint)
   results = classify.classify(

@@ -39,6 +39,7 @@ from ml_collections import config_flags
 from experiments.tasks.language import fill_mask
 from experiments.training import cli
 from experiments.training import errors
+from experiments.training import precision
 from experiments.training import registry
 
 DEFAULT_CONFIG = 'configs/mlm.py:bytes'
@@ -79,6 +80,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNam
     json=flags.DEFINE_bool(
       'json', False, 'Print the result as one JSON line.', flag_values=flag_values
     ),
+    compute_dtype=flags.DEFINE_enum(
+      'compute_dtype',
+      None,
+      precision.DTYPES,
+      precision.COMMAND_FLAG_HELP,
+      flag_values=flag_values,
+    ),
   )
 
 
@@ -86,6 +94,8 @@ def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
   config = args.config.value
+  if args.compute_dtype.value:
+    precision.set_compute_dtype(config, args.compute_dtype.value)
   top_k = args.top_k.value
   result = fill_mask.fill_mask_top_k(
     args.checkpoint.value, args.text.value, config, top_k, args.beam.value

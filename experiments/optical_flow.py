@@ -31,6 +31,7 @@ from ml_collections import config_flags
 from experiments.tasks.flow import optical_flow
 from experiments.training import cli
 from experiments.training import errors
+from experiments.training import precision
 from experiments.training import registry
 
 DEFAULT_CONFIG = 'configs/flow.py:perceiver_io'
@@ -63,6 +64,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNam
     ground_truth=string(
       'ground_truth', 'Optional ground truth (.flo or KITTI .png) to score against.'
     ),
+    compute_dtype=flags.DEFINE_enum(
+      'compute_dtype',
+      None,
+      precision.DTYPES,
+      precision.COMMAND_FLAG_HELP,
+      flag_values=flag_values,
+    ),
   )
 
 
@@ -78,8 +86,11 @@ def _progress(done, total):
 def main(argv, *, args: types.SimpleNamespace):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {argv[1:]}')
+  config = args.config.value
+  if args.compute_dtype.value:
+    precision.set_compute_dtype(config, args.compute_dtype.value)
   result = optical_flow.compute(
-    args.config.value,
+    config,
     args.checkpoint.value,
     args.frame1.value,
     args.frame2.value,

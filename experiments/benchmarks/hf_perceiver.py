@@ -15,8 +15,10 @@ with it) over the same peak table.
   python experiments/benchmarks/hf_perceiver.py --batch_sizes=64,128 \
       --dtypes=bfloat16,float32 --output=/tmp/hf_perceiver.json
 
-Needs torch and transformers (not requirements of this repository); JAX runs on the
-CPU here (parameter and FLOP counts only), so the GPU is PyTorch's alone.
+Needs torch and transformers (not requirements of this repository; `pip install -e
+'.[compare]'`); JAX runs on the CPU here (parameter and FLOP counts only), so the GPU is
+PyTorch's alone. On a CPU, `python -m experiments.benchmarks.side_by_side` times both
+frameworks in alternating rounds (docs/performance.md).
 """
 
 import argparse
@@ -36,37 +38,17 @@ from experiments.benchmarks import accelerator  # noqa: E402
 from experiments.benchmarks import fake_batches  # noqa: E402
 from experiments.benchmarks import flops as benchmark_flops  # noqa: E402
 from experiments.benchmarks import peak_flops  # noqa: E402
+from experiments.benchmarks import side_by_side  # noqa: E402
 from experiments.benchmarks import train_step  # noqa: E402
 
 
 def hf_config_kwargs(config):
   """`transformers.PerceiverConfig` keywords equal to our io_fourier `config`."""
-  encoder = config.model.encoder
   pos = config.model.input_preprocessor.fourier_position_encoding_kwargs
-  num_bands = int(pos.num_bands)
-  if tuple(pos.max_resolution) != (224, 224) or num_bands != 64:
+  if tuple(pos.max_resolution) != (224, 224) or int(pos.num_bands) != 64:
     # transformers hard-codes these in PerceiverForImageClassificationFourier.
     raise ValueError(f'HF fixes 64 bands at max resolution 224; config has {pos}.')
-  # Pixels (3) + sin and cos of each band per axis (2 x 2 x 64) + the 2 positions.
-  d_model = 3 + 2 * 2 * num_bands + 2
-  return dict(
-    num_latents=int(encoder.z_index_dim),
-    d_latents=int(encoder.num_z_channels),
-    d_model=d_model,
-    num_blocks=int(encoder.num_blocks),
-    num_self_attends_per_block=int(encoder.num_self_attends_per_block),
-    num_self_attention_heads=int(encoder.num_self_attend_heads),
-    num_cross_attention_heads=int(encoder.num_cross_attend_heads),
-    qk_channels=encoder.qk_channels,
-    v_channels=encoder.v_channels,
-    cross_attention_shape_for_attention=encoder.cross_attention_shape_for_attn,
-    self_attention_widening_factor=int(encoder.self_attend_widening_factor),
-    cross_attention_widening_factor=int(encoder.cross_attend_widening_factor),
-    attention_probs_dropout_prob=float(encoder.dropout_prob),
-    use_query_residual=bool(encoder.use_query_residual),
-    image_size=int(config.data.image_size),
-    num_labels=int(config.data.num_classes),
-  )
+  return side_by_side.port_spec(config, 'image', mode='train', batch_size=1)['config']
 
 
 def our_counts(config):

@@ -22,6 +22,12 @@ from typing import List
 import ml_collections
 
 FIELD = 'compute_dtype'
+DTYPES = ('float32', 'bfloat16')
+COMMAND_FLAG_HELP = (
+  "Compute dtype of the model's matrix products (default: the config's). bfloat16 "
+  'keeps float32 parameters and outputs; it is fast on processors with bfloat16 '
+  'matrix units (AMX, AVX-512 BF16) and on GPUs/TPUs (docs/performance.md).'
+)
 
 
 def compute_dtype_fields(config: ml_collections.ConfigDict) -> List[str]:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver._src import projection_folding
 from perceiver._src.dot_product_attention import Projection
 from perceiver._src.dot_product_attention import attend
 from perceiver._src.dot_product_attention import check_chunk_size
@@ -82,6 +83,30 @@ class PositionwiseLinear(hk.Linear):
     if self.with_bias:
       b = hk.get_parameter('b', [self.output_size], dtype, init=self.b_init)
     return w, b
+
+
+def _joint_projection(layers, inputs):
+  """The outputs of several `PositionwiseLinear` layers on the same `inputs` `[..., C]`,
+  computed as one matrix product with their weights side by side.
+
+  Parameters are created (or fetched) layer by layer in the given order, as separate
+  calls would create them; the outputs equal theirs up to float rounding. One product
+  `[P, C] x [C, sum K]` reads the inputs once, and in the backward pass gives the
+  inputs' gradient as one product instead of a sum of several.
+  """
+  params = [layer.parameters(inputs.shape[-1], inputs.dtype) for layer in layers]
+  w = jnp.concatenate([w for w, _ in params], axis=1)
+  flat = jnp.reshape(inputs, (-1, inputs.shape[-1]))
+  out = jnp.dot(flat, w)
+  if all(b is not None for _, b in params):
+    out = out + jnp.concatenate([b for _, b in params])
+  elif any(b is not None for _, b in params):
+    raise ValueError('_joint_projection: either every layer has a bias or none does.')
+  splits = np.cumsum([w.shape[1] for w, _ in params])[:-1]
+  return [
+    jnp.reshape(part, inputs.shape[:-1] + (part.shape[-1],))
+    for part in jnp.split(out, splits, axis=-1)
+  ]
 
 
 def conv_1d(output_channels, init_scale=1.0, with_bias=True, name=None):
@@ -345,28 +370,77 @@ class Attention(hk.Module):
     _check_divisible(v_channels, self._num_heads, 'v_channels')
     heads = self._num_heads
 
-    batch, q_time, _ = inputs_q.shape
+    batch, q_time, q_channels = inputs_q.shape
     kv_time, kv_channels = inputs_kv.shape[1:]
-    q = conv_1d(qk_channels, init_scale=self._init_scale)(inputs_q)
-    q = jnp.reshape(q, [batch, q_time, heads, qk_channels // heads])
+    qk_depth, v_depth = qk_channels // heads, v_channels // heads
+    # Created in this order, the layers are named linear, linear_1, linear_2, linear_3.
+    q_layer = conv_1d(qk_channels, init_scale=self._init_scale)
     k_layer = conv_1d(qk_channels, init_scale=self._init_scale)
     v_layer = conv_1d(v_channels, init_scale=self._init_scale)
+    o_layer = conv_1d(
+      output_channels, with_bias=self._with_final_bias, init_scale=self._final_init_scale
+    )
     chunked = self._query_chunk_size is not None or self._key_chunk_size is not None
+    recording = bool(_RECORDER.stack)
+    sizes = dict(num_queries=q_time, num_keys=kv_time, num_heads=heads)
 
-    def project(layer, head_channels):
-      """The layer's `Projection` where folding it in is cheaper, else its output."""
-      if not chunked and factorization_saves_work(
-        num_queries=q_time,
-        num_keys=kv_time,
-        input_channels=kv_channels,
-        num_heads=heads,
-        head_channels=head_channels,
-      ):
-        return Projection(*layer.parameters(kv_channels, inputs_kv.dtype))
-      return jnp.reshape(layer(inputs_kv), [batch, kv_time, heads, head_channels])
+    def folds(head_channels):
+      """Whether folding a key/value projection into the attention is cheaper (in
+      blocks, `factorized_attend` takes one head)."""
+      return (not chunked or heads == 1) and factorization_saves_work(
+        input_channels=kv_channels, head_channels=head_channels, **sizes
+      )
 
-    k = project(k_layer, qk_channels // heads)  # [B, S, H, Dqk] or a Projection.
-    v = project(v_layer, v_channels // heads)  # [B, S, H, Dv] or a Projection.
+    fold_keys, fold_values = folds(qk_depth), folds(v_depth)
+    fold_queries = (
+      inputs_q is not inputs_kv
+      and not recording
+      and not fold_keys
+      and projection_folding.query_folding_saves_work(
+        query_channels=q_channels, head_channels=qk_depth, **sizes
+      )
+    )
+    fold_outputs = (
+      not recording
+      and not fold_values
+      and projection_folding.output_folding_saves_work(
+        output_channels=output_channels, head_channels=v_depth, **sizes
+      )
+    )
+
+    # Parameters are created in the order q, k, v, output on every path.
+    # Self-attention: one product with the three projections side by side, where the
+    # weights it concatenates at every call are smaller than the activations.
+    joint = inputs_q is inputs_kv and not fold_keys
+    if joint and batch * q_time >= 2 * qk_channels + v_channels:
+      q, k, v = _joint_projection((q_layer, k_layer, v_layer), inputs_q)
+      if fold_values:
+        v = Projection(*v_layer.parameters(kv_channels, inputs_kv.dtype))
+      else:
+        v = jnp.reshape(v, [batch, kv_time, heads, v_depth])
+      k = jnp.reshape(k, [batch, kv_time, heads, qk_depth])
+    else:
+      if fold_queries:
+        q_params = q_layer.parameters(q_channels, inputs_q.dtype)
+      else:
+        q = q_layer(inputs_q)
+
+      def project(layer, head_channels, fold):
+        """The layer's `Projection` where folding it in is cheaper, else its output."""
+        if fold:
+          return Projection(*layer.parameters(kv_channels, inputs_kv.dtype))
+        return jnp.reshape(layer(inputs_kv), [batch, kv_time, heads, head_channels])
+
+      k = project(k_layer, qk_depth, fold_keys)  # [B, S, H, Dqk] or a Projection.
+      v = project(v_layer, v_depth, fold_values)  # [B, S, H, Dv] or a Projection.
+    scale = 1.0 / math.sqrt(qk_depth)
+    if fold_queries:
+      q, k = projection_folding.fold_query_projection(inputs_q, k, *q_params)
+    else:
+      q = jnp.reshape(q, [batch, q_time, heads, qk_depth])
+    if fold_outputs:
+      w_o, b_o = o_layer.parameters(v_channels, v.dtype)
+      v = projection_folding.fold_output_projection(v, w_o)
 
     def dense_keys():
       if not isinstance(k, Projection):
@@ -374,15 +448,22 @@ class Attention(hk.Module):
       keys = jnp.einsum('bsc,ck->bsk', inputs_kv, k.w)
       if k.b is not None:
         keys = keys + k.b
-      return jnp.reshape(keys, [batch, kv_time, heads, qk_channels // heads])
+      return jnp.reshape(keys, [batch, kv_time, heads, qk_depth])
 
-    if _RECORDER.stack:
+    if recording:
       _record(
         self.module_name, lambda: attention_weights(q, dense_keys(), attention_mask)
       )
     if isinstance(k, Projection) or isinstance(v, Projection):
       result = factorized_attend(
-        q, inputs_kv, k, v, dropout_prob=self._dropout_prob, attention_mask=attention_mask
+        q,
+        inputs_kv,
+        k,
+        v,
+        dropout_prob=self._dropout_prob,
+        attention_mask=attention_mask,
+        query_chunk_size=self._query_chunk_size,
+        key_chunk_size=self._key_chunk_size,
       )
     else:
       result = attend(
@@ -393,10 +474,11 @@ class Attention(hk.Module):
         attention_mask=attention_mask,
         query_chunk_size=self._query_chunk_size,
         key_chunk_size=self._key_chunk_size,
+        scale=scale,
       )
-    return conv_1d(
-      output_channels, with_bias=self._with_final_bias, init_scale=self._final_init_scale
-    )(result)
+    if fold_outputs:
+      return projection_folding.sum_heads(result, heads, b_o)
+    return o_layer(result)
 
 
 class MLP(hk.Module):

@@ -23,6 +23,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from perceiver._src import softmax_attention
+
 
 def _large_logit(dtype):
   """The magnitude given to masked logits: -1e30, or -1e4 for float16 logits."""
@@ -97,13 +99,20 @@ def _dense_attend(q, k, v, dropout_prob, attention_mask, scale):
 
   Heads are moved ahead of positions for both products: XLA's CPU backend runs them
   much faster in this layout than contracting across the `[B, T, H, D]` layout.
+  Without dropout the products and the softmax run in `softmax_attention`, whose
+  backward pass is written out.
   """
+  if dropout_prob == 0:
+    mask = None if attention_mask is None else attention_mask != 0
+    summed = softmax_attention.softmax_attention(
+      _to_heads_first(q), _to_heads_first(k), _to_heads_first(v), mask, scale=scale
+    )
+    return _to_heads_first(summed)  # [B, T, H, Dv]
   attention = _masked_logits(
     _to_heads_first(q), _to_heads_first(k), attention_mask, scale
   )
   normalized = _softmax(attention).astype(v.dtype)
-  if dropout_prob > 0:
-    normalized = hk.dropout(hk.next_rng_key(), dropout_prob, normalized)
+  normalized = hk.dropout(hk.next_rng_key(), dropout_prob, normalized)
   summed = jnp.einsum('bhts,bhsd->bhtd', normalized, _to_heads_first(v))
   return _to_heads_first(summed)  # [B, T, H, Dv]
 
@@ -252,6 +261,7 @@ def attend(
   *,
   query_chunk_size=None,
   key_chunk_size=None,
+  scale=None,
 ):
   """Multi-head scaled dot-product attention.
 
@@ -274,6 +284,7 @@ def attend(
       or `[B, 1, S]` / `[B, T, 1]` to share it across queries / keys.
     query_chunk_size: if set (> 0), process queries in blocks of this many.
     key_chunk_size: if set (> 0), process keys in blocks of this many.
+    scale: the logits' multiplier; None: `1 / sqrt(Dqk)`.
 
   Returns:
     `[B, T, H * Dv]` attended values.
@@ -301,7 +312,8 @@ def attend(
       f'{key_chunk_size}) does not support attention dropout (dropout_prob='
       f'{dropout_prob}).'
     )
-  scale = 1.0 / math.sqrt(q_head_dim)
+  if scale is None:
+    scale = 1.0 / math.sqrt(q_head_dim)
 
   if key_chunk_size is not None:
     attend_fn = lambda q, mask: _key_chunked_attend(q, k, v, mask, scale, key_chunk_size)
@@ -364,6 +376,9 @@ def factorized_attend(
   values: Union[jax.Array, Projection],
   dropout_prob=0.0,
   attention_mask=None,
+  *,
+  query_chunk_size=None,
+  key_chunk_size=None,
 ):
   """`attend` to keys and values that may still be projections of `inputs_kv`.
 
@@ -383,6 +398,8 @@ def factorized_attend(
     values: `[B, S, H, Dv]` projected values, or the value `Projection` of `inputs_kv`.
     dropout_prob: dropout rate on the attention weights (needs an RNG key if > 0).
     attention_mask: as in `attend`.
+    query_chunk_size, key_chunk_size: as in `attend` (one head only): the folded
+      queries, keys and values are attended to in blocks.
 
   Returns:
     `[B, T, H * Dv]` attended values.
@@ -405,6 +422,26 @@ def factorized_attend(
   )
   _check_mask(attention_mask, batch, q_len, kv_len)
   scale = 1.0 / math.sqrt(qk_dim)
+  if query_chunk_size or key_chunk_size:
+    if heads != 1:
+      raise ValueError(
+        f'factorized_attend in chunks needs one head; got {heads} (q shape '
+        f'{tuple(q.shape)}).'
+      )
+    return _chunked_single_head(
+      q,
+      inputs_kv,
+      keys,
+      values,
+      dropout_prob,
+      attention_mask,
+      scale,
+      dict(query_chunk_size=query_chunk_size, key_chunk_size=key_chunk_size),
+    )
+  if dropout_prob == 0:
+    return _factorized_softmax_attention(
+      q, inputs_kv, keys, values, attention_mask, scale
+    )
   q_heads = _scaled_queries(_to_heads_first(q), scale)  # [B, H, T, Dqk]
   if isinstance(keys, Projection):
     w_k = jnp.reshape(keys.w, (channels, heads, qk_dim))
@@ -435,6 +472,70 @@ def factorized_attend(
     summed = _to_heads_first(
       jnp.einsum('bhts,bhsd->bhtd', weights, _to_heads_first(values))
     )
+  return _merge_heads(summed, attention_mask)
+
+
+def _chunked_single_head(q, inputs_kv, keys, values, dropout_prob, mask, scale, chunks):
+  """`factorized_attend` with one head, through `attend`'s blocks: `[B, T, Dv]`.
+
+  The folded keys and values are the raw inputs (one head of C channels); as in
+  `_factorized_softmax_attention`, a key bias is left out (the softmax cancels it).
+  """
+  if isinstance(keys, Projection):
+    queries = jnp.einsum('bthd,cd->bthc', q, keys.w)  # [B, T, 1, C]
+    keys = inputs_kv[:, :, None]
+  else:
+    queries = q
+  folded_values = isinstance(values, Projection)
+  out = attend(
+    queries,
+    keys,
+    inputs_kv[:, :, None] if folded_values else values,
+    dropout_prob=dropout_prob,
+    attention_mask=mask,
+    scale=scale,
+    **chunks,
+  )  # [B, T, C or Dv]
+  if not folded_values:
+    return out
+  out = jnp.dot(out, values.w)
+  if values.b is not None:
+    out += values.b  # The weights of a row sum to one.
+  return _merge_heads(out[:, :, None], mask)  # Rows that see no input stay zero.
+
+
+def _factorized_softmax_attention(q, inputs_kv, keys, values, attention_mask, scale):
+  """`factorized_attend` without dropout, through `softmax_attention`: `[B, T, H * Dv]`.
+
+  A key projection's bias adds `q . b_k` to every logit of a query row, which the
+  softmax cancels, so it is left out (its gradient is exactly zero); the raw inputs
+  serve as keys and values shared by all heads.
+  """
+  channels = inputs_kv.shape[-1]
+  heads = q.shape[2]
+  q_heads = _to_heads_first(q)  # [B, H, T, Dqk]
+  shared_inputs = inputs_kv[:, None]  # [B, 1, S, C]
+  if isinstance(keys, Projection):
+    w_k = jnp.reshape(keys.w, (channels, heads, q.shape[-1]))
+    queries = jnp.einsum('bhtd,chd->bhtc', q_heads, w_k)  # [B, H, T, C]
+    key_array = shared_inputs
+  else:
+    queries, key_array = q_heads, _to_heads_first(keys)
+  value_array = (
+    shared_inputs if isinstance(values, Projection) else _to_heads_first(values)
+  )
+  mask = None if attention_mask is None else attention_mask != 0
+  out = softmax_attention.softmax_attention(
+    queries, key_array, value_array, mask, scale=scale
+  )  # [B, H, T, C or Dv]
+  if isinstance(values, Projection):
+    v_dim = values.w.shape[-1] // heads
+    w_v = jnp.reshape(values.w, (channels, heads, v_dim))
+    summed = jnp.einsum('bhtc,chd->bthd', out, w_v)  # [B, T, H, Dv]
+    if values.b is not None:
+      summed += jnp.reshape(values.b, (heads, v_dim))  # The weights sum to one.
+  else:
+    summed = _to_heads_first(out)
   return _merge_heads(summed, attention_mask)
 
 

@@ -78,12 +78,12 @@ def _forward_flops(config, batch):
   linear = lambda rows, fan_in, fan_out: 2 * batch * rows * fan_in * fan_out
   # Cross-attend: qk = v = C (shape_for_attn='kv'), one head, output D, MLP D -> D.
   # The key and value projections are folded (`factorized_attend`): the queries are
-  # mapped into the input space (C x C, plus the key bias term) and the pooled inputs
-  # through the value projection, instead of projecting all M inputs.
+  # mapped into the input space (C x C) and the pooled inputs through the value
+  # projection, instead of projecting all M inputs. The key bias would add the same
+  # logit to a whole row, which the softmax cancels: it is not computed.
   cross = (
     linear(n, d, c)
     + 2 * linear(n, c, c)
-    + 2 * batch * n * c
     + 2 * 2 * batch * n * m * c
     + linear(n, c, d)
     + 2 * linear(n, d, d)
@@ -97,7 +97,6 @@ def _forward_flops(config, batch):
   decoder = (
     linear(1, d, d)
     + 2 * linear(1, d, d)
-    + 2 * batch * d
     + 2 * 2 * batch * n * d
     + linear(1, d, d)
     + 2 * linear(1, d, d)

@@ -172,12 +172,18 @@ def _dot_output_shapes(fn, *args):
   return shapes
 
 
+@pytest.mark.parametrize('chunk', [None, 4])
 @pytest.mark.parametrize('kv_channels, folded', [(5, True), (48, False)])
-def test_attention_module_folds_projections_only_when_cheaper(kv_channels, folded):
-  """Queries [3, 13, 16] (one 16-channel head) attend to 11 inputs of `kv_channels`."""
+def test_attention_module_folds_projections_only_when_cheaper(kv_channels, folded, chunk):
+  """Queries [3, 13, 16] (one 16-channel head) attend to 11 inputs of `kv_channels`,
+  whole or in blocks of 4 queries and 4 keys."""
   xq = jax.random.normal(jax.random.PRNGKey(4), (3, 13, 16))
   xkv = jax.random.normal(jax.random.PRNGKey(5), (3, 11, kv_channels))
-  f = hk.transform(lambda a, b: perceiver.Attention(num_heads=1)(a, b))
+  f = hk.transform(
+    lambda a, b: perceiver.Attention(
+      num_heads=1, query_chunk_size=chunk, key_chunk_size=chunk
+    )(a, b)
+  )
   params = f.init(jax.random.PRNGKey(6), xq, xkv)
   assert {k: {n: v.shape for n, v in d.items()} for k, d in params.items()} == {
     'attention/linear': {'w': (16, 16), 'b': (16,)},
@@ -220,3 +226,43 @@ def test_positionwise_linear_parameters_are_those_a_call_creates():
   assert jax.tree.structure(called) == jax.tree.structure(created)
   for a, b in zip(jax.tree.leaves(called), jax.tree.leaves(created)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('fold_keys', [True, False])
+@pytest.mark.parametrize('fold_values', [True, False])
+def test_factorized_attend_in_blocks_with_one_head(fold_keys, fold_values):
+  """One head, queries and keys in blocks: the values and gradients of the whole."""
+  ks = jax.random.split(jax.random.PRNGKey(11), 6)
+  q = jax.random.normal(ks[0], (B, T, 1, DQK))
+  x = jax.random.normal(ks[1], (B, S, C))
+  w_k, b_k = jax.random.normal(ks[2], (C, DQK)), jax.random.normal(ks[3], (DQK,))
+  w_v, b_v = jax.random.normal(ks[4], (C, DV)), jax.random.normal(ks[5], (DV,))
+  mask = np.random.RandomState(1).rand(B, T, S) > 0.3
+  mask[2, 1, :] = False  # A query that sees no input.
+  mask = jnp.asarray(mask)
+
+  def run(q, x, w_k, b_k, w_v, b_v, **chunks):
+    keys = dpa.Projection(w_k, b_k) if fold_keys else (x @ w_k + b_k)[:, :, None]
+    values = dpa.Projection(w_v, b_v) if fold_values else (x @ w_v + b_v)[:, :, None]
+    return dpa.factorized_attend(q, x, keys, values, attention_mask=mask, **chunks)
+
+  args = (q, x, w_k, b_k, w_v, b_v)
+  whole = run(*args)
+  blocks = run(*args, query_chunk_size=2, key_chunk_size=3)
+  np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(blocks)[2, 1], np.zeros(DV))
+  g = jax.random.normal(jax.random.PRNGKey(12), whole.shape)
+  grads = [
+    jax.grad(lambda *a, c=c: jnp.sum(run(*a, **c) * g), tuple(range(6)))(*args)
+    for c in ({}, dict(query_chunk_size=2, key_chunk_size=3))
+  ]
+  for name, a, b in zip(['q', 'x', 'w_k', 'b_k', 'w_v', 'b_v'], *grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_factorized_attend_in_blocks_needs_one_head():
+  q, x, w_k, b_k, w_v, b_v = _inputs()
+  with pytest.raises(ValueError, match='needs one head; got 2'):
+    dpa.factorized_attend(
+      q, x, dpa.Projection(w_k, b_k), dpa.Projection(w_v, b_v), key_chunk_size=3
+    )
