@@ -27,7 +27,6 @@ On a CPU shared with other processes, wall-clock figures drift with the load
 steadier.
 """
 
-import json
 import types
 
 from absl import app
@@ -73,9 +72,7 @@ def define_flags() -> types.SimpleNamespace:
       "JAX's persistent compilation cache: a second run with the same directory loads the "
       'compiled step instead of compiling it (its first_step_s shows the warm start).',
     ),
-    host_malloc=flags.DEFINE_enum(
-      'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
-    ),
+    host_malloc=host_memory.define_flag(),
   )
   flags.mark_flags_as_required(['config'])
   return namespace
@@ -103,11 +100,7 @@ def main(argv, *, args: types.SimpleNamespace):
       matmul_size=args.matmul_size.value,
     )
   )
-  text = json.dumps(report, sort_keys=False)
-  print(text, flush=True)
-  if args.output.value:
-    with open(args.output.value, 'w') as f:
-      f.write(text + '\n')
+  cli.print_json(report, args.output.value)
 
 
 if __name__ == '__main__':

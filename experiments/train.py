@@ -113,13 +113,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNam
       distributed.FLAG_HELP,
       flag_values=flag_values,
     ),
-    host_malloc=flags.DEFINE_enum(
-      'host_malloc',
-      'auto',
-      host_memory.MODES,
-      host_memory.FLAG_HELP,
-      flag_values=flag_values,
-    ),
+    host_malloc=host_memory.define_flag(flag_values),
   )
 
 

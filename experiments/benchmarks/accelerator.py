@@ -334,11 +334,7 @@ def main(argv, *, args: types.SimpleNamespace):
   except (ValueError, FloatingPointError) as error:
     print(f'accelerator benchmark: {error}', file=sys.stderr)
     sys.exit(1)
-  text = json.dumps(report)
-  print(text, flush=True)
-  if args.output.value:
-    with open(args.output.value, 'w') as f:
-      f.write(text + '\n')
+  cli.print_json(report, args.output.value)
 
 
 if __name__ == '__main__':

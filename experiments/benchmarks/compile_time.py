@@ -11,7 +11,6 @@ train step costs about the same for 1 or 8 blocks; with
       --num_blocks=1,8 --config.model.encoder.unroll_shared_layers=True
 """
 
-import json
 import os
 import time
 import types
@@ -98,11 +97,7 @@ def main(argv, *, args: types.SimpleNamespace):
       results[last]['compile_s'] / results[first]['compile_s'], 3
     ),
   }
-  text = json.dumps(report)
-  print(text, flush=True)
-  if args.output.value:
-    with open(args.output.value, 'w') as f:
-      f.write(text + '\n')
+  cli.print_json(report, args.output.value)
 
 
 if __name__ == '__main__':

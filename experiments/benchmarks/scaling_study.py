@@ -78,9 +78,7 @@ def define_flags() -> types.SimpleNamespace:
     flow_memory=flags.DEFINE_bool(
       'flow_memory', False, 'Also plan the optical-flow attention at 368 x 496.'
     ),
-    host_malloc=flags.DEFINE_enum(
-      'host_malloc', 'auto', host_memory.MODES, host_memory.FLAG_HELP
-    ),
+    host_malloc=host_memory.define_flag(),
     autoregressive=flags.DEFINE_bool(
       'autoregressive',
       False,

@@ -322,11 +322,7 @@ def main(argv, *, args: types.SimpleNamespace):
     'same_num_params': ours.ready['num_params'] == theirs.ready['num_params'],
   }
   report.update(result)
-  text = json.dumps(report)
-  print(text, flush=True)
-  if args.output.value:
-    with open(args.output.value, 'w') as f:
-      f.write(text + '\n')
+  cli.print_json(report, args.output.value)
 
 
 if __name__ == '__main__':

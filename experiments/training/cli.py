@@ -24,6 +24,7 @@ a bug and keeps its traceback.
 """
 
 import functools
+import json
 import sys
 import types
 from typing import Any, Callable, List, Sequence
@@ -112,3 +113,12 @@ def invoke(
   finally:
     sys.argv = saved
   return _guarded(main, remaining, args=args, name=name)
+
+
+def print_json(record: Any, output: str = '') -> None:
+  """Prints `record` as one JSON line and, if `output` is set, writes it there too."""
+  text = json.dumps(record)
+  print(text, flush=True)
+  if output:
+    with open(output, 'w') as f:
+      f.write(text + '\n')

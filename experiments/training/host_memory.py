@@ -40,6 +40,7 @@ import pkgutil
 import platform
 from typing import List, Optional
 
+from absl import flags
 from absl import logging
 import jax
 
@@ -117,6 +118,13 @@ FLAG_HELP = (
   "threads (faster steps for large models on CPU, slower for small ones); 'system': "
   "glibc's defaults; 'auto': 'retain_per_thread' on the CPU backend, else 'system'."
 )
+
+
+def define_flag(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagHolder:
+  """Defines the `--host_malloc` flag of a command (values `MODES`, default auto)."""
+  return flags.DEFINE_enum(
+    'host_malloc', 'auto', MODES, FLAG_HELP, flag_values=flag_values
+  )
 
 
 def retain_freed_host_memory(*, single_arena: bool = True) -> bool:
