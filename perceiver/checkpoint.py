@@ -310,10 +310,104 @@ def _load_npz(path: str) -> Tuple[Params, Params]:
   return trees['params'], trees['state']
 
 
+def _array_from_jax(fun, args, array_state, aval_state):
+  """Stand-in for JAX's array unpicklers: the NumPy array, without a device."""
+  del aval_state
+  value = fun(*args)
+  if not isinstance(value, np.ndarray):
+    raise UnsafeCheckpointError(f'A JAX array pickle built a {type(value).__name__}.')
+  value.__setstate__(array_state)
+  return value
+
+
+class _OpaqueState(tuple):
+  """Stand-in for the optimizer-state classes of a training snapshot (unused here)."""
+
+  def __new__(cls, *args):
+    return tuple.__new__(cls, args)
+
+
+# Extra globals of the Perceiver AR release's training snapshots (jaxline + dill):
+# JAX arrays (DeviceArray in JAX 0.3, Array later) and optax optimizer states.
+_SNAPSHOT_GLOBALS = {
+  ('jax._src.device_array', 'reconstruct_device_array'): lambda: _array_from_jax,
+  ('jax._src.array', '_reconstruct_array'): lambda: _array_from_jax,
+}
+_SNAPSHOT_STATE_MODULES = ('optax._src.', 'optax.')
+
+
+class _SnapshotUnpickler(_RestrictedUnpickler):
+  def find_class(self, module, name):
+    factory = _SNAPSHOT_GLOBALS.get((module, name))
+    if factory is not None:
+      return factory()
+    if module.startswith(_SNAPSHOT_STATE_MODULES) and name.endswith('State'):
+      return _OpaqueState
+    return super().find_class(module, name)
+
+
+PERCEIVER_AR_SNAPSHOT = 'checkpoint.dill'
+
+
+def _snapshot_step(member: str) -> int:
+  """The step of `.../step_<N>_<date>/checkpoint.dill` (-1 if not named so)."""
+  folder = member.rsplit('/', 2)[-2] if member.count('/') else ''
+  parts = folder.split('_')
+  return (
+    int(parts[1]) if len(parts) > 1 and parts[0] == 'step' and parts[1].isdigit() else -1
+  )
+
+
+def load_perceiver_ar_release(path: str) -> Tuple[Params, Params]:
+  """Loads `(params, state)` from a checkpoint of the Perceiver AR release.
+
+  The release (google-research/perceiver-ar) saves training snapshots as
+  `<run>/models/<name>/step_<N>_<date>/checkpoint.dill`, dill pickles of
+  `{'global_step', 'params', 'state', 'opt_state'}`, and publishes them zipped. This
+  reads the snapshot with the highest step from the zip without running code from
+  it: besides mappings and NumPy arrays, only JAX's array reconstructors (read as
+  NumPy arrays) and optax state classes (skipped) are admitted.
+
+  Raises:
+    ValueError: no snapshot in the archive, or one without `params`.
+    UnsafeCheckpointError: any other type in the snapshot (named).
+  """
+  with zipfile.ZipFile(path) as archive:
+    members = [m for m in archive.namelist() if m.endswith(PERCEIVER_AR_SNAPSHOT)]
+    if not members:
+      raise ValueError(f'{path!r} holds no {PERCEIVER_AR_SNAPSHOT} snapshot.')
+    member = max(members, key=lambda m: (_snapshot_step(m), m))
+    data = archive.read(member)
+  try:
+    snapshot = _SnapshotUnpickler(io.BytesIO(data)).load()
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f'{path!r} ({member}): {e}') from None
+  except Exception as e:  # pylint: disable=broad-except  # Truncated or not a pickle.
+    raise ValueError(
+      f'{path!r} ({member}) is not a readable snapshot: {type(e).__name__}: {e}'
+    ) from None
+  if not isinstance(snapshot, Mapping) or 'params' not in snapshot:
+    raise ValueError(f'{path!r} ({member}) holds no params.')
+  try:
+    params = _to_plain(snapshot['params'], 'params')
+    state = _to_plain(snapshot.get('state') or {}, 'state')
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f'{path!r} ({member}): {e}') from None
+  return params, state
+
+
 def load_params(path: str) -> Tuple[Params, Params]:
-  """Loads `(params, state)` from this project's `.npz` or an official pickle file."""
+  """Loads `(params, state)` from this project's `.npz`, an official pickle file or
+  a zipped Perceiver AR release snapshot."""
   with open(path, 'rb') as f:
     magic = f.read(4)
-  if magic.startswith(b'PK'):  # .npz files are zip archives.
+  if magic.startswith(b'PK'):  # .npz files and the Perceiver AR release are zips.
+    try:
+      with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    except zipfile.BadZipFile:
+      names = []
+    if any(n.endswith(PERCEIVER_AR_SNAPSHOT) for n in names):
+      return load_perceiver_ar_release(path)
     return load_npz(path)
   return split_params_and_state(load_official_checkpoint(path))

@@ -29,6 +29,7 @@ from experiments.training import steps
 from experiments.training import task as task_lib
 from perceiver import io_processors
 from perceiver import perceiver
+from perceiver import perceiver_ar
 from tests import helpers
 
 REPO_ROOT = helpers.REPO_ROOT
@@ -140,13 +141,19 @@ def test_digits_variants_differ_only_where_documented():
     module.get_config('shuffled')
 
 
-MODEL_SECTIONS = ('input_preprocessor', 'encoder', 'decoder', 'output_postprocessor')
+MODEL_SECTIONS = (
+  'input_preprocessor',
+  'encoder',
+  'decoder',
+  'output_postprocessor',
+  'perceiver_ar',
+)
 
 
 def _module_classes():
   """Every Haiku module class of the public `perceiver` and `io_processors` modules."""
   classes = set()
-  for module in (perceiver, io_processors):
+  for module in (perceiver, io_processors, perceiver_ar):
     for value in vars(module).values():
       if isinstance(value, type) and issubclass(value, hk.Module):
         classes.add(value)
@@ -172,10 +179,12 @@ def _record_constructors(monkeypatch):
 def _set_scale_options(config):
   """Sets scale options as a user would; returns the model sections `{name: kwargs}`."""
   sections = [s for s in MODEL_SECTIONS if s in config.model]
-  assert 'encoder' in sections, sections
+  # The section of the model's main module: a Perceiver's encoder or a Perceiver AR.
+  main = 'perceiver_ar' if 'perceiver_ar' in sections else 'encoder'
+  assert main in sections, sections
   # Values a user would set on the command line (the config stays locked).
-  config.model.encoder.compute_dtype = 'bfloat16'
-  config.model.encoder.remat = True
+  config.model[main].compute_dtype = 'bfloat16'
+  config.model[main].remat = True
   config.parallel.strategy = 'sharded'
   config.parallel.fsdp = True
   config.training.prefetch_to_device = 1

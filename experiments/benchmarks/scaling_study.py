@@ -17,6 +17,16 @@ writes `docs/scaling.json`, `docs/scaling.md` (tables) and `docs/scaling.png` (l
 plot, when matplotlib is installed). `--flow_memory` adds the memory plan of the
 optical-flow model's attention at 368 x 496 (182,528 inputs and queries), dense and
 chunked.
+
+`--autoregressive` runs the same study for Perceiver AR's claim (Hawthorne et al. 2022)
+instead: byte sequences of M tokens, a Perceiver AR (one causal cross-attend from N
+latents at the last positions, then L causal latent self-attends) against a
+decoder-only Transformer (L causal self-attends over all M positions), same width D,
+depth L, heads H and MLPs; the step is a next-token cross-entropy's forward + backward
+(at the N latents, or at every position for the Transformer). It writes
+`scaling_ar.json`, `scaling_ar.md` and `scaling_ar.png`.
+
+  python -m experiments.benchmarks.scaling_study --autoregressive --output_dir=docs
 """
 
 import json
@@ -38,6 +48,7 @@ from experiments.benchmarks import flops as benchmark_flops
 from experiments.training import cli
 from experiments.training import host_memory
 from perceiver import perceiver
+from perceiver import perceiver_ar
 
 
 def define_flags() -> types.SimpleNamespace:
@@ -68,11 +79,18 @@ def define_flags() -> types.SimpleNamespace:
       'flow_memory', False, 'Also plan the optical-flow attention at 368 x 496.'
     ),
     host_malloc=host_memory.define_flag(),
+    autoregressive=flags.DEFINE_bool(
+      'autoregressive',
+      False,
+      'Perceiver AR vs a decoder-only Transformer on token sequences instead.',
+    ),
   )
   return namespace
 
 
 MODELS = ('perceiver', 'transformer')
+AR_MODELS = ('perceiver_ar', 'decoder_transformer')
+_VOCAB = 259  # Bytes + 3 reserved ids, as Perceiver AR's byte models.
 
 
 def make_model(
@@ -110,21 +128,98 @@ def make_model(
   return hk.transform(forward)
 
 
-def _step_fn(model: hk.Transformed):
+def make_ar_model(
+  kind: str,
+  num_inputs: int,
+  *,
+  num_latents: int,
+  width: int,
+  num_layers: int,
+  num_heads: int,
+) -> hk.Transformed:
+  """`f(tokens [B, M]) -> scalar`: next-token cross-entropy of a causal model.
+
+  'perceiver_ar': `perceiver_ar.PerceiverAR` with N latents at the last positions
+  (rotary positions, widening 4, one cross-attend head per 64 channels).
+  'decoder_transformer': a token embedding and L pre-LN causal self-attention layers
+  (`perceiver.SelfAttention`, widening 4) over all M positions, then the logits.
+  """
+  if kind not in AR_MODELS:
+    raise ValueError(f'model kind {kind!r} is not one of {AR_MODELS}.')
+
+  def forward(tokens):
+    targets = jnp.roll(tokens, -1, axis=1)
+    if kind == 'perceiver_ar':
+      out = perceiver_ar.PerceiverAR(
+        num_classes=_VOCAB,
+        input_idx_size=[num_inputs + 1],
+        max_context_length=num_inputs,
+        position_encoding_type='rotary',
+        fraction_to_rotate=0.5,
+        max_wavelength=num_inputs,
+        input_embed_dim=width,
+        num_z_channels=width,
+        z_index_dim=num_latents,
+        num_transformers_per_block=num_layers,
+        num_cross_attend_heads=max(1, width // 64),
+        num_transformer_heads=num_heads,
+        cross_attend_widening_factor=4,
+        transformer_widening_factor=4,
+      )(tokens, None, is_training=True)
+      logits = out.input_events_logits
+      targets = jnp.take_along_axis(targets, out.latent_last_steps, axis=1)
+    else:
+      x = hk.Embed(_VOCAB, width)(tokens)
+      causal = jnp.tril(jnp.ones((num_inputs, num_inputs), jnp.bool_))[None]
+      for _ in range(num_layers):
+        x = perceiver.SelfAttention(num_heads=num_heads, widening_factor=4)(
+          x, attention_mask=causal, is_training=True
+        )
+      logits = hk.Linear(_VOCAB)(perceiver.layer_norm(x))
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, targets[..., None], axis=-1))
+
+  return hk.transform(forward)
+
+
+def _is_ar(kind: str) -> bool:
+  return kind in AR_MODELS
+
+
+def _step_fn(model: hk.Transformed, kind: str = 'perceiver'):
+  if _is_ar(kind):
+    return jax.jit(jax.grad(lambda params, tokens: model.apply(params, None, tokens)))
+
   def loss(params, inputs):
     return jnp.mean(jnp.square(model.apply(params, None, inputs)))
 
   return jax.jit(jax.grad(loss))
 
 
+def _input_spec(kind: str, num_inputs: int, input_channels: int):
+  if _is_ar(kind):
+    return jax.ShapeDtypeStruct((1, num_inputs), jnp.int32)
+  return jax.ShapeDtypeStruct((1, num_inputs, input_channels), jnp.float32)
+
+
+def _random_inputs(kind: str, num_inputs: int, input_channels: int):
+  rng = np.random.RandomState(0)
+  if _is_ar(kind):
+    return jnp.asarray(rng.randint(3, _VOCAB, size=(1, num_inputs)), jnp.int32)
+  return jnp.asarray(rng.standard_normal((1, num_inputs, input_channels)), jnp.float32)
+
+
 def plan(
   kind: str, num_inputs: int, *, input_channels: int, **model_kwargs
 ) -> Dict[str, Any]:
   """Compiles one forward + backward step; returns its FLOPs, buffers and executable."""
-  model = make_model(kind, **model_kwargs)
-  inputs = jax.ShapeDtypeStruct((1, num_inputs, input_channels), jnp.float32)
+  if _is_ar(kind):
+    model = make_ar_model(kind, num_inputs, **model_kwargs)
+  else:
+    model = make_model(kind, **model_kwargs)
+  inputs = _input_spec(kind, num_inputs, input_channels)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs)
-  step = _step_fn(model)
+  step = _step_fn(model, kind)
   start = time.perf_counter()
   compiled = step.lower(params, inputs).compile()
   compile_s = time.perf_counter() - start
@@ -136,6 +231,7 @@ def plan(
     - memory.alias_size_in_bytes
   )
   return dict(
+    kind=kind,
     model=model,
     compiled=compiled,
     compile_s=compile_s,
@@ -149,8 +245,7 @@ def run_point(
   num_inputs: int, planned: Dict[str, Any], *, input_channels: int, repeats: int
 ) -> Dict[str, Any]:
   """Times `repeats` steps of a planned model on random inputs."""
-  rng = np.random.RandomState(0)
-  inputs = jnp.asarray(rng.standard_normal((1, num_inputs, input_channels)), jnp.float32)
+  inputs = _random_inputs(planned['kind'], num_inputs, input_channels)
   params = jax.jit(planned['model'].init)(jax.random.PRNGKey(0), inputs)
   compiled = planned['compiled']
   jax.block_until_ready(compiled(params, inputs))
@@ -170,11 +265,12 @@ def study(
   memory_limit_gb: float,
   time_limit_s: float,
   input_channels: int,
+  kinds=MODELS,
   **model_kwargs,
 ) -> List[Dict[str, Any]]:
-  """One row per (model, M): figures, or the reason the size was not run."""
+  """One row per (model kind, M): figures, or the reason the size was not run."""
   rows = []
-  for kind in MODELS:
+  for kind in kinds:
     stopped: Optional[str] = None
     rate = None  # FLOP/s of the largest size run so far.
     for m in sizes:
@@ -284,17 +380,37 @@ def growth(rows, kind: str, key: str) -> Optional[float]:
   return float((b[key] / a[key]) ** (1.0 / doublings))
 
 
-def write_markdown(path: str, rows, flow_rows, settings, command: str) -> None:
-  """The tables of `rows` (and `flow_rows`) with the command and settings."""
-  lines = [
+_DESCRIPTIONS = {
+  MODELS: (
     '# Scaling study: Perceiver vs Transformer encoder',
-    '',
-    f'Command (from the repository root): `{command}`',
-    '',
     'One forward + backward pass on batch 1 (a gradient step without the optimizer), '
     'float32. Perceiver: one cross-attend from N latents to the M inputs, then L '
     'self-attends on the latents; Transformer: a projection of the inputs to the '
-    'same width, then L self-attends on all M elements. Memory is the XLA buffer '
+    'same width, then L self-attends on all M elements.',
+  ),
+  AR_MODELS: (
+    '# Scaling study: Perceiver AR vs decoder-only Transformer',
+    'One forward + backward pass of a next-token cross-entropy on batch 1 (a gradient '
+    'step without the optimizer), float32, over M byte tokens. Perceiver AR: one '
+    'causal cross-attend from N latents at the last positions to the M inputs, then L '
+    'causal self-attends on the latents, the loss at the N latents; decoder-only '
+    'Transformer: L causal self-attends on all M positions, the loss at every '
+    'position. Same width, depth, heads and MLP widening (4).',
+  ),
+}
+
+
+def write_markdown(
+  path: str, rows, flow_rows, settings, command: str, kinds=MODELS
+) -> None:
+  """The tables of `rows` (and `flow_rows`) with the command and settings."""
+  title, description = _DESCRIPTIONS[tuple(kinds)]
+  lines = [
+    title,
+    '',
+    f'Command (from the repository root): `{command}`',
+    '',
+    description + ' Memory is the XLA buffer '
     'plan of the step (temporaries + arguments + outputs), read from the compiled '
     'executable; sizes over the limit are planned, not run.',
     '',
@@ -316,7 +432,7 @@ def write_markdown(path: str, rows, flow_rows, settings, command: str) -> None:
       )
     )
   lines.append('')
-  for kind in MODELS:
+  for kind in kinds:
     factors = {
       key: growth(rows, kind, key) for key in ('step_s', 'flops', 'buffer_bytes')
     }
@@ -361,7 +477,7 @@ def write_markdown(path: str, rows, flow_rows, settings, command: str) -> None:
     f.write('\n'.join(lines) + '\n')
 
 
-def write_plot(path: str, rows) -> bool:
+def write_plot(path: str, rows, kinds=MODELS) -> bool:
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
 
@@ -370,7 +486,7 @@ def write_plot(path: str, rows) -> bool:
   except ImportError:
     return False
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for kind, marker in zip(MODELS, ('o', 's')):
+  for kind, marker in zip(kinds, ('o', 's')):
     ran = [r for r in rows if r['model'] == kind and r['status'] == 'ok']
     planned = [r for r in rows if r['model'] == kind and 'buffer_bytes' in r]
     axes[0].plot(
@@ -390,10 +506,14 @@ def write_plot(path: str, rows) -> bool:
   for ax in axes:
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
-    ax.set_xlabel('inputs M')
+    ax.set_xlabel('tokens M' if tuple(kinds) == AR_MODELS else 'inputs M')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
-  fig.suptitle('Perceiver (fixed latents) vs Transformer encoder, same width')
+  fig.suptitle(
+    'Perceiver AR vs decoder-only Transformer, same width and depth'
+    if tuple(kinds) == AR_MODELS
+    else 'Perceiver (fixed latents) vs Transformer encoder, same width'
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   return True
@@ -411,12 +531,14 @@ def main(argv, *, args: types.SimpleNamespace):
     num_heads=args.num_heads.value,
   )
   start = time.perf_counter()
+  kinds = AR_MODELS if args.autoregressive.value else MODELS
   rows = study(
     sizes,
     repeats=args.repeats.value,
     memory_limit_gb=args.memory_limit_gb.value,
     time_limit_s=args.time_limit_s.value,
     input_channels=args.input_channels.value,
+    kinds=kinds,
     **model_kwargs,
   )
   flow_rows = flow_attention_memory() if args.flow_memory.value else []
@@ -436,12 +558,13 @@ def main(argv, *, args: types.SimpleNamespace):
   )
   os.makedirs(args.output_dir.value, exist_ok=True)
   command = ' '.join(['python -m experiments.benchmarks.scaling_study'] + sys.argv[1:])
-  with open(os.path.join(args.output_dir.value, 'scaling.json'), 'w') as f:
-    json.dump(dict(settings=settings, rows=rows, flow_attention=flow_rows), f, indent=1)
-  write_markdown(
-    os.path.join(args.output_dir.value, 'scaling.md'), rows, flow_rows, settings, command
+  stem = os.path.join(
+    args.output_dir.value, 'scaling_ar' if args.autoregressive.value else 'scaling'
   )
-  plotted = write_plot(os.path.join(args.output_dir.value, 'scaling.png'), rows)
+  with open(stem + '.json', 'w') as f:
+    json.dump(dict(settings=settings, rows=rows, flow_attention=flow_rows), f, indent=1)
+  write_markdown(stem + '.md', rows, flow_rows, settings, command, kinds)
+  plotted = write_plot(stem + '.png', rows, kinds)
   print(json.dumps(dict(settings=settings, plotted=plotted)))
 
 
