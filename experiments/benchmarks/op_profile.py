@@ -187,7 +187,7 @@ def profile_table(
   the kernels by their own work. Rows are sorted by it.
   """
   instructions, computations = parse_hlo(hlo_text)
-  rows = []
+  rows, best_s = [], []  # Shares and sums come from the unrounded times.
   for name, total_ns in totals.items():
     instruction = instructions.get(name)
     if instruction is None or instruction.opcode in _CONTAINERS:
@@ -196,12 +196,13 @@ def profile_table(
     seconds = total_ns / 1e9 / num_steps
     best = shortest[name] / 1e9 * calls
     flops = kernel_flops(name, instructions, computations) * calls
+    best_s.append(best)
     rows.append(
       {
         'kernel': name,
         'opcode': instruction.opcode,
-        'ms_per_step': round(seconds * 1e3, 2),
-        'best_ms_per_step': round(best * 1e3, 2),
+        'ms_per_step': round(seconds * 1e3, 3),
+        'best_ms_per_step': round(best * 1e3, 3),
         'calls_per_step': calls,
         'flops_per_step': int(flops),
         'gflop_per_step': round(flops / 1e9, 3),
@@ -210,13 +211,14 @@ def profile_table(
         'where': _where(instruction.op_name),
       }
     )
-  rows.sort(key=lambda r: -r['best_ms_per_step'])
-  best_ms = sum(r['best_ms_per_step'] for r in rows)
-  for row in rows:
-    row['share'] = round(row['best_ms_per_step'] / best_ms, 4) if best_ms else 0.0
+  total_best = sum(best_s)
   by_kind = collections.Counter()
-  for row in rows:
-    by_kind[_kind(row)] += row['best_ms_per_step']
+  for row, best in zip(rows, best_s):
+    row['share'] = round(best / total_best, 6) if total_best else 0.0
+    by_kind[_kind(row)] += best * 1e3
+  order = sorted(range(len(rows)), key=lambda i: -best_s[i])
+  rows = [rows[i] for i in order]
+  best_ms = total_best * 1e3
   return {
     'kernel_ms_per_step': round(sum(r['ms_per_step'] for r in rows), 1),
     'best_kernel_ms_per_step': round(best_ms, 1),

@@ -146,7 +146,10 @@ def test_encoder_output_ignores_point_order(trained_debug):
     latents, _ = apply(params, final.state, None, batch)
     assert latents.shape == (17, 5, 8)
     latents_perm, _ = apply(params, final.state, None, shuffled)
-    np.testing.assert_allclose(latents, latents_perm, rtol=1e-4, atol=1e-4)
+    # Float32 sums in another order: rounding relative to the latents' scale (up to
+    # ~200 with the perturbed weights); an order-dependent encoder differs by O(1).
+    scale = float(np.abs(latents).max())
+    np.testing.assert_allclose(latents, latents_perm, rtol=1e-4, atol=1e-5 * scale)
   assert not np.allclose(batch['points'][:, 0], shuffled['points'][:, 0])
 
 
