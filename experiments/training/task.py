@@ -9,7 +9,9 @@
       the shape (without the batch dims) and dtype of every entry of a training batch
       (what `load('train', is_training=True, ...)` yields); code outside the family
       (checkpoint restore targets, weight loading, benchmarks) builds example batches
-      from it instead of reading data (`example_batch`).
+      from it instead of reading data (`example_batch`). A task with a length
+      curriculum (the Perceiver AR copy task) trains its first steps on shorter
+      sequences; its spec is that of the batches after the curriculum.
   load(split, *, is_training, batch_dims, config, start_step=0) -> iterator of batches
       dicts of NumPy arrays, each leaf shaped `[*batch_dims, ...]` (`batch_dims` is
       `[local_devices, per_device_batch]`). Data is sharded by host

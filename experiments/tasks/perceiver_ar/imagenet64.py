@@ -112,7 +112,8 @@ def train_batches(config, *, batch_dims, start_step: int, host: int):
   size = int(np.prod(batch_dims))
   if config.data.fake:
 
-    def make(rng, num):
+    def make(rng, num, step):
+      del step  # Every step draws alike.
       return sequences.stack(_crop(im, rng, config) for im in fake_images(rng, num))
 
     yield from sequences.batches_forever(

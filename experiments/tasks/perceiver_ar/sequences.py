@@ -127,12 +127,12 @@ def step_rng(seed: int, step: int, host: int) -> np.random.Generator:
 def batches_forever(
   make_batch, *, batch_dims, seed: int, start_step: int, host: int
 ) -> Iterator[Example]:
-  """`make_batch(rng, n) -> {name: [n, ...]}` for every step from `start_step`,
+  """`make_batch(rng, n, step) -> {name: [n, ...]}` for every step from `start_step`,
   reshaped to `[*batch_dims, ...]`."""
   size = int(np.prod(batch_dims))
   step = start_step
   while True:
-    batch = make_batch(step_rng(seed, step, host), size)
+    batch = make_batch(step_rng(seed, step, host), size, step)
     yield {k: v.reshape(tuple(batch_dims) + v.shape[1:]) for k, v in batch.items()}
     step += 1
 

@@ -126,6 +126,13 @@ def _check(config) -> None:
       f'data.max_context_length={context} is shorter than data.sequence_length='
       f'{config.data.sequence_length}: the copy task needs the whole sequence.'
     )
+  if config.data.source == 'copy':
+    copy_task.check_curriculum(config)
+  elif tuple(config.data.curriculum_contexts):
+    raise errors.ConfigError(
+      f'data.curriculum_contexts={tuple(config.data.curriculum_contexts)} is for the '
+      f'copy task; config.data.source is {config.data.source!r}.'
+    )
 
 
 def _fingerprint(config) -> str:
@@ -186,7 +193,8 @@ def load(split, *, is_training, batch_dims, config, start_step=0):
       tokens = _train_stream(_fingerprint(config))
       context = config.data.max_context_length
 
-      def make(rng, num):
+      def make(rng, num, step):
+        del step  # Every step draws alike.
         return text.train_batch(tokens, rng, num, context=context)
 
     return sequences.batches_forever(

@@ -65,8 +65,8 @@ def test_eval_batches_pad_and_split_hosts():
 
 
 def test_training_batches_are_a_function_of_the_step():
-  def make(rng, num):
-    return {'x': rng.integers(0, 1000, size=(num, 3))}
+  def make(rng, num, step):
+    return {'x': rng.integers(0, 1000, size=(num, 3)), 'step': np.full([num], step)}
 
   fresh = sequences.batches_forever(make, batch_dims=[1, 2], seed=3, start_step=0, host=0)
   first, second = next(fresh), next(fresh)
@@ -74,6 +74,7 @@ def test_training_batches_are_a_function_of_the_step():
     sequences.batches_forever(make, batch_dims=[1, 2], seed=3, start_step=1, host=0)
   )
   np.testing.assert_array_equal(resumed['x'], second['x'])
+  np.testing.assert_array_equal(resumed['step'], [[1, 1]])
   assert first['x'].shape == (1, 2, 3)
   other_host = next(
     sequences.batches_forever(make, batch_dims=[1, 2], seed=3, start_step=0, host=1)

@@ -72,6 +72,12 @@ def test_bad_settings_are_named():
   config.data.max_context_length = 20
   with pytest.raises(ValueError, match='shorter than data.sequence_length=32'):
     task.num_examples('validation', config)
+  config = perceiver_ar_config.get_config('tiny')
+  config.data.update(source='text', curriculum_contexts=(16,), curriculum_stage_steps=1)
+  with pytest.raises(
+    ValueError, match=r'curriculum_contexts=\(16,\) is for the copy task'
+  ):
+    task.load('train', is_training=True, batch_dims=[2], config=config)
 
 
 def _tiny(variant, tmp_path):
@@ -96,6 +102,8 @@ def _tiny(variant, tmp_path):
     )
     model.update(z_index_dim=8, max_wavelength=length)
     config.evaluation.eval_block_size = 8
+    if config.data.curriculum_contexts:  # One window stage, then the whole crops.
+      config.data.update(curriculum_contexts=(16,), curriculum_stage_steps=1)
   elif config.data.source == 'text':
     for i in range(12):
       (tmp_path / f'{i}.txt').write_bytes(f'line {i} of some text\n'.encode() * 20)
