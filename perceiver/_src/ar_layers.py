@@ -53,25 +53,6 @@ def activation(name):
   return fn
 
 
-def _attention_kwargs(
-  num_heads,
-  init_scale,
-  position_encoding_type,
-  fraction_to_rotate,
-  fraction_heads_to_rotate,
-  max_wavelength,
-):
-  """The keywords both attention layers hand to their `Attention` module."""
-  return dict(
-    num_heads=num_heads,
-    init_scale=init_scale,
-    position_encoding_type=position_encoding_type,
-    fraction_to_rotate=fraction_to_rotate,
-    fraction_heads_to_rotate=fraction_heads_to_rotate,
-    max_wavelength=max_wavelength,
-  )
-
-
 class Dense(hk.Module):
   """Linear(w * C) -> activation -> Linear(C) -> dropout.
 
@@ -127,13 +108,13 @@ class SelfAttention(hk.Module):
     self._dropout_attn_prob = dropout_attn_prob
     self._dense_init_scale = dense_init_scale
     self._activation_name = activation_name
-    self._attention_kwargs = _attention_kwargs(
-      num_heads,
-      att_init_scale,
-      position_encoding_type,
-      fraction_to_rotate,
-      fraction_heads_to_rotate,
-      max_wavelength,
+    self._attention_kwargs = dict(
+      num_heads=num_heads,
+      init_scale=att_init_scale,
+      position_encoding_type=position_encoding_type,
+      fraction_to_rotate=fraction_to_rotate,
+      fraction_heads_to_rotate=fraction_heads_to_rotate,
+      max_wavelength=max_wavelength,
     )
 
   def __call__(
@@ -215,13 +196,13 @@ class CrossAttention(hk.Module):
     self._shape_for_attn = shape_for_attn
     self._use_query_residual = use_query_residual
     self._activation_name = activation_name
-    self._attention_kwargs = _attention_kwargs(
-      num_heads,
-      att_init_scale,
-      position_encoding_type,
-      fraction_to_rotate,
-      fraction_heads_to_rotate,
-      max_wavelength,
+    self._attention_kwargs = dict(
+      num_heads=num_heads,
+      init_scale=att_init_scale,
+      position_encoding_type=position_encoding_type,
+      fraction_to_rotate=fraction_to_rotate,
+      fraction_heads_to_rotate=fraction_heads_to_rotate,
+      max_wavelength=max_wavelength,
     )
     self._layout = dict(
       head_group_size=head_group_size,
