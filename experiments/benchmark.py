@@ -72,10 +72,34 @@ def define_flags() -> types.SimpleNamespace:
       "JAX's persistent compilation cache: a second run with the same directory loads the "
       'compiled step instead of compiling it (its first_step_s shows the warm start).',
     ),
+    compiler_options=flags.DEFINE_multi_string(
+      'compiler_option',
+      [],
+      "KEY=VALUE: an XLA option for the train step's compilation alone (repeatable), "
+      'e.g. xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE.',
+    ),
     host_malloc=host_memory.define_flag(),
   )
   flags.mark_flags_as_required(['config'])
   return namespace
+
+
+def parse_compiler_options(entries) -> dict:
+  """`{key: value}` from `KEY=VALUE` strings.
+
+  Raises:
+    app.UsageError: an entry without `=` or with an empty key, or a key given twice.
+  """
+  options = {}
+  for entry in entries:
+    key, sep, value = entry.partition('=')
+    key = key.strip()
+    if not sep or not key:
+      raise app.UsageError(f'--compiler_option={entry!r} is not KEY=VALUE.')
+    if key in options:
+      raise app.UsageError(f'--compiler_option gives {key!r} twice.')
+    options[key] = value
+  return options
 
 
 def main(argv, *, args: types.SimpleNamespace):
@@ -86,8 +110,10 @@ def main(argv, *, args: types.SimpleNamespace):
   if args.cache_dir.value:
     jax.config.update('jax_compilation_cache_dir', args.cache_dir.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  compiler_options = parse_compiler_options(args.compiler_options.value)
   report = {
     'config': config_flags.get_config_filename(flags.FLAGS['config']),
+    'compiler_options': compiler_options,
     'overrides': config_flags.get_override_values(flags.FLAGS['config']),
     'compilation_cache_dir': args.cache_dir.value,
     'host_malloc': host_malloc,
@@ -98,6 +124,7 @@ def main(argv, *, args: types.SimpleNamespace):
       num_steps=args.steps.value,
       input_mode=args.input.value,
       matmul_size=args.matmul_size.value,
+      compiler_options=compiler_options,
     )
   )
   cli.print_json(report, args.output.value)

@@ -17,6 +17,10 @@ Spec keys: `model` ('image_classifier', 'mlm' or 'flow'), `mode` ('train' or
 `max_resolution` (image_classifier: pixels + 2D Fourier features, a
 one-query classification decoder); `seq_len` (mlm). A train step is forward,
 cross-entropy, backward and an AdamW update (PyTorch has no LAMB).
+
+`--profile=N` serves no runs: it runs the workload N times under `torch.profiler` and
+prints the operators that took the most CPU time, grouped by input shapes (the
+counterpart of `experiments.benchmarks.op_profile` for this project's side).
 """
 
 import argparse
@@ -139,10 +143,43 @@ def build_runner(torch, transformers, spec):
   return run_once, num_params
 
 
+def profile_table(torch, run_once, num_runs: int, top: int) -> str:
+  """torch.profiler's table of the `top` operators by self CPU time over `num_runs`
+  runs (after one more to warm up), grouped by operator and input shapes."""
+  run_once()
+  activities = [torch.profiler.ProfilerActivity.CPU]
+  with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
+    for _ in range(num_runs):
+      run_once()
+  averages = profile.key_averages(group_by_input_shape=True)
+  header = f'{num_runs} runs profiled; times are totals over them.'
+  return (
+    header
+    + '\n'
+    + averages.table(
+      sort_by='self_cpu_time_total',
+      row_limit=top,
+      max_name_column_width=32,
+      max_shapes_column_width=64,
+    )
+  )
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--spec', required=True, help='The workload as a JSON object.')
+  parser.add_argument(
+    '--profile',
+    type=int,
+    default=0,
+    help='Profile this many runs and print the top operators instead of serving runs.',
+  )
+  parser.add_argument(
+    '--top', type=int, default=30, help='Operators listed by --profile.'
+  )
   args = parser.parse_args(argv)
+  if args.profile < 0 or args.top < 1:
+    parser.error(f'--profile={args.profile} must be >= 0 and --top={args.top} >= 1.')
   spec = json.loads(args.spec)
   import torch  # noqa: PLC0415
   import transformers  # noqa: PLC0415
@@ -152,6 +189,9 @@ def main(argv=None):
   run_once, num_params = build_runner(torch, transformers, spec)
   build_s = time.perf_counter() - start
   first_s = timing_worker.time_calls(run_once, 1)[0]
+  if args.profile:
+    print(profile_table(torch, run_once, args.profile, args.top))
+    return 0
   timing_worker.serve(
     run_once,
     {

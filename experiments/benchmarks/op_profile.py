@@ -12,6 +12,8 @@ their HLO metadata). With `--json`, one JSON object instead.
   python -m experiments.benchmarks.op_profile --config=configs/benchmark.py:image64_b8
   python -m experiments.benchmarks.op_profile --config=configs/benchmark.py:mlm2048_b4 \
       --runs=3 --top=30
+  python -m experiments.benchmarks.op_profile --config=configs/benchmark.py:image64_b8 \
+      --group   # the same work in every layer summed into one row
   python -m experiments.benchmarks.op_profile --config=configs/flow.py --mode=forward \
       --batch_size=1 --runs=1
 
@@ -270,6 +272,54 @@ def profile_runs(runner: jax_workloads.Runner, *, num_runs: int, warmup: int = 1
   return table
 
 
+_LAYER_NUMBER = re.compile(r'(?<=[a-z])_\d+(?=/|$)')
+
+
+def group_rows(table: dict) -> dict:
+  """The table with the kernels that do the same work in different layers summed.
+
+  Kernels are grouped by their `where` with Haiku's layer numbers removed
+  (`self_attention_3/attention` -> `self_attention/attention`), their opcode and
+  result shape; a group's `kernel` is the number of kernels in it, its times, calls,
+  FLOPs and share are their sums and its rate is recomputed from them. Rows are
+  sorted by the summed best time.
+  """
+  groups: Dict[Tuple[str, str, Tuple[int, ...]], dict] = {}
+  for row in table['rows']:
+    where = _LAYER_NUMBER.sub('', row['where'])
+    key = (where, row['opcode'], tuple(row['shape']))
+    group = groups.setdefault(
+      key,
+      {
+        'kernel': 0,
+        'opcode': row['opcode'],
+        'ms_per_step': 0.0,
+        'best_ms_per_step': 0.0,
+        'calls_per_step': 0.0,
+        'flops_per_step': 0,
+        'shape': list(row['shape']),
+        'where': where,
+        'share': 0.0,
+      },
+    )
+    group['kernel'] += 1
+    for field in ('ms_per_step', 'best_ms_per_step', 'calls_per_step', 'flops_per_step'):
+      group[field] += row[field]
+    group['share'] += row['share']
+  rows = sorted(groups.values(), key=lambda g: -g['best_ms_per_step'])
+  for group in rows:
+    best_s = group['best_ms_per_step'] / 1e3
+    flops = group['flops_per_step']
+    group['gflop_per_step'] = round(flops / 1e9, 3)
+    group['best_gflop_per_s'] = (
+      round(flops / best_s / 1e9, 1) if flops and best_s else None
+    )
+    for field in ('ms_per_step', 'best_ms_per_step', 'share'):
+      group[field] = round(group[field], 6 if field == 'share' else 3)
+    group['kernel'] = f'{group["kernel"]} kernels'
+  return dict(table, rows=rows)
+
+
 def format_table(table: dict, top: int) -> str:
   """The table as Markdown: the summary by kind, then the `top` kernels."""
   lines = [
@@ -335,6 +385,12 @@ def define_flags(flag_values=flags.FLAGS) -> types.SimpleNamespace:
     json=flags.DEFINE_bool(
       'json', False, 'Print one JSON object instead of tables.', flag_values=flag_values
     ),
+    group=flags.DEFINE_bool(
+      'group',
+      False,
+      'Sum the kernels that do the same work in different layers (see group_rows).',
+      flag_values=flag_values,
+    ),
     host_malloc=host_memory.define_flag(flag_values),
   )
 
@@ -353,6 +409,8 @@ def main(argv: Iterable[str], *, args: types.SimpleNamespace):
     dtype=args.dtype.value,
   )
   table = profile_runs(runner, num_runs=args.runs.value)
+  if args.group.value:
+    table = group_rows(table)
   if args.json.value:
     table['rows'] = table['rows'][: args.top.value]
     print(json.dumps(table))

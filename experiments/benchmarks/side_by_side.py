@@ -17,6 +17,8 @@ and over the rounds the medians of those ratios.
   python -m experiments.benchmarks.side_by_side --workload=forward_flow --runs=1
   python -m experiments.benchmarks.side_by_side --workload=forward_imagenet \
       --batch_size=8 --dtype=bfloat16   # ours in bfloat16, PyTorch under torch.autocast
+  python -m experiments.benchmarks.side_by_side --workload=train_mlm2048_b4 \
+      --profile_pytorch=3   # PyTorch's top operators instead (ours: op_profile)
 
 Workloads (`WORKLOADS`): train steps of configs/benchmark.py's `image64_b8` and
 `mlm2048_b4` (PyTorch: AdamW, ours: the config's LAMB), and forward passes of the
@@ -264,6 +266,14 @@ def define_flags(flag_values=flags.FLAGS) -> types.SimpleNamespace:
     output=flags.DEFINE_string(
       'output', '', 'Also write the JSON here.', flag_values=flag_values
     ),
+    profile_pytorch=flags.DEFINE_integer(
+      'profile_pytorch',
+      0,
+      'Instead of comparing: profile this many runs of the PyTorch side and print '
+      'its top operators (hf_port --profile; ours: experiments.benchmarks.op_profile).',
+      lower_bound=0,
+      flag_values=flag_values,
+    ),
   )
 
 
@@ -297,6 +307,11 @@ def main(argv, *, args: types.SimpleNamespace):
     'experiments.benchmarks.hf_port',
     f'--spec={json.dumps(spec)}',
   ]
+  if args.profile_pytorch.value:
+    subprocess.run(
+      theirs_command + [f'--profile={args.profile_pytorch.value}'], cwd=_REPO, check=True
+    )
+    return
   workers = []
   try:
     # One at a time: each compiles or warms up alone.

@@ -238,12 +238,19 @@ def build_step(
   )
 
 
-def compile_step(setup: StepSetup) -> Tuple[Any, float, float]:
-  """`(compiled step, trace seconds, compile seconds)` for `setup`'s arguments."""
+def compile_step(
+  setup: StepSetup, compiler_options: Optional[Dict[str, str]] = None
+) -> Tuple[Any, float, float]:
+  """`(compiled step, trace seconds, compile seconds)` for `setup`'s arguments.
+
+  `compiler_options`: XLA options of this compilation alone (e.g.
+  `{'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}`), as
+  `XLA_FLAGS` would set them for the whole process.
+  """
   start = time.perf_counter()
   lowered = setup.p_train_step.lower(setup.p_state, setup.device_batch, setup.p_rng)
   trace_s = time.perf_counter() - start
-  compiled = lowered.compile()
+  compiled = lowered.compile(compiler_options=compiler_options or None)
   return compiled, trace_s, time.perf_counter() - start - trace_s
 
 
@@ -255,6 +262,7 @@ def benchmark(
   matmul_size: int = 2048,
   fake_data: bool = True,
   make_batch: Optional[Callable[[ml_collections.ConfigDict, Any], Any]] = None,
+  compiler_options: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
   """Times `num_steps` train steps of `config` after the first (compiling) one.
 
@@ -274,6 +282,7 @@ def benchmark(
     fake_data: set `data.fake=True` (when the config has it).
     make_batch: builds the 'fixed' batch instead of the task's iterator (see
       `build_step`).
+    compiler_options: XLA options of the step's compilation (see `compile_step`).
 
   Returns:
     A JSON-serialisable dict of the figures (see the module docstring).
@@ -298,7 +307,7 @@ def benchmark(
 
   # First step: trace, compile and run (what a training run waits for).
   start = time.perf_counter()
-  compiled, trace_s, compile_s = compile_step(setup)
+  compiled, trace_s, compile_s = compile_step(setup, compiler_options)
   p_state, metrics = compiled(p_state, device_batch, p_rng)
   _block((p_state, metrics))
   first_step_s = time.perf_counter() - start

@@ -226,21 +226,23 @@ def apply_gradients(
 
   A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`.
   """
-  updates, new_opt_state = optimizer.update(
-    grads, train_state.opt_state, train_state.params
-  )
-  new_params = optax.apply_updates(train_state.params, updates)
   grad_norm = fused_updates.global_norm(grads)
   # The sum of squares is inf or NaN when any gradient is: one reduction instead of a
   # check per leaf (which XLA compiles into thousands of instructions).
   finite = jnp.logical_and(jnp.isfinite(grad_norm), _all_finite(metrics))
 
-  candidate = TrainState(
-    step=train_state.step + 1, params=new_params, state=new_state, opt_state=new_opt_state
-  )
-  new_train_state = jax.tree.map(
-    lambda new, old: jnp.where(finite, new, old), candidate, train_state
-  )
+  def update(state):
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      state=new_state,
+      opt_state=new_opt_state,
+    )
+
+  # A branch rather than a select per leaf: the update writes the donated buffers in
+  # place, where a select made XLA copy every optimizer-state leaf first.
+  new_train_state = jax.lax.cond(finite, update, lambda state: state, train_state)
   metrics = dict(metrics)
   metrics['grad_norm'] = grad_norm
   metrics['finite'] = finite.astype(jnp.float32)

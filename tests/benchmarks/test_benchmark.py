@@ -291,3 +291,31 @@ def test_scaling_study_records_sizes_over_the_memory_limit():
   ]
   assert rows[0]['status'].startswith('not run: needs') and rows[0]['buffer_bytes'] > 0
   assert rows[1]['status'] == 'not run (a smaller size hit a limit)'
+
+
+def test_compiler_options_reach_the_step_compilation():
+  config = digits_configs.get_config('tiny')
+  option = 'xla_cpu_experimental_ynn_fusion_type'
+  with pytest.raises(Exception, match=f'{option}.*NOT_A_FUSION_TYPE'):
+    benchmark_train_step.benchmark(
+      config, num_steps=1, matmul_size=64, compiler_options={option: 'NOT_A_FUSION_TYPE'}
+    )
+
+
+def test_compiler_option_flags_parse_into_a_dict():
+  from absl import app  # noqa: PLC0415
+
+  from experiments import benchmark  # noqa: PLC0415
+
+  assert benchmark.parse_compiler_options(['a=1', 'b = x=y', 'c=']) == {
+    'a': '1',
+    'b': ' x=y',
+    'c': '',
+  }
+  for entries, message in (
+    (['a'], 'not KEY=VALUE'),
+    (['=1'], 'not KEY=VALUE'),
+    (['a=1', 'a=2'], 'twice'),
+  ):
+    with pytest.raises(app.UsageError, match=message):
+      benchmark.parse_compiler_options(entries)

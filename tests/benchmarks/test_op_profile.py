@@ -51,3 +51,53 @@ def test_profile_runs_tables_the_kernels_of_the_trace():
   assert abs(sum(r['share'] for r in rows) - 1) < 1e-3
   text = op_profile.format_table(table, top=5)
   assert text.count('\n| ') >= 2 and 'best ms/step' in text
+
+
+def _row(kernel, where, shape, best, flops, opcode='fusion', share=0.25):
+  return {
+    'kernel': kernel,
+    'opcode': opcode,
+    'ms_per_step': best + 1.0,
+    'best_ms_per_step': best,
+    'calls_per_step': 1.0,
+    'flops_per_step': flops,
+    'gflop_per_step': flops / 1e9,
+    'best_gflop_per_s': None,
+    'shape': shape,
+    'where': where,
+    'share': share,
+  }
+
+
+def test_group_rows_sums_the_same_work_of_every_layer():
+  table = {
+    'run_s_profiled': 0.02,
+    'num_kernels': 4,
+    'kernel_ms_per_step': 15.0,
+    'best_kernel_ms_per_step': 11.0,
+    'load_average_1min': 0.5,
+    'best_ms_per_step_by_kind': {'matrix products': 11.0},
+    'rows': [
+      _row('a', 'bwd enc/self_attention/attention/dot', [7, 5], 3.0, 3_000_000_000),
+      _row('b', 'bwd enc/self_attention_3/attention/dot', [7, 5], 1.0, 1_000_000_000),
+      # Another shape, and a layer number inside a name that is not a layer's.
+      _row('c', 'enc/self_attention_3/attention/dot', [5, 7], 5.0, 0),
+      _row('d', 'bwd enc/self_attention_12/attention/dot', [7, 5], 2.0, 0, 'dot'),
+    ],
+  }
+  grouped = op_profile.group_rows(table)
+  assert table['rows'][0]['kernel'] == 'a'  # The input is left as it was.
+  rows = grouped['rows']
+  assert [r['kernel'] for r in rows] == ['1 kernels', '2 kernels', '1 kernels']
+  assert [r['where'] for r in rows] == [
+    'enc/self_attention/attention/dot',
+    'bwd enc/self_attention/attention/dot',
+    'bwd enc/self_attention/attention/dot',
+  ]
+  pair = rows[1]
+  assert pair['best_ms_per_step'] == 4.0 and pair['ms_per_step'] == 6.0
+  assert pair['calls_per_step'] == 2.0 and pair['share'] == 0.5
+  # 4 GFLOP in 4 ms: 1,000 GFLOP/s.
+  assert pair['gflop_per_step'] == 4.0 and pair['best_gflop_per_s'] == 1000.0
+  assert rows[2]['opcode'] == 'dot' and rows[0]['best_gflop_per_s'] is None
+  assert '| 2 kernels | 4.0 |' in op_profile.format_table(grouped, top=3)

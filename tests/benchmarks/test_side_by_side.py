@@ -4,6 +4,8 @@ PyTorch port's configuration derived from ours."""
 import importlib.util
 import io
 import json
+import os
+import types
 
 import pytest
 
@@ -124,3 +126,90 @@ def test_port_has_our_parameter_count(workload, expected):
   )
   model, _, _ = hf_port.build_model(transformers, spec)
   assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize('flag', ['--profile=-1', '--top=0'])
+def test_port_profile_flags_are_checked_before_torch_is_needed(flag, capsys):
+  from experiments.benchmarks import hf_port  # noqa: PLC0415
+
+  with pytest.raises(SystemExit) as raised:
+    hf_port.main(['--spec={}', flag])
+  assert raised.value.code == 2
+  assert flag.split('=')[0] in capsys.readouterr().err
+
+
+class _FakeProfile:
+  """Stands in for `torch.profiler.profile`: counts the runs made under it."""
+
+  runs_inside = 0
+  active = False
+
+  def __init__(self, activities, record_shapes):
+    assert record_shapes and activities == ['cpu']
+
+  def __enter__(self):
+    _FakeProfile.active = True
+    return self
+
+  def __exit__(self, *exc):
+    _FakeProfile.active = False
+
+  def key_averages(self, group_by_input_shape):
+    assert group_by_input_shape
+    return self
+
+  def table(self, sort_by, row_limit, **_):
+    return f'sorted by {sort_by}, {row_limit} rows'
+
+
+def test_port_profile_table_profiles_the_requested_runs():
+  from experiments.benchmarks import hf_port  # noqa: PLC0415
+
+  calls = []
+  torch = types.SimpleNamespace(
+    profiler=types.SimpleNamespace(
+      profile=_FakeProfile, ProfilerActivity=types.SimpleNamespace(CPU='cpu')
+    )
+  )
+  text = hf_port.profile_table(
+    torch, lambda: calls.append(_FakeProfile.active), num_runs=3, top=7
+  )
+  # One warm-up run outside the profiler, then the three profiled ones.
+  assert calls == [False, True, True, True]
+  assert text.splitlines() == [
+    '3 runs profiled; times are totals over them.',
+    'sorted by self_cpu_time_total, 7 rows',
+  ]
+
+
+def test_profile_pytorch_runs_the_port_profiler_instead_of_comparing(monkeypatch):
+  from absl import flags  # noqa: PLC0415
+
+  flag_values = flags.FlagValues()
+  args = side_by_side.define_flags(flag_values)
+  flag_values(
+    [
+      'side_by_side',
+      '--workload=train_mlm2048_b4',
+      '--torch_python=/venv/python',
+      '--profile_pytorch=3',
+      '--threads=2',
+    ]
+  )
+  commands = []
+  monkeypatch.setattr(
+    side_by_side.subprocess,
+    'run',
+    lambda command, cwd, check: commands.append((command, cwd, check)),
+  )
+  monkeypatch.setattr(
+    side_by_side, 'Worker', lambda *a: pytest.fail('no worker may be started')
+  )
+  side_by_side.main(['side_by_side'], args=args)
+  ((command, cwd, check),) = commands
+  assert command[:3] == ['/venv/python', '-m', 'experiments.benchmarks.hf_port']
+  assert command[-1] == '--profile=3' and check
+  spec = json.loads(command[3].removeprefix('--spec='))
+  assert spec['model'] == 'mlm' and spec['mode'] == 'train'
+  assert spec['batch_size'] == 4 and spec['threads'] == 2
+  assert os.path.isdir(os.path.join(cwd, 'experiments', 'benchmarks'))
