@@ -88,6 +88,70 @@ def generate_fourier_features(
   return per_pos_features
 
 
+def grid_fourier_features(
+  index_dims, num_bands, max_resolution, concat_pos=True, sine_only=False
+):
+  """`generate_fourier_features` of the grid `build_linear_positions(index_dims)`.
+
+  The same `[N, C]` array (N = prod(index_dims), rows in the grid's row-major order),
+  computed per axis: a grid feature depends on one coordinate only, so each axis's
+  `sin` and `cos` are taken of its n_i positions (`[n_i, K]`) instead of all N
+  positions (for a 224 x 224 image, 224 values per band instead of 50,176), and the
+  axes' tables, each zero in the other axes' columns, are summed over the grid in one
+  pass. The products and their arguments are those of `generate_fourier_features`,
+  so the values are its values.
+
+  Args:
+    index_dims: the d sizes of the grid.
+    num_bands: K, frequency bands per dimension.
+    max_resolution: d maximum resolutions; the top frequency is `max_resolution / 2`.
+    concat_pos: whether to prepend the raw positions.
+    sine_only: whether to omit the cosine features.
+
+  Returns:
+    `[N, C]` features, `C = d * (2K + 1)` (fewer with `sine_only` or without
+    `concat_pos`).
+  """
+  index_dims = _as_index_dims(index_dims)
+  if len(max_resolution) != len(index_dims):
+    raise ValueError(
+      f'max_resolution={tuple(max_resolution)} must have one entry per dimension of '
+      f'index_dims={index_dims}.'
+    )
+  if int(num_bands) < 1:
+    raise ValueError(f'num_bands must be >= 1, got {num_bands!r}.')
+  num_bands = int(num_bands)
+  num_dims = len(index_dims)
+
+  def in_place(block, axis, width):
+    """`[n, width]` values of one axis in its columns of a `[n, num_dims * width]`
+    block, zeros in the other axes' columns."""
+    n = block.shape[0]
+    before = jnp.zeros((n, axis * width), block.dtype)
+    after = jnp.zeros((n, (num_dims - axis - 1) * width), block.dtype)
+    return jnp.concatenate([before, block, after], axis=-1)
+
+  features = None
+  for axis, (size, res) in enumerate(zip(index_dims, max_resolution)):
+    coords = build_linear_positions((size,))  # [n, 1], as the grid's own axis.
+    bands = jnp.linspace(1.0, res / 2, num=num_bands, endpoint=True)
+    scaled = jnp.pi * (coords * bands[None, :])  # [n, K]
+    blocks = [in_place(jnp.sin(scaled), axis, num_bands)]
+    if not sine_only:
+      blocks.append(in_place(jnp.cos(scaled), axis, num_bands))
+    if concat_pos:
+      blocks.insert(0, in_place(coords, axis, 1))
+    table = jnp.concatenate(blocks, axis=-1)  # [n, C]: this axis's columns only.
+    shape = [1] * num_dims + [table.shape[-1]]
+    shape[axis] = size
+    # Every column is nonzero on one axis only: the sum over axes places each value
+    # exactly, in one pass over the grid.
+    table = jnp.reshape(table, shape)
+    features = table if features is None else features + table
+  features = jnp.broadcast_to(features, tuple(index_dims) + (features.shape[-1],))
+  return jnp.reshape(features, (-1, features.shape[-1]))
+
+
 def num_fourier_channels(num_dims, num_bands, concat_pos=True, sine_only=False):
   """Channels produced by `generate_fourier_features` for `num_dims` dimensions."""
   per_dim = num_bands * (1 if sine_only else 2) + (1 if concat_pos else 0)
@@ -248,10 +312,14 @@ class FourierPositionEncoding(AbstractPositionEncoding):
         raise ValueError(
           'FourierPositionEncoding built with index_dims=None needs explicit pos.'
         )
-      # The grid is identical for every example: compute it once and broadcast,
-      # instead of recomputing the same features per example.
-      feats = self._features(
-        _check_or_build_spatial_positions(None, self._index_dims, None)
+      # The grid is identical for every example: compute it once (per axis) and
+      # broadcast, instead of recomputing the same features per example.
+      feats = grid_fourier_features(
+        self._index_dims,
+        num_bands=self._num_bands,
+        max_resolution=self._max_resolution,
+        concat_pos=self._concat_pos,
+        sine_only=self._sine_only,
       )  # [N, C]
       if batch_size is not None:
         feats = jnp.broadcast_to(feats[None], (batch_size,) + feats.shape)

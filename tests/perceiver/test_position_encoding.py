@@ -148,3 +148,36 @@ def test_fourier_errors_name_arguments():
 
   with pytest.raises(ValueError, match='coordinates'):
     hk.transform(wrong_pos).init(None)
+
+
+@pytest.mark.parametrize(
+  'dims,resolution',
+  [((7,), (7,)), ((3, 5), (11, 13)), ((5, 3, 7), (5, 3, 7)), ((37, 41), (37, 41))],
+)
+@pytest.mark.parametrize('concat_pos,sine_only', [(True, False), (False, True)])
+def test_grid_features_per_axis_equal_the_features_of_every_position(
+  dims, resolution, concat_pos, sine_only
+):
+  args = dict(num_bands=5, max_resolution=resolution, concat_pos=concat_pos)
+  positions = position_encoding.build_linear_positions(dims).reshape(-1, len(dims))
+  every = position_encoding.generate_fourier_features(
+    positions, sine_only=sine_only, **args
+  )
+  per_axis = position_encoding.grid_fourier_features(dims, sine_only=sine_only, **args)
+  # The same products of the same float32 arguments: equal, not only close.
+  np.testing.assert_array_equal(np.asarray(per_axis), np.asarray(every))
+  # Under jit XLA may evaluate sin and cos differently for the two layouts: rounding
+  # of arguments up to pi * resolution / 2 only.
+  jitted = jax.jit(
+    lambda: position_encoding.grid_fourier_features(dims, sine_only=sine_only, **args)
+  )()
+  np.testing.assert_allclose(np.asarray(jitted), np.asarray(every), rtol=0, atol=1e-5)
+
+
+def test_grid_features_errors_name_arguments():
+  with pytest.raises(ValueError, match='max_resolution'):
+    position_encoding.grid_fourier_features((3, 5), 4, (5,))
+  with pytest.raises(ValueError, match='num_bands'):
+    position_encoding.grid_fourier_features((3, 5), 0, (3, 5))
+  with pytest.raises(ValueError, match='index_dims'):
+    position_encoding.grid_fourier_features((3, 0), 4, (3, 5))
