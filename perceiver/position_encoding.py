@@ -34,6 +34,11 @@ def _as_index_dims(index_dims, arg_name='index_dims') -> Tuple[int, ...]:
   return dims
 
 
+def _bands(resolution, num_bands):
+  """`[K]` frequencies spaced linearly from 1 to `resolution / 2`."""
+  return jnp.linspace(1.0, resolution / 2, num=num_bands, endpoint=True)
+
+
 def generate_fourier_features(
   pos, num_bands, max_resolution=(224, 224), concat_pos=True, sine_only=False
 ):
@@ -64,15 +69,7 @@ def generate_fourier_features(
     )
   if int(num_bands) < 1:
     raise ValueError(f'num_bands must be >= 1, got {num_bands!r}.')
-  min_freq = 1.0
-  # [d, K]
-  freq_bands = jnp.stack(
-    [
-      jnp.linspace(min_freq, res / 2, num=num_bands, endpoint=True)
-      for res in max_resolution
-    ],
-    axis=0,
-  )
+  freq_bands = jnp.stack([_bands(res, num_bands) for res in max_resolution])  # [d, K]
   per_pos_features = pos[:, :, None] * freq_bands[None, :, :]  # [N, d, K]
   per_pos_features = jnp.reshape(
     per_pos_features, [-1, int(np.prod(per_pos_features.shape[1:]))]
@@ -134,8 +131,7 @@ def grid_fourier_features(
   features = None
   for axis, (size, res) in enumerate(zip(index_dims, max_resolution)):
     coords = build_linear_positions((size,))  # [n, 1], as the grid's own axis.
-    bands = jnp.linspace(1.0, res / 2, num=num_bands, endpoint=True)
-    scaled = jnp.pi * (coords * bands[None, :])  # [n, K]
+    scaled = jnp.pi * (coords * _bands(res, num_bands)[None, :])  # [n, K]
     blocks = [in_place(jnp.sin(scaled), axis, num_bands)]
     if not sine_only:
       blocks.append(in_place(jnp.cos(scaled), axis, num_bands))
@@ -148,7 +144,7 @@ def grid_fourier_features(
     # exactly, in one pass over the grid.
     table = jnp.reshape(table, shape)
     features = table if features is None else features + table
-  features = jnp.broadcast_to(features, tuple(index_dims) + (features.shape[-1],))
+  # The sum of one [1, .., n_i, .., 1, C] table per axis spans the whole grid.
   return jnp.reshape(features, (-1, features.shape[-1]))
 
 
